@@ -344,3 +344,26 @@ def collate(indices: Sequence[int], data: Encoded, pad_id: int = 0) -> dict[str,
 
 def num_batches(data: Encoded, batch_size: int) -> int:
     return -(-len(data) // batch_size)
+
+
+# ---------------------------------------------------------------- the rows shipped for smoke
+
+def write_smoke_data(folder: Path | str, out: Path = SMOKE_DATA, train_rows: int = 256,
+                     dev_rows: int = 128, squad_articles: int = 4) -> None:
+    """Sample the shipped rows from a full data folder (seeded; how smoke_data was made)."""
+    from flatcomp.config import SMALL
+
+    out.mkdir(parents=True, exist_ok=True)
+    full = SMALL.with_overrides(train_size={}, eval_size={})
+    for name in TASKS:
+        data = load_task(name, full, folder)
+        blob = {split: [{"text": list(t), "label": y}
+                        for t, y in zip(rows.texts, rows.labels)]
+                for split, rows in (("train", data.train.subsample(train_rows)),
+                                    ("dev", data.dev.subsample(dev_rows)))}
+        (out / f"{name}.json").write_text(json.dumps(blob, ensure_ascii=False, indent=0) + "\n")
+    squad = json.loads((Path(folder) / "squad/v1.1/dev-v1.1.json").read_text())
+    articles = random.Random(0).sample(squad["data"], squad_articles)
+    blob = {"version": squad["version"],
+            "data": [{"title": a["title"], "paragraphs": a["paragraphs"][:6]} for a in articles]}
+    (out / "squad.json").write_text(json.dumps(blob, ensure_ascii=False, indent=0) + "\n")

@@ -1,0 +1,132 @@
+"""The book's tables: stored results in, a pandas DataFrame out. Scores are shown in percent."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pandas as pd
+
+from flatcomp.config import PROFILES, Profile
+from flatcomp.experiments import mean_std
+from flatcomp.metrics import MAIN_METRIC
+from flatcomp.paper import FULL_BERT_BASE
+
+TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
+              "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD"}
+_PROFILE_FIELDS = ("model", "tasks", "seeds", "lr", "epochs", "max_length", "batch_size",
+                   "train_size", "bf16", "sam_rho", "weight_decay", "imp_rounds", "imp_rate")
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def pm(values: list[float]) -> str:
+    """'mean ± std' in percent over seeds."""
+    mean, std = mean_std(values)
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def profiles_table(profiles: tuple[Profile, ...] = tuple(PROFILES.values())) -> pd.DataFrame:
+    """The three profiles side by side."""
+    rows = {f: [_show(getattr(p, f)) for p in profiles] for f in _PROFILE_FIELDS}
+    return pd.DataFrame(rows, index=[p.name for p in profiles]).T
+
+
+def _show(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}"
+                         for k, v in value.items()) or "-"
+    if isinstance(value, tuple):
+        return ", ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def cuts_table(profile: Profile) -> pd.DataFrame:
+    return pd.DataFrame({"what differs from the paper, and why": profile.cuts}).rename_axis(
+        f"{profile.name} profile")
+
+
+def data_cards_table(cards: list[dict]) -> pd.DataFrame:
+    rows = []
+    for c in cards:
+        if not c["available"]:
+            rows.append({"task": TASK_NAMES[c["task"]], "train": "-", "dev": "-",
+                         "note": "not available here"})
+            continue
+        quantiles = c.get("length_quantiles", {})
+        rows.append({
+            "task": TASK_NAMES[c["task"]], "train": c["train_rows"], "dev": c["dev_rows"],
+            "metric": c["metric"],
+            "labels (train)": _balance(c.get("labels", {})),
+            "median tokens": f"{quantiles['p50']:.0f}" if quantiles else "-",
+            "90th pct": f"{quantiles['p90']:.0f}" if quantiles else "-",
+            "truncated": pct(c["truncated_at_max_length"]) + "%"
+                         if "truncated_at_max_length" in c else "-",
+            "note": c.get("cut") or "official splits",
+        })
+    return pd.DataFrame(rows).set_index("task")
+
+
+def _balance(labels: dict) -> str:
+    if set(labels) == {"min", "mean", "max"}:
+        return f"score {labels['min']:.0f}-{labels['max']:.0f}, mean {labels['mean']:.2f}"
+    return " / ".join(f"{k} {100 * v:.0f}%" for k, v in labels.items())
+
+
+def examples_table(cards: list[dict]) -> pd.DataFrame:
+    rows = [{"task": TASK_NAMES[c["task"]], "text": " ‖ ".join(e["text"]), "label": e["label"]}
+            for c in cards if c["available"] for e in c["examples"][:1]]
+    return pd.DataFrame(rows).set_index("task")
+
+
+def sweep_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per (task, lr), Adam and SAM side by side: best dev score and its epoch."""
+    rows = defaultdict(dict)
+    for r in runs:
+        key = (TASK_NAMES[r["task"]], f"{r['lr']:g}")
+        metric = MAIN_METRIC[r["task"]]
+        rows[key][f"{r['optimizer']} best"] = pct(r["best_score"])
+        rows[key][f"{r['optimizer']} epoch"] = f"{r['best_epoch']}/{r['epochs']}"
+        rows[key][f"{r['optimizer']} first epoch"] = pct(r["history"][0][metric])
+        rows[key]["metric"] = metric
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["task", "lr"]
+    return table
+
+
+def finetune_table(runs: list[dict]) -> pd.DataFrame:
+    """Mean ± std over seeds of the best dev score, per task and optimizer, beside the paper's
+    full BERT-base score."""
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(r["task"], r["optimizer"])].append(r["best_score"])
+    rows = []
+    for (task, optimizer), scores in groups.items():
+        rows.append({"task": TASK_NAMES[task], "optimizer": optimizer,
+                     "metric": MAIN_METRIC[task], "seeds": len(scores),
+                     "ours": pm(scores),
+                     "paper (BERT-base, Adam)": f"{FULL_BERT_BASE[task]:.1f}"})
+    return pd.DataFrame(rows).set_index(["task", "optimizer"])
+
+
+def step_time_table(runs: list[dict]) -> pd.DataFrame:
+    """Measured seconds per training step and per fine-tune, mean over the runs given."""
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(r["task"], r["optimizer"])].append(r)
+    rows = []
+    for (task, optimizer), rs in groups.items():
+        rows.append({"task": TASK_NAMES[task], "optimizer": optimizer,
+                     "s / step": f"{mean_std([r['seconds_per_step'] for r in rs])[0]:.2f}",
+                     "steps": rs[0]["steps"],
+                     "minutes / fine-tune": f"{mean_std([r['wall_seconds'] for r in rs])[0] / 60:.1f}",
+                     "device": rs[0]["device"]})
+    return pd.DataFrame(rows).set_index(["task", "optimizer"])
+
+
+def precision_table(runs: list[dict]) -> pd.DataFrame:
+    rows = [{"precision": r["precision"], "task": TASK_NAMES[r["task"]],
+             "best dev score": pct(r["best_score"]), "best epoch": r["best_epoch"],
+             "s / step": f"{r['seconds_per_step']:.2f}"} for r in runs]
+    return pd.DataFrame(rows).set_index("precision")

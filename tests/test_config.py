@@ -1,0 +1,93 @@
+"""Profiles: lookup by name and environment, the paper's hyper-parameters, small's written cuts."""
+
+import pytest
+
+from flatcomp.config import DEFAULT_PROFILE, PAPER, PROFILES, SMALL, SMOKE, get_profile
+
+# The fields whose difference between small and paper must be justified in small.cuts.
+CUT_FIELDS = ("model", "lr", "epochs", "max_length", "batch_size", "train_size", "bf16",
+              "imp_rounds")
+
+
+@pytest.mark.parametrize("name, expected", [("smoke", SMOKE), ("small", SMALL), ("paper", PAPER)])
+def test_get_profile_by_name(name, expected):
+    assert get_profile(name) is expected
+    assert get_profile(name).name == name
+
+
+@pytest.mark.parametrize("name", ["smoke", "paper"])
+def test_get_profile_reads_environment_variable(monkeypatch, name):
+    monkeypatch.setenv("FLATCOMP_PROFILE", name)
+    assert get_profile() is PROFILES[name]
+
+
+def test_explicit_name_wins_over_environment(monkeypatch):
+    monkeypatch.setenv("FLATCOMP_PROFILE", "paper")
+    assert get_profile("smoke") is SMOKE
+
+
+def test_default_profile_without_environment():
+    assert get_profile() is PROFILES[DEFAULT_PROFILE]
+
+
+def test_unknown_profile_names_the_choices():
+    with pytest.raises(ValueError) as info:
+        get_profile("huge")
+    message = str(info.value)
+    assert "huge" in message
+    for name in PROFILES:
+        assert name in message
+
+
+def test_unknown_profile_from_environment_raises(monkeypatch):
+    monkeypatch.setenv("FLATCOMP_PROFILE", "nosuch")
+    with pytest.raises(ValueError, match="nosuch"):
+        get_profile()
+
+
+def test_paper_profile_carries_the_papers_glue_hyper_parameters():
+    assert PAPER.model == "bert-base-uncased"
+    for task in ("mnli", "qqp", "qnli", "sst2", "rte", "mrpc", "stsb", "cola"):
+        assert PAPER.lr_for(task) == 2e-5
+    assert PAPER.batch_size == 32
+    assert PAPER.max_length == 128
+    assert PAPER.sam_rho == 0.05
+    assert PAPER.weight_decay == 0.0
+    assert PAPER.train_size == {} and PAPER.eval_size == {}
+
+
+def test_paper_profile_prunes_ten_rounds_of_ten_percent():
+    assert PAPER.imp_rounds == 10
+    assert PAPER.imp_rate == 0.1
+
+
+@pytest.mark.parametrize("task", ["mnli", "qqp", "qnli", "sst2"])
+def test_paper_trains_large_tasks_three_epochs(task):
+    assert PAPER.epochs_for(task) == 3
+
+
+@pytest.mark.parametrize("task", ["rte", "mrpc", "stsb", "cola"])
+def test_paper_trains_small_tasks_ten_epochs(task):
+    assert PAPER.epochs_for(task) == 10
+
+
+def test_paper_squad_settings():
+    assert PAPER.lr_for("squad") == 3e-5
+    assert PAPER.squad_batch_size == 16
+    assert PAPER.squad_max_length == 384
+    assert PAPER.squad_doc_stride == 128
+
+
+def test_every_departure_of_small_from_paper_is_written_in_cuts():
+    small, paper = SMALL.to_dict(), PAPER.to_dict()
+    differing = [f for f in CUT_FIELDS if small[f] != paper[f]]
+    assert differing, "small and paper should differ somewhere (at least the model)"
+    missing = [f for f in differing if not SMALL.cuts.get(f, "").strip()]
+    assert not missing, f"fields where small departs from paper without a reason in cuts: {missing}"
+
+
+def test_with_overrides_returns_a_changed_copy():
+    changed = SMOKE.with_overrides(seeds=(7,))
+    assert changed.seeds == (7,)
+    assert SMOKE.seeds != (7,)  # the original is untouched (profiles are frozen)
+    assert changed.name == SMOKE.name

@@ -1,0 +1,386 @@
+"""Data loading: shipped rows, the GLUE TSV quirks, parquet-only tasks, errors, encoding, batching.
+
+The last section checks the canonical row counts of the real data folder; it runs only when
+``FLATCOMP_DATA`` points at one (e.g. ``FLATCOMP_DATA=/work/shared/data``) and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from flatcomp import data as D
+from flatcomp.data import (TASKS, DataNotFoundError, Examples, batches, encode, get_task,
+                           load_squad, load_task, split_in_two)
+
+SHIPPED_TRAIN_ROWS = 256
+SHIPPED_DEV_ROWS = 128
+WNLI_DEV_ROWS = 71  # the whole WNLI dev set is smaller than 128 rows
+
+
+@pytest.fixture
+def local(smoke):
+    """The smoke profile reading a local folder instead of the shipped rows."""
+    return smoke.with_overrides(shipped_data=False)
+
+
+# ---------------------------------------------------------------- shipped rows
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_shipped_row_counts(smoke, name):
+    data = load_task(name, smoke)
+    assert len(data.train) == SHIPPED_TRAIN_ROWS
+    assert len(data.dev) == (WNLI_DEV_ROWS if name == "wnli" else SHIPPED_DEV_ROWS)
+    assert len(data.train.texts) == len(data.train.labels)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in TASKS if not TASKS[n].is_regression))
+def test_shipped_classification_labels_are_class_ids(smoke, name):
+    data = load_task(name, smoke)
+    classes = set(range(data.task.num_labels))
+    for rows in (data.train, data.dev):
+        assert set(rows.labels) <= classes
+        assert all(isinstance(y, int) for y in rows.labels)
+    assert len(set(data.train.labels)) > 1, "a sample of one class cannot train anything"
+
+
+def test_shipped_stsb_labels_are_scores_between_0_and_5(smoke):
+    data = load_task("stsb", smoke)
+    for rows in (data.train, data.dev):
+        assert all(isinstance(y, float) and 0.0 <= y <= 5.0 for y in rows.labels)
+    assert len(set(data.train.labels)) > 10  # real scores, not a constant
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_shipped_texts_have_the_tasks_field_count(smoke, name):
+    data = load_task(name, smoke)
+    fields = len(TASKS[name].text_fields)
+    for rows in (data.train, data.dev):
+        assert all(isinstance(t, tuple) and len(t) == fields for t in rows.texts)
+        assert all(all(isinstance(s, str) and s for s in t) for t in rows.texts)
+
+
+# ---------------------------------------------------------------- errors
+
+def test_unknown_task_raises_value_error(smoke):
+    with pytest.raises(ValueError, match="nosuch"):
+        load_task("nosuch", smoke)
+    with pytest.raises(ValueError, match="nosuch"):
+        get_task("nosuch")
+
+
+def test_missing_folder_raises_data_not_found_naming_it(local, tmp_path):
+    missing = tmp_path / "no" / "such" / "folder"
+    with pytest.raises(DataNotFoundError) as info:
+        load_task("rte", local, missing)
+    assert str(missing) in str(info.value)
+
+
+def test_empty_folder_and_no_hub_lists_what_was_tried(local, tmp_path, monkeypatch):
+    def unreachable(task, split):
+        raise ConnectionError("no network here")
+
+    monkeypatch.setattr(D, "_hub_split", unreachable)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataNotFoundError) as info:
+        load_task("rte", local, empty)
+    message = str(info.value)
+    assert str(empty) in message
+    assert "glue/RTE/dev.tsv" in message
+    assert "hub" in message and "ConnectionError" in message
+
+
+# ---------------------------------------------------------------- a handmade GLUE folder
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+COLA = ("gj04\t1\t\tOur friends won't buy this analysis, let alone the next one we propose.\n"
+        "gj04\t0\t*\tThey drank the pub.\n"
+        "gj04\t1\t\tThe more we study verbs, the crazier they get.\n")
+MRPC = ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        "1\t702876\t702977\tAmrozi accused his brother .\tReferring to him , Amrozi accused him .\n"
+        "0\t2108705\t2108831\tYucaipa owned Dominick 's .\tYucaipa bought Dominick 's in 1995 .\n")
+RTE = ("index\tsentence1\tsentence2\tlabel\n"
+       '0\t"Unclosed quote opens this premise.\tA hypothesis.\tentailment\n'
+       '1\tA plain premise.\t"Quoted" words begin this one.\tnot_entailment\n'
+       "2\tThird premise.\tThird hypothesis.\tentailment\n")
+SST2 = ("sentence\tlabel\n"
+        "it 's a charming and often affecting journey . \t1\n"
+        "unflinchingly bleak and desperate \t0\n")
+STSB = ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+        "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\t"
+        "An air plane is taking off.\t5.000\n"
+        "1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man is playing a flute.\t"
+        "A man is eating.\t0.800\n")
+
+
+@pytest.fixture
+def glue_folder(tmp_path):
+    """A tiny folder in the original GLUE TSV format, quirks included (train = dev here)."""
+    folder = tmp_path / "data"
+    for task_dir, text in (("CoLA", COLA), ("MRPC", MRPC), ("RTE", RTE), ("SST-2", SST2),
+                           ("STS-B", STSB)):
+        for split in ("train", "dev"):
+            _write(folder / "glue" / task_dir / f"{split}.tsv", text)
+    return folder
+
+
+def test_cola_has_no_header_row(local, glue_folder):
+    data = load_task("cola", local, glue_folder)
+    assert len(data.train) == 3  # the first line is a row, not a header
+    assert data.train.texts[0] == ("Our friends won't buy this analysis, let alone the next one "
+                                   "we propose.",)
+    assert data.train.labels == [1, 0, 1]
+    assert data.cut is None
+
+
+def test_mrpc_header_with_bom_is_skipped(local, glue_folder):
+    data = load_task("mrpc", local, glue_folder)
+    assert len(data.train) == 2
+    assert data.train.texts[0] == ("Amrozi accused his brother .",
+                                   "Referring to him , Amrozi accused him .")
+    assert data.train.labels == [1, 0]
+    assert not any("\ufeff" in s for t in data.train.texts for s in t)
+
+
+def test_rte_field_starting_with_a_quote_is_read_verbatim(local, glue_folder):
+    data = load_task("rte", local, glue_folder)
+    assert len(data.train) == 3  # an opening quote must not swallow tabs and newlines
+    assert data.train.texts[0] == ('"Unclosed quote opens this premise.', "A hypothesis.")
+    assert data.train.texts[1] == ("A plain premise.", '"Quoted" words begin this one.')
+
+
+def test_rte_string_labels_map_to_hugging_face_ids(local, glue_folder):
+    data = load_task("rte", local, glue_folder)
+    assert data.train.labels == [0, 1, 0]  # 0 = entailment, 1 = not_entailment
+
+
+def test_sst2_trailing_space_is_stripped(local, glue_folder):
+    data = load_task("sst2", local, glue_folder)
+    assert data.train.texts == [("it 's a charming and often affecting journey .",),
+                                ("unflinchingly bleak and desperate",)]
+    assert data.train.labels == [1, 0]
+
+
+def test_stsb_score_is_read_from_the_last_column(local, glue_folder):
+    data = load_task("stsb", local, glue_folder)
+    assert data.train.labels == [5.0, 0.8]
+    assert all(isinstance(y, float) for y in data.train.labels)
+    assert data.train.texts[1] == ("A man is playing a flute.", "A man is eating.")
+
+
+MNLI_ROWS = 11
+
+
+@pytest.fixture
+def parquet_folder(tmp_path):
+    """MNLI as Hugging Face parquet, matched dev only (no train split, as in the real folder)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "pq"
+    path = folder / "glue_hf_parquet" / "mnli" / "validation_matched-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True)
+    table = pa.table({"premise": [f"premise {i} " for i in range(MNLI_ROWS)],
+                      "hypothesis": [f"hypothesis {i}" for i in range(MNLI_ROWS)],
+                      "label": [i % 3 for i in range(MNLI_ROWS)],
+                      "idx": list(range(MNLI_ROWS))})
+    pq.write_table(table, path)
+    return folder
+
+
+def test_parquet_only_task_trains_on_a_seeded_half_of_dev(local, parquet_folder):
+    data = load_task("mnli", local, parquet_folder)
+    rows = {t: y for t, y in zip(data.train.texts + data.dev.texts,
+                                 data.train.labels + data.dev.labels)}
+    expected = {(f"premise {i}", f"hypothesis {i}"): i % 3 for i in range(MNLI_ROWS)}
+    assert rows == expected  # every dev row once, stripped, with its label
+    assert len(data.train) + len(data.dev) == MNLI_ROWS
+    assert not set(data.train.texts) & set(data.dev.texts)
+    assert {len(data.train), len(data.dev)} == {MNLI_ROWS // 2, MNLI_ROWS - MNLI_ROWS // 2}
+
+
+def test_parquet_only_task_says_so_in_its_cut(local, parquet_folder):
+    data = load_task("mnli", local, parquet_folder)
+    assert data.cut is not None
+    assert "half of the dev set" in data.cut
+    assert str(len(data.train)) in data.cut and str(len(data.dev)) in data.cut
+
+
+def test_parquet_only_split_is_the_same_every_time(local, parquet_folder):
+    first = load_task("mnli", local, parquet_folder)
+    second = load_task("mnli", local, parquet_folder)
+    assert first.train.texts == second.train.texts
+    assert first.dev.texts == second.dev.texts
+
+
+def _numbered(n: int) -> Examples:
+    return Examples([(f"row {i}",) for i in range(n)], list(range(n)))
+
+
+def test_split_in_two_is_deterministic_disjoint_and_complete():
+    rows = _numbered(25)
+    a1, b1 = split_in_two(rows, seed=5)
+    a2, b2 = split_in_two(rows, seed=5)
+    assert (a1.texts, b1.texts) == (a2.texts, b2.texts)
+    assert not set(a1.labels) & set(b1.labels)
+    assert sorted(a1.labels + b1.labels) == list(range(25))
+    assert (len(a1), len(b1)) == (12, 13)
+    assert a1.labels == sorted(a1.labels)  # each half keeps the original order
+
+
+def test_split_in_two_depends_on_the_seed():
+    rows = _numbered(40)
+    assert split_in_two(rows, seed=0)[0].labels != split_in_two(rows, seed=1)[0].labels
+
+
+# ---------------------------------------------------------------- encoding and batching
+
+def _words(counts: list[int]) -> Examples:
+    """Rows of 1..n words; the label is the row's index, so batches reveal the order."""
+    return Examples([(" ".join(["word"] * k),) for k in counts], list(range(len(counts))))
+
+
+LENGTHS = [1, 9, 2, 3, 12, 4, 5, 1, 7, 2, 6, 3]
+
+
+def test_encode_is_cached_per_object(tokenizer):
+    rows = _words(LENGTHS)
+    assert encode(rows, tokenizer, 32) is encode(rows, tokenizer, 32)
+    assert encode(rows, tokenizer, 16) is not encode(rows, tokenizer, 32)
+
+
+def test_encode_truncates_at_max_length(tokenizer):
+    rows = _words([100, 3])
+    enc = encode(rows, tokenizer, 16)
+    assert len(enc.input_ids[0]) == 16
+    assert enc.input_ids[0][-1] == tokenizer.sep_token_id  # truncated, still closed by [SEP]
+    assert len(enc.input_ids[1]) == 3 + 2  # short rows are neither truncated nor padded
+    batch = next(batches(enc, 2))
+    assert batch["input_ids"].shape == (2, 16)
+
+
+def test_encode_pairs_marks_the_second_segment(tokenizer):
+    rows = Examples([("a premise here", "a hypothesis")], [0])
+    enc = encode(rows, tokenizer, 32)
+    types = enc.token_type_ids[0]
+    assert set(types) == {0, 1}
+    assert list(types) == sorted(types)  # all 0s (first segment) then all 1s
+
+
+def test_batches_are_padded_to_their_own_longest_row(tokenizer):
+    max_length = 64
+    enc = encode(_words(LENGTHS), tokenizer, max_length)
+    widths = []
+    for start, batch in zip(range(0, len(LENGTHS), 4), batches(enc, 4)):
+        longest = max(LENGTHS[start:start + 4]) + 2  # [CLS] ... [SEP]
+        assert batch["input_ids"].shape == (min(4, len(LENGTHS) - start), longest)
+        widths.append(longest)
+    assert max(widths) < max_length
+    assert len(set(widths)) > 1
+
+
+def test_attention_mask_is_zero_exactly_on_padding(tokenizer):
+    enc = encode(_words(LENGTHS), tokenizer, 64)
+    for batch in batches(enc, 5, shuffle=True, seed=1, pad_id=0):
+        for row, label in enumerate(batch["labels"].tolist()):
+            ids = enc.input_ids[label]
+            n, width = len(ids), batch["input_ids"].shape[1]
+            assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
+            assert batch["input_ids"][row, :n].tolist() == list(ids)
+            assert batch["input_ids"][row, n:].eq(0).all()
+            assert batch["token_type_ids"][row, n:].eq(0).all()
+
+
+def _order(enc, seed):
+    return [y for b in batches(enc, 3, shuffle=True, seed=seed) for y in b["labels"].tolist()]
+
+
+def test_same_seed_gives_the_same_shuffled_order(tokenizer):
+    enc = encode(_words(LENGTHS), tokenizer, 64)
+    first = _order(enc, 7)
+    assert first == _order(enc, 7)
+    assert sorted(first) == list(range(len(LENGTHS)))  # a permutation: every row once
+
+
+def test_different_seed_gives_a_different_order(tokenizer):
+    enc = encode(_words(LENGTHS), tokenizer, 64)
+    assert _order(enc, 7) != _order(enc, 8)
+    assert _order(enc, 7) != list(range(len(LENGTHS)))
+
+
+def test_regression_labels_are_float_tensors(tokenizer):
+    rows = Examples([("a",), ("b",)], [0.5, 4.2])
+    batch = next(batches(encode(rows, tokenizer, 8, regression=True), 2))
+    assert batch["labels"].is_floating_point()
+    assert batch["labels"].tolist() == pytest.approx([0.5, 4.2])
+
+
+# ---------------------------------------------------------------- SQuAD
+
+def test_shipped_squad_is_split_by_article(smoke):
+    train, dev, cut = load_squad(smoke)
+    assert train and dev
+    assert not {e.title for e in train} & {e.title for e in dev}
+    assert not {e.id for e in train} & {e.id for e in dev}
+    assert cut is not None and "split by article" in cut
+    for e in train + dev:
+        assert e.answers and len(e.answers) == len(e.answer_starts)
+        assert e.context[e.answer_starts[0]:].startswith(e.answers[0])
+
+
+# ---------------------------------------------------------------- the real data folder
+
+@pytest.fixture
+def real_folder():
+    value = os.environ.get("FLATCOMP_DATA")
+    if not value:
+        pytest.skip("FLATCOMP_DATA not set: the canonical row counts need the real data folder "
+                    "(e.g. FLATCOMP_DATA=/work/shared/data)")
+    return Path(value)
+
+
+CANONICAL = {"cola": (8551, 1043), "sst2": (67349, 872), "mrpc": (3668, 408),
+             "stsb": (5749, 1500), "rte": (2490, 277), "wnli": (635, 71)}
+# dev-only tasks: the size of the official dev set (matched for MNLI), split in two halves
+CANONICAL_DEV_ONLY = {"qnli": 5463, "mnli": 9815, "qqp": 40430}
+
+
+@pytest.mark.parametrize("name", sorted(CANONICAL))
+def test_real_folder_canonical_row_counts(local, real_folder, name):
+    data = load_task(name, local, real_folder)
+    assert (len(data.train), len(data.dev)) == CANONICAL[name]
+    assert data.cut is None
+
+
+@pytest.mark.parametrize("name", sorted(CANONICAL_DEV_ONLY))
+def test_real_folder_dev_only_tasks_split_their_dev_set(local, real_folder, name):
+    data = load_task(name, local, real_folder)
+    assert len(data.train) + len(data.dev) == CANONICAL_DEV_ONLY[name]
+    assert abs(len(data.train) - len(data.dev)) <= 1
+    assert data.cut is not None
+
+
+def test_real_folder_squad_dev(local, real_folder):
+    train, dev, cut = load_squad(local, real_folder)
+    assert len(train) + len(dev) == 10570
+    assert len({e.title for e in train + dev}) == 48
+    assert not {e.title for e in train} & {e.title for e in dev}
+    assert cut is not None
+
+
+@pytest.mark.parametrize("split, hf_split", [("train", "train"), ("dev", "validation")])
+def test_real_folder_rte_tsv_and_parquet_agree(real_folder, split, hf_split):
+    task = get_task("rte")
+    tsv = D._read_tsv(real_folder / "glue" / "RTE" / f"{split}.tsv", task)
+    parquet = D._read_parquet(
+        real_folder / "glue_hf_parquet" / "rte" / f"{hf_split}-00000-of-00001.parquet", task)
+    assert len(tsv) == len(parquet) > 0
+    assert tsv.labels == parquet.labels
+    assert tsv.texts == parquet.texts

@@ -1,0 +1,188 @@
+"""Experiments as resumable units, and the command line.
+
+The resume test runs the smoke profile's ``lr_sweep`` on RTE (2 units: adam and sam) with fewer
+rows and epochs than the smoke profile itself (same name, so the same sweep grid), to stay fast.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import flatcomp.experiments as E
+from flatcomp.__main__ import main
+from flatcomp.config import PROFILES
+from flatcomp.experiments import (EXPERIMENTS, get_experiment, load_or_run, select, unit_id)
+from flatcomp.results import ResultsStore
+
+TIMING = ("seconds_per_step", "wall_seconds")  # the only fields allowed to differ between runs
+
+
+@pytest.fixture
+def quick(smoke):
+    """The smoke profile, cut to 64 RTE train rows, 32 dev rows and 2 epochs."""
+    return smoke.with_overrides(epochs={"default": 2}, train_size={"rte": 64},
+                                eval_size={"rte": 32})
+
+
+def _use_dirs(monkeypatch, tmp_path, name):
+    monkeypatch.setenv("FLATCOMP_RESULTS", str(tmp_path / name / "results"))
+    monkeypatch.setenv("FLATCOMP_CACHE", str(tmp_path / name / "cache"))
+
+
+def _numbers(results):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in results]
+
+
+# ---------------------------------------------------------------- resuming a killed run
+
+def test_killed_run_resumes_to_the_same_numbers(quick, tmp_path, monkeypatch):
+    # the reference: an uninterrupted run, with its own results and checkpoint folders
+    _use_dirs(monkeypatch, tmp_path, "reference")
+    reference = load_or_run(quick, "lr_sweep", progress=False, task=["rte"])
+    assert [(r["task"], r["optimizer"]) for r in reference] == [("rte", "adam"), ("rte", "sam")]
+
+    # the same run, killed while it computes its second unit, in fresh folders
+    _use_dirs(monkeypatch, tmp_path, "killed")
+    real_finetuned, calls = E.finetuned, []
+
+    def dies_on_second_unit(profile, task, optimizer, *args, **kwargs):
+        calls.append(optimizer)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_finetuned(profile, task, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(E, "finetuned", dies_on_second_unit)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_run(quick, "lr_sweep", progress=False, task=["rte"])
+    store = ResultsStore(quick)
+    assert store.units("lr_sweep") == ["rte-adam-lr0.001-seed0"]
+    first_file = store.path("lr_sweep", "rte-adam-lr0.001-seed0")
+    first_bytes = first_file.read_bytes()
+
+    # resumed: only the missing unit is computed, and the numbers are the reference's
+    calls.clear()
+
+    def counting(profile, task, optimizer, *args, **kwargs):
+        calls.append(optimizer)
+        return real_finetuned(profile, task, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(E, "finetuned", counting)
+    resumed = load_or_run(quick, "lr_sweep", progress=False, task=["rte"])
+    assert calls == ["sam"]
+    assert first_file.read_bytes() == first_bytes
+    assert _numbers(resumed) == _numbers(reference)
+    assert len(store.units("lr_sweep")) == 2
+
+
+def test_stored_results_are_read_without_training(quick, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stored unit was trained again")
+
+    first = load_or_run(quick, "lr_sweep", progress=False, task=["rte"], optimizer=["adam"])
+    monkeypatch.setattr(E, "finetuned", no_training)
+    again = load_or_run(quick, "lr_sweep", progress=False, task=["rte"], optimizer=["adam"])
+    assert again == first
+
+
+# ---------------------------------------------------------------- units
+
+def test_unit_id_orders_its_keys():
+    unit = {"seed": 0, "lr": 1e-4, "optimizer": "sam", "task": "rte"}
+    assert unit_id(unit) == "rte-sam-lr0.0001-seed0"
+
+
+@pytest.mark.parametrize("unit, expected", [
+    ({"task": "mrpc", "optimizer": "adam", "seed": 2}, "mrpc-adam-seed2"),
+    ({"task": "mrpc", "optimizer": "adam", "precision": "bf16", "seed": 0}, "mrpc-adam-bf16-seed0"),
+    ({"task": "rte", "optimizer": "adam", "lr": 2e-5, "seed": 0}, "rte-adam-lr2e-05-seed0"),
+    ({"task": "squad"}, "squad"),
+])
+def test_unit_id_format(unit, expected):
+    assert unit_id(unit) == expected
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_unit_ids_are_unique_within_an_experiment(profile, experiment):
+    units = EXPERIMENTS[experiment].units(PROFILES[profile])
+    assert units
+    assert len({unit_id(u) for u in units}) == len(units)
+
+
+def test_select_keeps_matching_units():
+    units = [dict(task=t, optimizer=o, seed=s)
+             for t in ("rte", "mrpc") for o in ("adam", "sam") for s in (0, 1)]
+    assert select(units) == units
+    assert select(units, task=None, optimizer=None) == units
+    rte = select(units, task=["rte"])
+    assert len(rte) == 4 and all(u["task"] == "rte" for u in rte)
+    picked = select(units, task=["mrpc"], optimizer=["sam"], seed=[1])
+    assert picked == [dict(task="mrpc", optimizer="sam", seed=1)]
+    assert select(units, task=["cola"]) == []
+    assert select(units, lr=[1e-3]) == []  # a key the units lack matches nothing
+
+
+def test_unknown_experiment_raises(smoke):
+    with pytest.raises(ValueError) as info:
+        get_experiment("nosuch")
+    for name in EXPERIMENTS:
+        assert name in str(info.value)
+    with pytest.raises(ValueError, match="nosuch"):
+        load_or_run(smoke, "nosuch")
+
+
+# ---------------------------------------------------------------- the command line
+
+def test_cli_list_prints_the_experiments(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in EXPERIMENTS:
+        assert name in out
+
+
+def test_cli_report_on_an_empty_results_folder(capsys):
+    assert main(["report", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    for name, exp in EXPERIMENTS.items():
+        assert re.search(rf"^{name}\s+0/\s*{len(exp.units(PROFILES['smoke']))} units stored",
+                         out, re.MULTILINE), out
+
+
+def test_cli_unknown_experiment_exits_non_zero(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "nosuch"])
+    assert info.value.code != 0
+    assert "nosuch" in capsys.readouterr().err
+
+
+def _fake_finetuned(profile, task, optimizer, seed, lr=None, epochs=None, progress=True):
+    """A stand-in for training: the summary fields a results record keeps, no model."""
+    summary = dict(task=task, optimizer=optimizer, seed=seed, lr=lr, epochs=epochs, history=[],
+                   best_epoch=1, best_score=0.5, seconds_per_step=0.0, steps=0,
+                   wall_seconds=0.0, train_rows=0, dev_rows=0, device="cpu", data_cut=None)
+    return None, summary
+
+
+def test_cli_run_stores_the_selected_units(smoke, monkeypatch, capsys):
+    monkeypatch.setattr(E, "finetuned", _fake_finetuned)
+    assert main(["run", "lr_sweep", "--profile", "smoke", "--task", "rte"]) == 0
+    assert "2 units of lr_sweep" in capsys.readouterr().out
+    assert ResultsStore(smoke).units("lr_sweep") == ["rte-adam-lr0.001-seed0",
+                                                     "rte-sam-lr0.001-seed0"]
+    assert main(["report", "--profile", "smoke"]) == 0
+    assert re.search(r"^lr_sweep\s+2/", capsys.readouterr().out, re.MULTILINE)
+
+
+def test_cli_corrupt_results_file_returns_2_naming_it(smoke, monkeypatch, capsys):
+    first = select(get_experiment("lr_sweep").units(smoke), task=["rte"])[0]
+    path = ResultsStore(smoke).path("lr_sweep", unit_id(first))
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    monkeypatch.setattr(E, "finetuned", _fake_finetuned)
+
+    assert main(["run", "lr_sweep", "--profile", "smoke", "--task", "rte"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err
+    assert path.read_text() == "{not json"

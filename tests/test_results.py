@@ -1,0 +1,156 @@
+"""The results store: round trip with provenance, atomic writes, compute-once, corrupt files."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from flatcomp.results import SCHEMA, CorruptResultError, ResultsStore, read_record
+
+from conftest import FAKE_COMMIT
+
+PROVENANCE_KEYS = ("git_commit", "versions", "config", "seed", "device", "wall_seconds", "date",
+                   "data_cut")
+RESULT = {"accuracy": 0.625, "history": [{"epoch": 1, "train_loss": 0.69}], "name": "rte"}
+
+
+@pytest.fixture
+def store(smoke, tmp_path):
+    return ResultsStore(smoke, tmp_path / "store")
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_default_root_is_the_results_environment_variable(smoke, tmp_path):
+    assert Path(ResultsStore(smoke).root) == tmp_path / "results"
+
+
+def test_save_then_load_round_trip(store):
+    store.save("exp", "rte-adam-seed0", dict(RESULT), seed=0, seconds=1.234)
+    assert store.load("exp", "rte-adam-seed0") == RESULT
+    assert store.path("exp", "rte-adam-seed0") == store.root / "smoke" / "exp" / "rte-adam-seed0.json"
+    assert store.units("exp") == ["rte-adam-seed0"]
+
+
+def test_load_of_a_unit_never_computed_is_none(store):
+    assert store.load("exp", "nothing") is None
+    assert store.units("exp") == []
+
+
+def test_saved_record_carries_provenance(store, smoke):
+    store.save("exp", "u", dict(RESULT), seed=3, seconds=1.234, cut="half of dev")
+    record = read_record(store.path("exp", "u"))
+    assert record["schema"] == SCHEMA
+    assert (record["experiment"], record["unit"], record["profile"]) == ("exp", "u", "smoke")
+    prov = record["provenance"]
+    for key in PROVENANCE_KEYS:
+        assert key in prov, key
+    assert prov["git_commit"] == FAKE_COMMIT
+    assert prov["seed"] == 3
+    assert prov["wall_seconds"] == 1.23
+    assert prov["data_cut"] == "half of dev"
+    assert prov["config"] == json.loads(json.dumps(smoke.to_dict()))
+    assert prov["versions"]["torch"]
+    assert prov["date"].startswith("20")
+
+
+def test_failed_write_leaves_no_file_and_no_temporary_file(store, monkeypatch):
+    def broken_dump(obj, f, **kwargs):
+        f.write('{"schema": "flatcomp-res')  # half a file...
+        raise OSError("disk full")           # ...then the write dies
+
+    monkeypatch.setattr(json, "dump", broken_dump)
+    with pytest.raises(OSError, match="disk full"):
+        store.save("exp", "u", dict(RESULT), seed=0, seconds=1.0)
+    folder = store.path("exp", "u").parent
+    assert _leftovers(folder) == []
+
+
+def test_failed_overwrite_leaves_the_previous_file_unchanged(store, monkeypatch):
+    store.save("exp", "u", dict(RESULT), seed=0, seconds=1.0)
+    path = store.path("exp", "u")
+    before = path.read_bytes()
+
+    def broken_dump(obj, f, **kwargs):
+        f.write("{")
+        raise KeyboardInterrupt  # a kill in the middle of the write
+
+    monkeypatch.setattr(json, "dump", broken_dump)
+    with pytest.raises(KeyboardInterrupt):
+        store.save("exp", "u", {"accuracy": 0.0}, seed=0, seconds=1.0, overwrite=True)
+    assert path.read_bytes() == before
+    assert _leftovers(path.parent) == [path.name]
+
+
+def test_save_refuses_to_overwrite_without_permission(store):
+    store.save("exp", "u", dict(RESULT), seed=0, seconds=1.0)
+    before = store.path("exp", "u").read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        store.save("exp", "u", {"accuracy": 0.0}, seed=0, seconds=1.0)
+    assert store.path("exp", "u").read_bytes() == before
+
+
+def test_save_overwrites_when_asked(store):
+    store.save("exp", "u", dict(RESULT), seed=0, seconds=1.0)
+    store.save("exp", "u", {"accuracy": 0.0}, seed=0, seconds=1.0, overwrite=True)
+    assert store.load("exp", "u") == {"accuracy": 0.0}
+
+
+def test_load_or_run_computes_once_then_reads(store):
+    calls = []
+
+    def run():
+        calls.append(1)
+        return {"score": 0.5 + len(calls), "data_cut": "trained on half of dev"}
+
+    first = store.load_or_run("exp", "u", run, seed=1)
+    second = store.load_or_run("exp", "u", run, seed=1)
+    assert len(calls) == 1
+    assert first == second == {"score": 1.5}
+    record = read_record(store.path("exp", "u"))
+    assert record["provenance"]["data_cut"] == "trained on half of dev"
+    assert record["provenance"]["seed"] == 1
+
+
+def test_load_or_run_does_not_store_a_failed_run(store):
+    def run():
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        store.load_or_run("exp", "u", run)
+    assert store.load("exp", "u") is None
+
+
+BAD_FILES = {"corrupt": '{"schema": "flatcomp-result/1", "result": {"acc',
+             "foreign": json.dumps({"accuracy": 0.9, "note": "someone else's file"})}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_bad_file_raises_naming_the_path_and_is_left_untouched(store, kind):
+    path = store.path("exp", "u")
+    path.parent.mkdir(parents=True)
+    path.write_text(BAD_FILES[kind])
+    before = path.read_bytes()
+    calls = []
+
+    with pytest.raises(CorruptResultError, match=re.escape(str(path))):
+        store.load("exp", "u")
+    with pytest.raises(CorruptResultError, match=re.escape(str(path))):
+        store.load_or_run("exp", "u", lambda: calls.append(1) or {"accuracy": 0.0})
+    with pytest.raises(CorruptResultError, match=re.escape(str(path))):
+        store.save("exp", "u", {"accuracy": 0.0}, seed=0, seconds=1.0)
+    assert calls == []  # nothing was recomputed over it
+    assert path.read_bytes() == before
+
+
+def test_json_list_is_a_foreign_file(store):
+    path = store.path("exp", "u")
+    path.parent.mkdir(parents=True)
+    path.write_text("[1, 2, 3]")
+    with pytest.raises(CorruptResultError, match="not written by flatcomp"):
+        store.load("exp", "u")
