@@ -13,6 +13,7 @@ baseline run with the same settings are trained only once.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import statistics
 from dataclasses import dataclass
@@ -23,10 +24,10 @@ import torch
 from tqdm.auto import tqdm
 
 from flatcomp.config import Profile, cache_dir
-from flatcomp.data import encode, load_task
+from flatcomp.data import batches, encode, load_task
 from flatcomp.models import load_model, load_tokenizer, load_weights, save_weights
 from flatcomp.results import ResultsStore, atomic_write_json
-from flatcomp.train import FineTuneResult, default_device, fine_tune
+from flatcomp.train import FineTuneResult, default_device, fine_tune, time_steps
 
 Unit = dict  # the keys that identify a unit: task, optimizer, seed, lr...
 
@@ -132,6 +133,25 @@ def _run_bf16(profile: Profile, unit: Unit) -> dict:
     return {**_finetune_record(summary), "precision": unit["precision"]}
 
 
+def _step_time_units(profile: Profile) -> list[Unit]:
+    return [dict(task=t) for t in ("rte", "mrpc")]
+
+
+def _run_step_time(profile: Profile, unit: Unit, steps: int = 12) -> dict:
+    """Adam and SAM timed on the same batches, from the same weights, on a quiet machine."""
+    task = unit["task"]
+    data = load_task(task, profile)
+    train = encode(data.train, load_tokenizer(profile), profile.max_length,
+                   data.task.is_regression)
+    batch_list = list(itertools.islice(batches(train, profile.batch_size, shuffle=True), steps))
+    seconds = {opt: time_steps(load_model(profile, task, 0), batch_list, opt, profile)
+               for opt in ("adam", "sam")}
+    return {"task": task, "steps_timed": steps - 2, "batch_size": profile.batch_size,
+            "mean_padded_length": statistics.fmean(b["input_ids"].shape[1] for b in batch_list),
+            "seconds_per_step": seconds, "sam_over_adam": seconds["sam"] / seconds["adam"],
+            "threads": torch.get_num_threads(), "device": str(default_device())}
+
+
 def _data_card_units(profile: Profile) -> list[Unit]:
     return [dict(task=t) for t in DATA_CARD_TASKS]
 
@@ -157,6 +177,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _sweep_units, _run_sweep),
     Experiment("finetune", "Adam and SAM fine-tunes of every task of the profile, every seed",
                _finetune_units, _run_finetune),
+    Experiment("step_time", "seconds per step of Adam and SAM on the same batches",
+               _step_time_units, _run_step_time),
     Experiment("bf16_check", "the same fine-tune under bf16 autocast and in fp32",
                _bf16_units, _run_bf16),
 )}

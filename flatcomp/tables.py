@@ -110,19 +110,15 @@ def finetune_table(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["task", "optimizer"])
 
 
-def step_time_table(runs: list[dict]) -> pd.DataFrame:
-    """Measured seconds per training step and per fine-tune, mean over the runs given."""
-    groups = defaultdict(list)
-    for r in runs:
-        groups[(r["task"], r["optimizer"])].append(r)
-    rows = []
-    for (task, optimizer), rs in groups.items():
-        rows.append({"task": TASK_NAMES[task], "optimizer": optimizer,
-                     "s / step": f"{mean_std([r['seconds_per_step'] for r in rs])[0]:.2f}",
-                     "steps": rs[0]["steps"],
-                     "minutes / fine-tune": f"{mean_std([r['wall_seconds'] for r in rs])[0] / 60:.1f}",
-                     "device": rs[0]["device"]})
-    return pd.DataFrame(rows).set_index(["task", "optimizer"])
+def step_time_table(timings: list[dict]) -> pd.DataFrame:
+    """Seconds per training step of Adam and SAM, timed on the same batches."""
+    rows = [{"task": TASK_NAMES[t["task"]], "batch": t["batch_size"],
+             "mean padded length": f"{t['mean_padded_length']:.0f}",
+             "Adam s / step": f"{t['seconds_per_step']['adam']:.2f}",
+             "SAM s / step": f"{t['seconds_per_step']['sam']:.2f}",
+             "SAM / Adam": f"{t['sam_over_adam']:.2f}",
+             "threads": t["threads"], "device": t["device"]} for t in timings]
+    return pd.DataFrame(rows).set_index("task")
 
 
 def precision_table(runs: list[dict]) -> pd.DataFrame:

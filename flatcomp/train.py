@@ -167,3 +167,25 @@ def mask_gradients(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> No
     for name, mask in masks.items():
         if params[name].grad is not None:
             params[name].grad.mul_(mask.to(params[name].grad.device, params[name].grad.dtype))
+
+
+def time_steps(model: torch.nn.Module, batch_list: list[dict], optimizer: str, profile: Profile,
+               warmup: int = 2, device: torch.device | None = None) -> float:
+    """Mean seconds per training step over ``batch_list`` after ``warmup`` untimed steps.
+
+    Trains ``model`` in place (pass a copy). Used to compare optimizers on the same batches.
+    """
+    device = device or default_device()
+    model.to(device).train()
+    opt = make_optimizer(optimizer, model, 1e-5, profile.sam_rho, profile.weight_decay)
+    batch_list = [{k: v.to(device) for k, v in b.items()} for b in batch_list]
+    for batch in batch_list[:warmup]:
+        opt.step(_closure(model, batch, opt, None, device, profile.bf16))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for batch in batch_list[warmup:]:
+        opt.step(_closure(model, batch, opt, None, device, profile.bf16))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / max(1, len(batch_list) - warmup)
