@@ -27,7 +27,7 @@ from flatcomp.config import Profile, cache_dir
 from flatcomp.data import batches, encode, load_task
 from flatcomp.models import load_model, load_tokenizer, load_weights, save_weights
 from flatcomp.results import ResultsStore, atomic_write_json
-from flatcomp.train import FineTuneResult, default_device, fine_tune, time_steps
+from flatcomp.train import OPTIMIZERS, FineTuneResult, default_device, fine_tune, time_steps
 
 Unit = dict  # the keys that identify a unit: task, optimizer, seed, lr...
 
@@ -101,7 +101,7 @@ def _finetune_record(summary: dict) -> dict:
 
 def _finetune_units(profile: Profile) -> list[Unit]:
     return [dict(task=t, optimizer=o, seed=s)
-            for t in profile.tasks for o in ("adam", "sam") for s in profile.seeds]
+            for t in profile.tasks for o in OPTIMIZERS for s in profile.seeds]
 
 
 def _run_finetune(profile: Profile, unit: Unit) -> dict:
@@ -175,7 +175,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _data_card_units, _run_data_card),
     Experiment("lr_sweep", "Adam and SAM at a few learning rates, one seed (calibration)",
                _sweep_units, _run_sweep),
-    Experiment("finetune", "Adam and SAM fine-tunes of every task of the profile, every seed",
+    Experiment("finetune", "Adam, SAM and SWA fine-tunes of every task of the profile, every seed",
                _finetune_units, _run_finetune),
     Experiment("step_time", "seconds per step of Adam and SAM on the same batches",
                _step_time_units, _run_step_time),

@@ -1,20 +1,24 @@
-"""The one fine-tuning loop: Adam or SAM, linear decay without warm-up, best epoch kept.
+"""The one fine-tuning loop: Adam, SAM or SWA, linear decay without warm-up, best epoch kept.
 
 Every optimizer goes through the same door, ``optimizer.step(closure)``: Adam runs the closure
-once, SAM twice (see :mod:`flatcomp.sam`). Optional masks (``{parameter name: bool tensor}``)
-hold pruned weights at exactly zero: their gradients are zeroed inside the closure, so SAM's
-perturbation cannot revive them, and the weights are re-masked after every step.
+once, SAM twice (see :mod:`flatcomp.sam`). SWA (Izmailov et al., UAI 2018) is a third way to a
+flat region: Adam steps, and from epoch ``SWA_START_EPOCH`` on the model evaluated and kept is the
+running average of the weights after every step (``torch.optim.swa_utils.AveragedModel``).
+
+Optional masks (``{parameter name: bool tensor}``) hold pruned weights at exactly zero: their
+gradients are zeroed inside the closure, so SAM's perturbation cannot revive them, and the weights
+are re-masked after every step.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from flatcomp.config import Profile
@@ -22,7 +26,8 @@ from flatcomp.data import Encoded, batches, num_batches
 from flatcomp.metrics import glue_metrics, main_score
 from flatcomp.sam import SAM
 
-OPTIMIZERS = ("adam", "sam")
+OPTIMIZERS = ("adam", "sam", "swa")
+SWA_START_EPOCH = 2  # SWA averages the weights after every step from this epoch on
 
 
 @dataclass
@@ -50,9 +55,10 @@ def default_device() -> torch.device:
 
 def make_optimizer(name: str, model: torch.nn.Module, lr: float, rho: float = 0.05,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """``adam`` (PyTorch's AdamW with the given weight decay, 0 in the paper) or ``sam`` on top."""
+    """``adam`` (PyTorch's AdamW with the given weight decay, 0 in the paper), ``sam`` on top of
+    it, or ``swa`` (Adam; the averaging happens in :func:`fine_tune`)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if name == "adam":
+    if name in ("adam", "swa"):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sam":
         return SAM(params, torch.optim.AdamW, rho=rho, lr=lr, weight_decay=weight_decay)
@@ -84,6 +90,7 @@ def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, p
                          profile.sam_rho, profile.weight_decay)
     steps_per_epoch = num_batches(train, profile.batch_size)
     scheduler = linear_decay(opt, epochs * steps_per_epoch)
+    average = AveragedModel(model) if optimizer == "swa" else None
     result = FineTuneResult(model=model)
     best_state, train_seconds, start = None, 0.0, time.perf_counter()
     torch.manual_seed(seed)  # dropout
@@ -98,17 +105,20 @@ def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, p
             scheduler.step()
             if masks:
                 apply_masks(model, masks)
+            if average is not None and epoch >= SWA_START_EPOCH:
+                average.update_parameters(model)
             losses.append(float(loss))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         train_seconds += time.perf_counter() - tick
-        metrics = evaluate(model, dev, task, profile, device)
+        evaluated = average.module if average is not None and epoch >= SWA_START_EPOCH else model
+        metrics = evaluate(evaluated, dev, task, profile, device)
         score = main_score(task, metrics)
         score = float("-inf") if math.isnan(score) else score
         result.history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), **metrics})
         if best_state is None or score > result.best_score:  # a NaN score never wins
             result.best_epoch, result.best_score = epoch, score
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
     bar.close()
     model.load_state_dict(best_state)
     result.steps = epochs * steps_per_epoch
