@@ -84,7 +84,9 @@ def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, p
     device = device or default_device()
     epochs = epochs if epochs is not None else profile.epochs_for(task)
     model.to(device)
-    if masks:
+    if masks:  # on the parameters' device and dtype once, not at every step
+        params = dict(model.named_parameters())
+        masks = {k: m.to(params[k].device, params[k].dtype) for k, m in masks.items()}
         apply_masks(model, masks)
     opt = make_optimizer(optimizer, model, lr if lr is not None else profile.lr_for(task),
                          profile.sam_rho, profile.weight_decay)

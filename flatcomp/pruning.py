@@ -1,0 +1,378 @@
+"""Unstructured pruning: masks, global magnitude pruning, rewinding, random tickets and IMP.
+
+A *mask* is a dict ``{parameter name: bool tensor}`` over the prunable weights: True keeps an
+entry, False prunes it (the weight is held at exactly zero, see :func:`flatcomp.train.apply_masks`).
+The *sparsity* of a mask is the fraction of the prunable weights it prunes.
+
+The prunable set follows Chen et al. (NeurIPS 2020, "The Lottery Ticket Hypothesis for
+Pre-trained BERT Networks"): the weight matrix of every ``nn.Linear`` of the encoder (query, key,
+value, attention output, intermediate and output dense) and of the pooler. Embeddings, LayerNorms,
+biases and the task head are never pruned.
+
+Iterative magnitude pruning (IMP; Frankle & Carbin, ICLR 2019, "The Lottery Ticket Hypothesis:
+Finding Sparse, Trainable Neural Networks"), as Chen et al. apply it to BERT, with theta_0 the
+pre-trained encoder and the freshly initialised head, and m_0 = 1:
+
+    for k = 0, 1, ..., K:
+        theta_k = train(theta_0 * m_k)                   (rewinding; or theta_{k-1} * m_k without)
+        m_{k+1} = keep the largest |theta_k| under m_k, so that a fraction (k+1) * r of the
+                  *original* prunable weights is pruned (global ranking across all layers)
+
+The dev score of theta_k is the score of the subnetwork at sparsity k * r: round 0 is the
+ordinary dense fine-tune, round k the ticket m_k trained in isolation from the pre-trained values.
+
+    >>> masks = magnitude_masks(prunable_weights(model), sparsity=0.3)
+    >>> rewind(model, pretrained_state, masks)          # theta_0 * m, in place
+    >>> fine_tune(model, train, dev, task, profile, "sam", masks=masks)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from flatcomp.train import apply_masks
+
+__all__ = ["ImpRound", "apply_masks", "imp_rounds", "iterative_magnitude_pruning",
+           "load_masks", "magnitude_masks", "mask_overlap", "prunable_weights", "random_masks",
+           "rewind", "save_masks", "snapshot", "sparsity_report"]
+
+Masks = dict[str, torch.Tensor]  # parameter name -> bool tensor, True = kept
+METADATA_KEY = "flatcomp_masks"  # the safetensors header entry that holds our JSON metadata
+
+
+# ---------------------------------------------------------------- the prunable set
+
+def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weight of every ``nn.Linear`` inside the encoder or the pooler, keyed by its name in
+    ``model.named_parameters()`` (the parameters themselves, not copies), in model order.
+
+    For BERT with L layers that is 6 L + 1 matrices (Chen et al., 2020, Section 3).
+    """
+    weights = {}
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if isinstance(module, nn.Linear) and ("encoder" in parts or "pooler" in parts):
+            weights[f"{name}.weight"] = module.weight
+    return weights
+
+
+def _kept(tensor: torch.Tensor) -> torch.Tensor:
+    """A mask as is; for weights, the entries that are not exactly zero."""
+    return tensor if tensor.dtype == torch.bool else tensor != 0
+
+
+# ---------------------------------------------------------------- global magnitude pruning
+
+@torch.no_grad()
+def magnitude_masks(weights: Mapping[str, torch.Tensor], sparsity: float,
+                    masks: Mapping[str, torch.Tensor] | None = None) -> Masks:
+    """Global magnitude pruning: prune the smallest |w| across all layers together.
+
+    ``sparsity`` is the fraction of *all* entries of ``weights`` to prune, counting those already
+    pruned by ``masks``, which stay pruned. With N entries exactly n = round(sparsity * N) are
+    pruned: the n smallest of the scores s = |w| on kept entries and s = -1 on pruned ones. Ties
+    go by position (names sorted, then row-major order), so the result is deterministic. Round k
+    of IMP with rate r asks for sparsity k * r of the original weights (Chen et al., 2020).
+    Masks come back on the CPU.
+    """
+    _check_sparsity(sparsity)
+    names = sorted(weights)
+    masks = masks or {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
+    if sorted(masks) != names:
+        raise ValueError("masks and weights must name the same parameters")
+    total = sum(weights[n].numel() for n in names)
+    target = round(sparsity * total)
+    already = sum(int((~masks[n]).sum()) for n in names)
+    if target < already:
+        raise ValueError(f"sparsity {sparsity} is below the masks' current sparsity "
+                         f"{already / total:.6f}: pruned weights cannot come back")
+    scores = torch.cat([torch.where(masks[n].to(weights[n].device), weights[n].detach().abs(),
+                                    -1.0).float().flatten() for n in names])
+    if not torch.isfinite(scores).all():
+        raise ValueError("weights hold NaN or inf: cannot rank them by magnitude")
+    kept = ~_smallest(scores, target)
+    sizes = [weights[n].numel() for n in names]
+    split = {n: k.view(weights[n].shape).cpu() for n, k in zip(names, kept.split(sizes))}
+    return {name: split[name] for name in weights}
+
+
+def _smallest(scores: torch.Tensor, n: int) -> torch.Tensor:
+    """A bool vector with exactly ``n`` True entries: the n smallest scores, ties by index."""
+    chosen = torch.zeros_like(scores, dtype=torch.bool)
+    if n == 0:
+        return chosen
+    threshold = scores.kthvalue(n).values
+    chosen |= scores < threshold
+    ties = torch.nonzero(scores == threshold).flatten()
+    chosen[ties[: n - int(chosen.sum())]] = True
+    return chosen
+
+
+def _check_sparsity(sparsity: float) -> None:
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+
+
+# ---------------------------------------------------------------- random tickets
+
+def random_masks(masks_or_weights: Mapping[str, torch.Tensor], seed: int) -> Masks:
+    """The random-ticket baseline: in each layer as many kept entries as the given mask keeps
+    (or as the given weights have non-zero entries), at uniformly random positions.
+
+    Layers are drawn in sorted-name order from one generator seeded with ``seed``, so the same
+    masks and seed give the same random ticket whatever the dict order.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    drawn = {}
+    for name in sorted(masks_or_weights):
+        tensor = masks_or_weights[name]
+        keep = int(_kept(tensor).sum())
+        flat = torch.zeros(tensor.numel(), dtype=torch.bool)
+        flat[torch.randperm(tensor.numel(), generator=generator)[:keep]] = True
+        drawn[name] = flat.view(tensor.shape)
+    return {name: drawn[name] for name in masks_or_weights}
+
+
+# ---------------------------------------------------------------- reports
+
+def sparsity_report(model_or_masks: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The fraction of pruned entries, overall and per layer.
+
+    A model is measured by the exact zeros of its prunable weights; a dict of bool masks by its
+    False entries (a dict of other tensors is read as weights). Returns ``{"sparsity", "pruned",
+    "total", "layers": {name: fraction pruned}}``.
+    """
+    tensors = (prunable_weights(model_or_masks) if isinstance(model_or_masks, nn.Module)
+               else model_or_masks)
+    pruned = {name: int((~_kept(t.detach())).sum()) for name, t in tensors.items()}
+    total = sum(t.numel() for t in tensors.values())
+    return {"sparsity": sum(pruned.values()) / total if total else 0.0,
+            "pruned": sum(pruned.values()), "total": total,
+            "layers": {name: pruned[name] / tensors[name].numel() for name in tensors}}
+
+
+def mask_overlap(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """How much two masks agree, overall and per layer.
+
+    ``jaccard`` = |A & B| / |A | B| of the kept sets (1 when both keep nothing); ``agreement`` =
+    the fraction of entries on which both make the same decision. For comparison, two independent
+    random masks keeping fractions p and q would have, to first order, Jaccard p q / (p + q - p q)
+    and agreement p q + (1 - p)(1 - q): these are ``chance_jaccard`` and ``chance_agreement``.
+    """
+    if sorted(a) != sorted(b):
+        raise ValueError("the two masks must name the same parameters")
+    layers = {name: _overlap_counts(_kept(a[name]), _kept(b[name])) for name in a}
+    overall = {key: sum(c[key] for c in layers.values()) for key in next(iter(layers.values()))}
+    return {**_overlap_stats(overall),
+            "layers": {name: _overlap_stats(counts) for name, counts in layers.items()}}
+
+
+def _overlap_counts(a: torch.Tensor, b: torch.Tensor) -> dict[str, int]:
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    a, b = a.cpu(), b.cpu()
+    return {"both": int((a & b).sum()), "either": int((a | b).sum()), "same": int((a == b).sum()),
+            "kept_a": int(a.sum()), "kept_b": int(b.sum()), "total": a.numel()}
+
+
+def _overlap_stats(c: dict[str, int]) -> dict[str, float]:
+    p, q = c["kept_a"] / c["total"], c["kept_b"] / c["total"]
+    return {"jaccard": c["both"] / c["either"] if c["either"] else 1.0,
+            "agreement": c["same"] / c["total"],
+            "chance_jaccard": p * q / (p + q - p * q) if p + q > 0 else 1.0,
+            "chance_agreement": p * q + (1 - p) * (1 - q)}
+
+
+# ---------------------------------------------------------------- saving and loading
+
+def save_masks(masks: Mapping[str, torch.Tensor], path: Path | str,
+               metadata: Mapping[str, Any]) -> None:
+    """Write masks as safetensors (bool stored as uint8), atomically.
+
+    ``metadata`` (JSON-serialisable: the configuration that made the masks) is stored as JSON in
+    the safetensors header, with the masks' overall ``sparsity`` added.
+    """
+    if any(m.dtype != torch.bool for m in masks.values()):
+        raise TypeError("masks must be bool tensors")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {**metadata, "sparsity": sparsity_report(masks)["sparsity"]}
+    tensors = {name: m.detach().to("cpu", torch.uint8).contiguous() for name, m in masks.items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, tmp, metadata={"format": "pt", METADATA_KEY: json.dumps(header)})
+    tmp.replace(path)
+
+
+def load_masks(path: Path | str) -> tuple[Masks, dict[str, Any]]:
+    """Masks and metadata written by :func:`save_masks` (safetensors only, never pickle)."""
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+        if METADATA_KEY not in header:
+            raise ValueError(f"{path} is a safetensors file but holds no flatcomp masks")
+        stored = {name: f.get_tensor(name) for name in f.keys()}
+    for name, tensor in stored.items():
+        if tensor.dtype != torch.uint8 or bool((tensor > 1).any()):
+            raise ValueError(f"{path}: {name} is not a 0/1 uint8 mask")
+    return {name: t.bool() for name, t in stored.items()}, json.loads(header[METADATA_KEY])
+
+
+# ---------------------------------------------------------------- rewinding
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached CPU copies of every parameter: the theta_0 to rewind to."""
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters()}
+
+
+@torch.no_grad()
+def rewind(model: nn.Module, pretrained_state: Mapping[str, torch.Tensor],
+           masks: Mapping[str, torch.Tensor] | None) -> nn.Module:
+    """theta <- theta_0 * m, in place: every parameter (the task head included) is set back to
+    ``pretrained_state`` (e.g. :func:`snapshot` of the freshly loaded model), then the pruned
+    entries are zeroed (Frankle & Carbin, 2019; Chen et al., 2020). Returns ``model``."""
+    params = dict(model.named_parameters())
+    missing = sorted(set(params) - set(pretrained_state))
+    if missing:
+        raise KeyError(f"pretrained_state lacks {len(missing)} parameters, e.g. {missing[0]}")
+    for name, p in params.items():
+        p.copy_(pretrained_state[name])
+    if masks:
+        apply_masks(model, masks)
+    return model
+
+
+_rewind = rewind  # the IMP functions below take a flag named ``rewind``
+
+
+# ---------------------------------------------------------------- iterative magnitude pruning
+
+@dataclass
+class ImpRound:
+    """One round of IMP: the model trained this round and the masks it leads to.
+
+    ``masks`` are those the round's model was trained with (sparsity ``sparsity`` = round * rate,
+    nominal; the exact fraction is ``sparsity_report(masks)["sparsity"]``), so the round's dev
+    score is the score at that sparsity. ``next_masks`` were pruned from the trained weights:
+    they are the next round's ``masks`` (None after the last round).
+    """
+
+    round: int
+    sparsity: float
+    masks: Masks
+    next_masks: Masks | None
+
+
+def imp_rounds(make_model: Callable[[], nn.Module],
+               train_fn: Callable[[nn.Module, Masks | None], Any],
+               rounds: int, rate: float = 0.1, rewind: bool = True, start_round: int = 0,
+               start_masks: Masks | None = None,
+               start_state: Mapping[str, torch.Tensor] | None = None,
+               ) -> Iterator[tuple[ImpRound, Any]]:
+    """IMP one round at a time: yields ``(ImpRound, what train_fn returned)`` for rounds
+    ``start_round, ..., rounds``. See :func:`iterative_magnitude_pruning` for the arguments.
+
+    Lazy: round k + 1 is trained only when the next item is asked for, so one round can be
+    computed on its own with ``next(imp_rounds(..., start_round=k, start_masks=m_k))``. The
+    yielded model is trained further (or rewound) in place when the next round starts.
+    """
+    _check_schedule(rounds, rate, start_round)
+    model = make_model()
+    theta_0 = snapshot(model)
+    masks = start_masks or {n: torch.ones_like(w, dtype=torch.bool)
+                            for n, w in prunable_weights(model).items()}
+    _check_start(masks, prunable_weights(model), start_round, rate)
+    if start_round > 0 and not rewind:
+        if start_state is None:
+            raise ValueError("without rewinding, resuming at round k needs start_state: the "
+                             "weights trained in round k - 1")
+        _rewind(model, start_state, masks)
+    for k in range(start_round, rounds + 1):
+        if rewind:
+            _rewind(model, theta_0, masks)       # theta_0 * m_k
+        else:
+            apply_masks(model, masks)            # theta_{k-1} * m_k
+        trained = train_fn(model, masks if k > 0 else None)
+        model = trained if isinstance(trained, nn.Module) else trained.model
+        next_masks = (magnitude_masks(prunable_weights(model), _nominal(k + 1, rate), masks)
+                      if k < rounds else None)
+        yield ImpRound(k, _nominal(k, rate), masks, next_masks), trained
+        masks = next_masks
+
+
+def iterative_magnitude_pruning(make_model: Callable[[], nn.Module],
+                                train_fn: Callable[[nn.Module, Masks | None], Any],
+                                rounds: int, rate: float = 0.1, rewind: bool = True,
+                                start_round: int = 0, start_masks: Masks | None = None,
+                                start_state: Mapping[str, torch.Tensor] | None = None,
+                                on_round: Callable[[ImpRound, Any], None] | None = None,
+                                ) -> list[ImpRound]:
+    """Iterative magnitude pruning with (or without) rewinding (Frankle & Carbin, 2019; Chen et
+    al., 2020), rounds ``start_round, ..., rounds``.
+
+    Round k (m_0 keeps everything; theta_0 is ``make_model()`` as first built: the pre-trained
+    encoder and the initial head):
+
+    1. start from theta_0 * m_k (``rewind=True``), or from the weights trained in round k - 1
+       times m_k (``rewind=False``);
+    2. train with ``train_fn(model, masks)`` (masks None in round 0, the dense fine-tune); it
+       must build a new optimizer and schedule each call (``fine_tune`` does) and return the
+       trained model or an object holding it as ``.model`` (a ``FineTuneResult``);
+    3. prune m_{k+1}: the smallest trained |w| until (k + 1) * rate of the *original* prunable
+       weights are pruned, globally across layers (not after the last round).
+
+    **Which model each round's score belongs to:** round k's trained model is the subnetwork
+    m_k at sparsity k * rate, trained from the pre-trained weights (with rewinding): its dev
+    score is "the score at sparsity k * rate" in Chen et al.'s sense. Round 0 is the full model.
+    ``rounds`` pruning steps thus cost ``rounds + 1`` fine-tunes and score sparsities 0, rate,
+    ..., rounds * rate; the pruning decisions use the weights ``train_fn`` returns
+    (``fine_tune``: those of the best dev epoch).
+
+    ``on_round(record, trained)`` is called after each round, before the next one starts: store
+    the round there (``save_masks(record.next_masks, ...)``, the score as JSON, and without
+    rewinding the trained weights). A killed run resumes with ``start_round=k``,
+    ``start_masks`` = round k - 1's ``next_masks`` and, without rewinding, ``start_state`` = the
+    weights round k - 1 trained; on a deterministic device it then gives the same masks as an
+    uninterrupted run. Returns the records of the rounds run.
+    """
+    records = []
+    for record, trained in imp_rounds(make_model, train_fn, rounds, rate, rewind, start_round,
+                                      start_masks, start_state):
+        if on_round is not None:
+            on_round(record, trained)
+        records.append(record)
+    return records
+
+
+def _nominal(k: int, rate: float) -> float:
+    """k * rate without float noise (3 * 0.1 is 0.30000000000000004)."""
+    return round(k * rate, 12)
+
+
+def _check_schedule(rounds: int, rate: float, start_round: int) -> None:
+    if not 0 < rate < 1:
+        raise ValueError(f"rate must be in (0, 1), got {rate}")
+    if rounds < 0 or not 0 <= start_round <= rounds:
+        raise ValueError(f"need 0 <= start_round <= rounds, got {start_round} and {rounds}")
+    if _nominal(rounds, rate) >= 1:
+        raise ValueError(f"rounds * rate must be below 1, got {rounds} * {rate}: the last round "
+                         "would prune every prunable weight (round 0 is the dense fine-tune, so "
+                         "9 rounds at 0.1 score sparsities 0%, 10%, ..., 90%)")
+
+
+def _check_start(masks: Masks, weights: Mapping[str, torch.Tensor], start_round: int,
+                 rate: float) -> None:
+    """The masks to start from must prune exactly round k's share of the prunable weights."""
+    if sorted(masks) != sorted(weights):
+        raise ValueError("start_masks must cover exactly the model's prunable weights")
+    report = sparsity_report(masks)
+    expected = round(_nominal(start_round, rate) * report["total"])
+    if report["pruned"] != expected:
+        raise ValueError(f"start_masks prune {report['pruned']} weights, but round "
+                         f"{start_round} at rate {rate} starts with {expected} pruned")
