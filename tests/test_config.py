@@ -56,7 +56,7 @@ def test_paper_profile_carries_the_papers_glue_hyper_parameters():
     assert PAPER.train_size == {} and PAPER.eval_size == {}
 
 
-def test_paper_profile_prunes_ten_rounds_of_ten_percent():
+def test_paper_profile_prunes_to_ninety_percent_in_steps_of_ten():
     # the dense fine-tune, then 9 pruning rounds of 10% of the original weights: up to 90%
     assert PAPER.imp_rounds == 9
     assert PAPER.imp_rate == 0.1
