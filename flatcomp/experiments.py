@@ -27,7 +27,9 @@ from flatcomp.config import Profile, cache_dir
 from flatcomp.data import batches, encode, load_task
 from flatcomp.models import load_model, load_tokenizer, load_weights, save_weights
 from flatcomp.results import ResultsStore, atomic_write_json
-from flatcomp.train import OPTIMIZERS, FineTuneResult, default_device, fine_tune, time_steps
+from flatcomp.metrics import main_score
+from flatcomp.train import (OPTIMIZERS, FineTuneResult, default_device, evaluate, fine_tune,
+                            time_steps)
 
 Unit = dict  # the keys that identify a unit: task, optimizer, seed, lr...
 
@@ -152,6 +154,57 @@ def _run_step_time(profile: Profile, unit: Unit, steps: int = 12) -> dict:
             "threads": torch.get_num_threads(), "device": str(default_device())}
 
 
+def _fixed_batches(profile: Profile, task: str, rows: int, seed: int = 0) -> list[dict]:
+    """The same ``rows`` training rows every time, in batches: the loss every measurement uses."""
+    data = load_task(task, profile)
+    train = encode(data.train.subsample(rows, seed), load_tokenizer(profile), profile.max_length,
+                   data.task.is_regression)
+    return list(batches(train, profile.batch_size))
+
+
+def _run_flatness(profile: Profile, unit: Unit) -> dict:
+    """Sharpness, top Hessian eigenvalue and Hessian trace of a fine-tuned model (fp32, eval
+    mode), on fixed training batches."""
+    from flatcomp import flatness
+
+    settings = FLATNESS_SETTINGS[profile.name]
+    model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
+    loss_fn = flatness.batch_loss_fn(_fixed_batches(profile, unit["task"], settings["rows"]))
+    sharp = flatness.sharpness(model, loss_fn, rho=profile.sam_rho,
+                               steps=settings["sharpness_steps"])
+    eigen = flatness.hessian_top_eigenvalue(model, loss_fn, iters=settings["eigen_iters"])
+    trace = flatness.hessian_trace(model, loss_fn, samples=settings["trace_samples"])
+    return {**unit, "rows": settings["rows"], "rho": profile.sam_rho, "loss": sharp["loss"],
+            "sharpness": sharp["sharpness"], "sharpness_steps": sharp["steps"],
+            "top_eigenvalue": eigen["eigenvalue"], "eigen_iterations": eigen["iterations"],
+            "eigen_change": eigen["change"], "eigen_history": eigen["history"],
+            "trace": trace["trace"], "trace_std_error": trace["std_error"],
+            "trace_samples": trace["samples"]}
+
+
+def _run_quantization(profile: Profile, unit: Unit) -> dict:
+    """Dev score of a fine-tuned model in fp32, after dynamic int8, and with its Linear weights
+    rounded to fewer bits (per tensor and per channel). All on the CPU, without autocast."""
+    from flatcomp import quantization as q
+
+    task = unit["task"]
+    model, _ = finetuned(profile, task, unit["optimizer"], unit["seed"])
+    model = model.cpu().eval()
+    data = load_task(task, profile)
+    dev = encode(data.dev, load_tokenizer(profile), profile.max_length, data.task.is_regression)
+    fp32 = profile.with_overrides(bf16=False)
+    score = lambda m: main_score(task, evaluate(m, dev, task, fp32, torch.device("cpu")))
+    scores = {"fp32": score(model), "int8": score(q.quantize_dynamic_int8(model)),
+              "int8 per channel": score(q.quantize_dynamic_int8(model, per_channel=True))}
+    for bits in QUANT_BITS:
+        for per_channel in (False, True):
+            key = f"{bits} bit{' per channel' if per_channel else ''}"
+            scores[key] = score(q.fake_quantize_weights(model, bits, per_channel))
+    return {**unit, "scores": scores, "int8_drop": scores["fp32"] - scores["int8"],
+            "size_bytes": {"fp32": q.model_size_bytes(model),
+                           "int8": q.model_size_bytes(q.quantize_dynamic_int8(model))}}
+
+
 def _data_card_units(profile: Profile) -> list[Unit]:
     return [dict(task=t) for t in DATA_CARD_TASKS]
 
@@ -168,6 +221,12 @@ SWEEP_GRID: dict[str, dict[str, tuple[float, ...]]] = {
     "small": {"mrpc": (5e-5, 1e-4), "rte": (1e-4, 2e-4)},
     "paper": {"mrpc": (2e-5,), "rte": (2e-5,)},
 }
+# How flatness is measured, per profile: fixed training rows, iteration counts.
+_FLATNESS = {"rows": 128, "sharpness_steps": 5, "eigen_iters": 20, "trace_samples": 10}
+FLATNESS_SETTINGS = {"smoke": {"rows": 16, "sharpness_steps": 2, "eigen_iters": 3,
+                               "trace_samples": 2},
+                     "small": _FLATNESS, "paper": _FLATNESS}
+QUANT_BITS = (8, 6, 4, 3)
 DATA_CARD_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "squad")
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
@@ -179,6 +238,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _finetune_units, _run_finetune),
     Experiment("step_time", "seconds per step of Adam and SAM on the same batches",
                _step_time_units, _run_step_time),
+    Experiment("flatness", "sharpness and Hessian of every fine-tuned model",
+               _finetune_units, _run_flatness),
+    Experiment("quantization", "dev score after dynamic int8 and k-bit weight rounding",
+               _finetune_units, _run_quantization),
     Experiment("bf16_check", "the same fine-tune under bf16 autocast and in fp32",
                _bf16_units, _run_bf16),
 )}

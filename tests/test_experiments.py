@@ -6,6 +6,7 @@ rows and epochs than the smoke profile itself (same name, so the same sweep grid
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -186,3 +187,27 @@ def test_cli_corrupt_results_file_returns_2_naming_it(smoke, monkeypatch, capsys
     err = capsys.readouterr().err
     assert str(path) in err
     assert path.read_text() == "{not json"
+
+
+# ---------------------------------------------------------------- flatness and quantization units
+
+def test_flatness_unit_measures_a_finetuned_model(smoke):
+    """One flatness unit: finite sharpness (>= 0), eigenvalue and trace of a cached fine-tune."""
+    from flatcomp.experiments import load_or_run
+
+    [r] = load_or_run(smoke, "flatness", task=["rte"], optimizer=["adam"], seed=[0],
+                      progress=False)
+    assert r["sharpness"] >= 0 and math.isfinite(r["top_eigenvalue"])
+    assert math.isfinite(r["trace"]) and r["trace_samples"] == 2
+
+
+def test_quantization_unit_scores_every_bit_width(smoke):
+    from flatcomp.experiments import QUANT_BITS, load_or_run
+
+    [r] = load_or_run(smoke, "quantization", task=["rte"], optimizer=["adam"], seed=[0],
+                      progress=False)
+    assert {"fp32", "int8", "int8 per channel"} <= set(r["scores"])
+    assert all(f"{b} bit" in r["scores"] and f"{b} bit per channel" in r["scores"]
+               for b in QUANT_BITS)
+    assert r["int8_drop"] == r["scores"]["fp32"] - r["scores"]["int8"]
+    assert r["size_bytes"]["int8"] < r["size_bytes"]["fp32"]
