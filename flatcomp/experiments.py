@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from flatcomp.config import Profile, cache_dir
-from flatcomp.data import batches, encode, load_task
+from flatcomp.data import Encoded, batches, encode, load_task
 from flatcomp.models import load_model, load_tokenizer, load_weights, save_weights
 from flatcomp.results import ResultsStore, atomic_write_json
 from flatcomp.metrics import main_score
@@ -45,11 +46,13 @@ class Experiment:
 def unit_id(unit: Unit) -> str:
     """A readable file name: ``mrpc-adam-seed0`` (keys in a fixed order)."""
     parts = []
-    for key in ("task", "optimizer", "lr", "precision", "seed"):
+    for key in ("task", "optimizer", "rewind", "lr", "precision", "seed", "round"):
         if key in unit:
             value = unit[key]
             parts.append(f"lr{value:g}" if key == "lr" else
-                         f"seed{value}" if key == "seed" else str(value))
+                         f"seed{value}" if key == "seed" else
+                         f"round{value}" if key == "round" else
+                         ("rewind" if value else "continue") if key == "rewind" else str(value))
     return "-".join(parts)
 
 
@@ -64,19 +67,29 @@ def finetuned(profile: Profile, task: str, optimizer: str, seed: int, lr: float 
     model = load_model(profile, task, seed)
     if weights.exists() and summary_path.exists():
         return load_weights(model, weights), json.loads(summary_path.read_text())
-    data = load_task(task, profile)
-    tokenizer = load_tokenizer(profile)
-    regression = data.task.is_regression
-    train = encode(data.train, tokenizer, profile.max_length, regression)
-    dev = encode(data.dev, tokenizer, profile.max_length, regression)
-    result: FineTuneResult = fine_tune(model, train, dev, task, profile, optimizer, seed,
-                                       epochs=epochs, lr=lr, progress=progress)
-    summary = {**result.summary(), "task": task, "optimizer": optimizer, "seed": seed, "lr": lr,
-               "epochs": epochs, "train_rows": len(train), "dev_rows": len(dev),
-               "device": str(default_device()), "data_cut": data.cut}
+    train, dev, cut = encoded_task(profile, task)
+    result = fine_tune(model, train, dev, task, profile, optimizer, seed, epochs=epochs, lr=lr,
+                       progress=progress)
+    summary = _summary(result, task, optimizer, seed, lr, epochs, train, dev, cut)
     save_weights(result.model, weights)
     atomic_write_json(summary_path, summary)
     return result.model, summary
+
+
+def encoded_task(profile: Profile, task: str) -> tuple[Encoded, Encoded, str | None]:
+    """Train and dev rows of ``task``, tokenised for the profile, and the data cut if any."""
+    data = load_task(task, profile)
+    tokenizer = load_tokenizer(profile)
+    regression = data.task.is_regression
+    return (encode(data.train, tokenizer, profile.max_length, regression),
+            encode(data.dev, tokenizer, profile.max_length, regression), data.cut)
+
+
+def _summary(result: FineTuneResult, task: str, optimizer: str, seed: int, lr: float,
+             epochs: int, train: Encoded, dev: Encoded, cut: str | None) -> dict:
+    return {**result.summary(), "task": task, "optimizer": optimizer, "seed": seed, "lr": lr,
+            "epochs": epochs, "train_rows": len(train), "dev_rows": len(dev),
+            "device": str(default_device()), "data_cut": cut}
 
 
 def _checkpoint_paths(profile: Profile, task: str, optimizer: str, seed: int, lr: float,
@@ -205,6 +218,62 @@ def _run_quantization(profile: Profile, unit: Unit) -> dict:
                            "int8": q.model_size_bytes(q.quantize_dynamic_int8(model))}}
 
 
+def _imp_units(profile: Profile) -> list[Unit]:
+    """IMP curves: one seed, rounds 0 (dense) to ``imp_rounds``, with and without rewinding."""
+    return [dict(task=t, optimizer=o, rewind=r, seed=profile.seeds[0], round=k)
+            for t in profile.tasks for o in ("adam", "sam") for r in (True, False)
+            for k in range(profile.imp_rounds + 1)]
+
+
+def _run_imp(profile: Profile, unit: Unit) -> dict:
+    """One round of IMP (see :func:`flatcomp.pruning.iterative_magnitude_pruning`).
+
+    Round 0 is the dense fine-tune (the ``finetune`` checkpoint). Round k > 0 needs the masks
+    that round k - 1 pruned: they are computed first if missing, and every round leaves its
+    next masks (and, without rewinding, its trained weights) in the checkpoint cache.
+    """
+    from flatcomp import pruning
+
+    task, optimizer, seed, k = unit["task"], unit["optimizer"], unit["seed"], unit["round"]
+    lr, epochs = profile.lr_for(task), profile.epochs_for(task)
+    if k == 0:
+        model, summary = finetuned(profile, task, optimizer, seed)
+        masks = None
+    else:
+        previous = {**unit, "round": k - 1}
+        ResultsStore(profile).load_or_run("imp", unit_id(previous),
+                                          lambda: _run_imp(profile, previous), seed)
+        masks, _ = pruning.load_masks(_imp_path(profile, unit, k, "masks"))
+        start_state = None if unit["rewind"] else load_file(_imp_path(profile, unit, k - 1,
+                                                                      "weights"))
+        train, dev, cut = encoded_task(profile, task)
+        train_fn = lambda model, m: fine_tune(model, train, dev, task, profile, optimizer, seed,
+                                              masks=m, epochs=epochs, lr=lr)
+        _, result = next(pruning.imp_rounds(
+            lambda: load_model(profile, task, seed), train_fn, profile.imp_rounds,
+            profile.imp_rate, unit["rewind"], start_round=k, start_masks=masks,
+            start_state=start_state))
+        model = result.model
+        summary = _summary(result, task, optimizer, seed, lr, epochs, train, dev, cut)
+    if k < profile.imp_rounds:
+        next_masks = pruning.magnitude_masks(pruning.prunable_weights(model),
+                                             round((k + 1) * profile.imp_rate, 12), masks)
+        pruning.save_masks(next_masks, _imp_path(profile, unit, k + 1, "masks"),
+                           {"unit": unit_id(unit), "pruned_after_round": k})
+        if not unit["rewind"]:
+            save_weights(model, _imp_path(profile, unit, k, "weights"))
+    return {**unit, **_finetune_record(summary),
+            "sparsity": pruning.sparsity_report(model)["sparsity"]}
+
+
+def _imp_path(profile: Profile, unit: Unit, k: int, kind: str) -> Path:
+    """Cache file of round ``k``'s masks (those it trains with) or trained weights."""
+    weights, _ = _checkpoint_paths(profile, unit["task"], unit["optimizer"], unit["seed"],
+                                   profile.lr_for(unit["task"]), profile.epochs_for(unit["task"]))
+    run = f"{'rewind' if unit['rewind'] else 'continue'}-rate{profile.imp_rate:g}"
+    return weights.parent / "imp" / f"{weights.stem}-{run}-round{k}.{kind}.safetensors"
+
+
 def _data_card_units(profile: Profile) -> list[Unit]:
     return [dict(task=t) for t in DATA_CARD_TASKS]
 
@@ -242,6 +311,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _finetune_units, _run_flatness),
     Experiment("quantization", "dev score after dynamic int8 and k-bit weight rounding",
                _finetune_units, _run_quantization),
+    Experiment("imp", "iterative magnitude pruning, one unit per round",
+               _imp_units, _run_imp),
     Experiment("bf16_check", "the same fine-tune under bf16 autocast and in fp32",
                _bf16_units, _run_bf16),
 )}

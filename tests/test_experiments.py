@@ -211,3 +211,19 @@ def test_quantization_unit_scores_every_bit_width(smoke):
                for b in QUANT_BITS)
     assert r["int8_drop"] == r["scores"]["fp32"] - r["scores"]["int8"]
     assert r["size_bytes"]["int8"] < r["size_bytes"]["fp32"]
+
+
+def test_imp_rounds_are_units_that_build_on_each_other(smoke):
+    """Asking for round 2 alone computes rounds 0 and 1 first; round k trains at sparsity k/10."""
+    from flatcomp.experiments import load_or_run
+    from flatcomp.results import ResultsStore
+
+    [r2] = load_or_run(smoke, "imp", task=["rte"], optimizer=["adam"], rewind=[True],
+                       round=[2], progress=False)
+    stored = ResultsStore(smoke).units("imp")
+    assert stored == [f"rte-adam-rewind-seed0-round{k}" for k in range(3)]
+    rounds = load_or_run(smoke, "imp", task=["rte"], optimizer=["adam"], rewind=[True],
+                         progress=False)
+    assert [r["round"] for r in rounds] == [0, 1, 2] and rounds[2] == r2
+    for r in rounds:
+        assert r["sparsity"] == pytest.approx(0.1 * r["round"], abs=1e-4)
