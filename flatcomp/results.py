@@ -116,8 +116,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def provenance(profile: Profile, seed: int | None, seconds: float, cut: str | None) -> dict:
     """Where a number came from: code version, packages, configuration, seed, device, time."""
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **_CODE_VERSION,
         "versions": {name: _version(name) for name in _PACKAGES},
         "python": platform.python_version(),
         "config": profile.to_dict(),
@@ -128,6 +127,11 @@ def provenance(profile: Profile, seed: int | None, seconds: float, cut: str | No
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data_cut": cut,
     }
+
+
+def _code_version() -> dict:
+    return {"git_commit": _git("rev-parse", "HEAD"),
+            "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def _git(*args: str) -> str | None:
@@ -149,4 +153,19 @@ def _version(name: str) -> str | None:
 def _device() -> str:
     if torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    return f"cpu: {_cpu_name()}, {os.cpu_count()} cores"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# The code that computes a result is the code imported when the process started: record its
+# commit then, not when the result is saved (a long run may outlive several commits).
+_CODE_VERSION = _code_version()

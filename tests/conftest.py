@@ -21,14 +21,15 @@ FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
-    """Results and checkpoints under tmp_path; no profile chosen by the environment; no git."""
+    """Results and checkpoints under tmp_path; no profile chosen by the environment; a fixed
+    commit in the provenance."""
     monkeypatch.setenv("FLATCOMP_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("FLATCOMP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FLATCOMP_PROFILE", raising=False)
     import flatcomp.results
 
-    monkeypatch.setattr(flatcomp.results, "_git",
-                        lambda *args: FAKE_COMMIT if args[0] == "rev-parse" else "")
+    monkeypatch.setattr(flatcomp.results, "_CODE_VERSION",
+                        {"git_commit": FAKE_COMMIT, "git_dirty": False})
     return tmp_path
 
 
