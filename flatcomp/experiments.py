@@ -1,9 +1,9 @@
 """The book's experiments, each a list of resumable units stored in the results store.
 
 An experiment is a name, a way to list its units for a profile, and a function that computes one
-unit. ``run_experiment`` walks the units in order, skips those already stored and writes each new
-one as soon as it is finished, so a killed run resumes where it stopped. Notebooks call
-``load_or_run`` for what they show.
+unit. :func:`load_or_run` walks the units in order, reads those already stored and computes and
+writes each missing one as soon as it is finished, so a killed run resumes where it stopped.
+Notebooks and the command line both call it.
 
 Fine-tuned weights go to the checkpoint cache (``$FLATCOMP_CACHE``) keyed by everything that
 determines them, so later chapters (quantization, lottery tickets) reuse them, and a sweep run and a
@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from flatcomp.config import Profile, cache_dir
 from flatcomp.data import Encoded, batches, encode, load_task
 from flatcomp.models import load_model, load_tokenizer, load_weights, save_weights
-from flatcomp.results import ResultsStore, atomic_write_json
 from flatcomp.metrics import main_score
+from flatcomp.results import ResultsStore, atomic_write_json
 from flatcomp.train import (OPTIMIZERS, FineTuneResult, default_device, evaluate, fine_tune,
                             time_steps)
 
@@ -76,12 +76,14 @@ def finetuned(profile: Profile, task: str, optimizer: str, seed: int, lr: float 
     return result.model, summary
 
 
-def encoded_task(profile: Profile, task: str) -> tuple[Encoded, Encoded, str | None]:
-    """Train and dev rows of ``task``, tokenised for the profile, and the data cut if any."""
+def encoded_task(profile: Profile, task: str,
+                 train_rows: int | None = None) -> tuple[Encoded, Encoded, str | None]:
+    """Train and dev rows of ``task`` tokenised for the profile (``train_rows``: a seeded
+    subsample of train), and the data cut if any."""
     data = load_task(task, profile)
     tokenizer = load_tokenizer(profile)
     regression = data.task.is_regression
-    return (encode(data.train, tokenizer, profile.max_length, regression),
+    return (encode(data.train.subsample(train_rows), tokenizer, profile.max_length, regression),
             encode(data.dev, tokenizer, profile.max_length, regression), data.cut)
 
 
@@ -155,9 +157,7 @@ def _step_time_units(profile: Profile) -> list[Unit]:
 def _run_step_time(profile: Profile, unit: Unit, steps: int = 12) -> dict:
     """Adam and SAM timed on the same batches, from the same weights, on a quiet machine."""
     task = unit["task"]
-    data = load_task(task, profile)
-    train = encode(data.train, load_tokenizer(profile), profile.max_length,
-                   data.task.is_regression)
+    train, _, _ = encoded_task(profile, task)
     batch_list = list(itertools.islice(batches(train, profile.batch_size, shuffle=True), steps))
     seconds = {opt: time_steps(load_model(profile, task, 0), batch_list, opt, profile)
                for opt in ("adam", "sam")}
@@ -167,14 +167,6 @@ def _run_step_time(profile: Profile, unit: Unit, steps: int = 12) -> dict:
             "threads": torch.get_num_threads(), "device": str(default_device())}
 
 
-def _fixed_batches(profile: Profile, task: str, rows: int, seed: int = 0) -> list[dict]:
-    """The same ``rows`` training rows every time, in batches: the loss every measurement uses."""
-    data = load_task(task, profile)
-    train = encode(data.train.subsample(rows, seed), load_tokenizer(profile), profile.max_length,
-                   data.task.is_regression)
-    return list(batches(train, profile.batch_size))
-
-
 def _run_flatness(profile: Profile, unit: Unit) -> dict:
     """Sharpness, top Hessian eigenvalue and Hessian trace of a fine-tuned model (fp32, eval
     mode), on fixed training batches."""
@@ -182,7 +174,8 @@ def _run_flatness(profile: Profile, unit: Unit) -> dict:
 
     settings = FLATNESS_SETTINGS[profile.name]
     model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
-    loss_fn = flatness.batch_loss_fn(_fixed_batches(profile, unit["task"], settings["rows"]))
+    train, _, _ = encoded_task(profile, unit["task"], train_rows=settings["rows"])
+    loss_fn = flatness.batch_loss_fn(list(batches(train, profile.batch_size)))  # fixed rows
     sharp = flatness.sharpness(model, loss_fn, rho=profile.sam_rho,
                                steps=settings["sharpness_steps"])
     eigen = flatness.hessian_top_eigenvalue(model, loss_fn, iters=settings["eigen_iters"])
@@ -203,8 +196,7 @@ def _run_quantization(profile: Profile, unit: Unit) -> dict:
     task = unit["task"]
     model, _ = finetuned(profile, task, unit["optimizer"], unit["seed"])
     model = model.cpu().eval()
-    data = load_task(task, profile)
-    dev = encode(data.dev, load_tokenizer(profile), profile.max_length, data.task.is_regression)
+    _, dev, _ = encoded_task(profile, task)
     fp32 = profile.with_overrides(bf16=False)
     score = lambda m: main_score(task, evaluate(m, dev, task, fp32, torch.device("cpu")))
     scores = {"fp32": score(model), "int8": score(q.quantize_dynamic_int8(model)),
