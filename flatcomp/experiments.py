@@ -129,9 +129,9 @@ def _run_finetune(profile: Profile, unit: Unit) -> dict:
 def _sweep_units(profile: Profile) -> list[Unit]:
     """Each task's first learning rate before any task's second: the likeliest come first."""
     grids = SWEEP_GRID[profile.name]
-    return [dict(task=t, optimizer=o, lr=grid[rank], seed=profile.seeds[0])
+    return [dict(task=t, optimizer=o, lr=grid[rank][0], seed=profile.seeds[0])
             for rank in range(max(map(len, grids.values())))
-            for t, grid in grids.items() if rank < len(grid) for o in ("adam", "sam")]
+            for t, grid in grids.items() if rank < len(grid) for o in grid[rank][1]]
 
 
 def _run_sweep(profile: Profile, unit: Unit) -> dict:
@@ -276,11 +276,15 @@ def _run_data_card(profile: Profile, unit: Unit) -> dict:
     return data_card(unit["task"], profile)
 
 
-# The learning rates each profile's sweep tries, per task (seed = the profile's first seed).
-SWEEP_GRID: dict[str, dict[str, tuple[float, ...]]] = {
-    "smoke": {"mrpc": (1e-3,), "rte": (1e-3,)},
-    "small": {"mrpc": (5e-5, 2e-5), "rte": (1e-4, 2e-5)},  # 2e-5: the paper's rate
-    "paper": {"mrpc": (2e-5,), "rte": (2e-5,)},
+# The (learning rate, optimizers) each profile's sweep tries per task, with the profile's first
+# seed. At small, the paper's 2e-5 runs with Adam only: SAM converges more slowly than Adam at
+# the same rate (see the chapter), so where Adam fails to learn in the budget, so would SAM.
+BOTH = ("adam", "sam")
+SWEEP_GRID: dict[str, dict[str, tuple[tuple[float, tuple[str, ...]], ...]]] = {
+    "smoke": {"mrpc": ((1e-3, BOTH),), "rte": ((1e-3, BOTH),)},
+    "small": {"mrpc": ((5e-5, BOTH), (2e-5, ("adam",))),
+              "rte": ((1e-4, BOTH), (2e-5, ("adam",)))},
+    "paper": {"mrpc": ((2e-5, BOTH),), "rte": ((2e-5, BOTH),)},
 }
 # How flatness is measured, per profile: fixed training rows, iteration counts.
 _FLATNESS = {"rows": 128, "sharpness_steps": 5, "eigen_iters": 20, "trace_samples": 10}

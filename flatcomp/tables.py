@@ -13,6 +13,7 @@ from flatcomp.paper import FULL_BERT_BASE
 
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
               "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD"}
+OPTIMIZER_NAMES = {"adam": "Adam", "sam": "SAM", "swa": "SWA"}
 _PROFILE_FIELDS = ("model", "tasks", "seeds", "lr", "epochs", "max_length", "batch_size",
                    "train_size", "bf16", "sam_rho", "weight_decay", "imp_rounds", "imp_rate")
 
@@ -95,19 +96,52 @@ def sweep_table(runs: list[dict]) -> pd.DataFrame:
     return table
 
 
-def finetune_table(runs: list[dict]) -> pd.DataFrame:
-    """Mean ± std over seeds of the best dev score, per task and optimizer, beside the paper's
-    full BERT-base score."""
+def finetune_table(runs: list[dict], cards: list[dict]) -> pd.DataFrame:
+    """Mean ± std over seeds of the best dev score, per task and optimizer, beside the majority
+    class of the dev set and the paper's full BERT-base score."""
     groups = defaultdict(list)
     for r in runs:
         groups[(r["task"], r["optimizer"])].append(r["best_score"])
+    majority = majority_class(cards)
     rows = []
     for (task, optimizer), scores in groups.items():
         rows.append({"task": TASK_NAMES[task], "optimizer": optimizer,
                      "metric": MAIN_METRIC[task], "seeds": len(scores),
-                     "ours": pm(scores),
+                     "ours": pm(scores), "best epochs": ", ".join(
+                         str(r["best_epoch"]) for r in runs
+                         if (r["task"], r["optimizer"]) == (task, optimizer)),
+                     "majority class": pct(majority[task]) if task in majority else "-",
                      "paper (BERT-base, Adam)": f"{FULL_BERT_BASE[task]:.1f}"})
     return pd.DataFrame(rows).set_index(["task", "optimizer"])
+
+
+def majority_class(cards: list[dict]) -> dict[str, float]:
+    """Accuracy of always answering the commonest dev label, per classification task."""
+    return {c["task"]: max(c["dev_labels"].values()) for c in cards
+            if c["available"] and "dev_labels" in c and MAIN_METRIC.get(c["task"]) == "accuracy"}
+
+
+def sweep_verdict(runs: list[dict], cards: list[dict], profile: Profile,
+                  margin: float = 0.05) -> str:
+    """One Markdown line per task: the best run of each optimizer, whether it clearly beat the
+    majority class (by ``margin``), and the learning rate the profile uses."""
+    majority = majority_class(cards)
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in runs):
+        parts = []
+        for optimizer in ("adam", "sam"):
+            mine = [r for r in runs if r["task"] == task and r["optimizer"] == optimizer]
+            if not mine:
+                continue
+            best = max(mine, key=lambda r: r["best_score"])
+            learned = task not in majority or best["best_score"] >= majority[task] + margin
+            parts.append(f"{OPTIMIZER_NAMES[optimizer]} best {pct(best['best_score'])} at lr "
+                         f"{best['lr']:g}, epoch {best['best_epoch']} of {best['epochs']}"
+                         + ("" if learned else " (**not clearly above the majority class**)"))
+        base = f" (majority class {pct(majority[task])})" if task in majority else ""
+        lines.append(f"* **{TASK_NAMES[task]}**{base}: {'; '.join(parts)}. "
+                     f"The `{profile.name}` profile uses lr {profile.lr_for(task):g}.")
+    return "\n".join(lines)
 
 
 def step_time_table(timings: list[dict]) -> pd.DataFrame:
