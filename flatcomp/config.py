@@ -46,6 +46,9 @@ class Profile:
     squad_doc_stride: int = 128
     squad_batch_size: int = 16
     cuts: dict[str, str] = field(default_factory=dict)        # what differs from paper, and why
+    # The setup chapter's Adam baselines: the paper's two smallest tasks, kept even where a task
+    # is dropped from ``tasks`` (its baseline shows why).
+    baseline_tasks: tuple[str, ...] = ("rte", "mrpc")
 
     def lr_for(self, task: str) -> float:
         return self.lr.get(task, self.lr["default"])
@@ -82,7 +85,7 @@ SMOKE = Profile(
 SMALL = Profile(
     name="small",
     model="sentence-transformers/all-MiniLM-L6-v2",
-    tasks=("rte", "mrpc", "stsb", "cola", "sst2"),
+    tasks=("mrpc", "sst2", "stsb", "cola"),
     seeds=(0, 1, 2),
     # Calibrated by the `lr_sweep` experiment (results/small/lr_sweep, shown in the setup chapter):
     # the paper's 2e-5 leaves MiniLM-L6 at the majority class on RTE.
@@ -96,13 +99,17 @@ SMALL = Profile(
     cuts={
         "model": "all-MiniLM-L6-v2 (6 layers, 384 wide, 22.7M parameters) instead of bert-base "
                  "(110M): a CPU fine-tunes it in minutes instead of hours",
-        "lr": "5e-5 (1e-4 on RTE) instead of 2e-5: at 2e-5 MiniLM-L6 does not leave the majority "
-              "class on RTE within the epoch budget (see the lr_sweep experiment)",
-        "epochs": "6 epochs on every task instead of 10 on small and 3 on large tasks: the sweep "
-                  "shows both Adam and SAM plateau by then, and 10 would cost 2/3 more CPU time",
+        "tasks": "MRPC, SST-2, STS-B and CoLA; RTE is dropped: neither Adam nor SAM learns it "
+                 "clearly above the majority class within the budget (lr_sweep and finetune "
+                 "experiments); SST-2 stands in for it where the paper uses RTE",
+        "lr": "5e-5 instead of 2e-5: at 2e-5 Adam is still improving on MRPC at the last epoch "
+              "and ends below its best at 5e-5 (lr_sweep experiment)",
+        "epochs": "6 epochs on every task instead of 10 on small and 3 on large tasks: on MRPC "
+                  "the dev accuracy of both Adam and SAM is flat over the last epochs (finetune "
+                  "experiment), and 10 would cost 2/3 more CPU time",
         "train_size": "SST-2 trains on 8,000 of its 67,349 sentences (CPU budget)",
-        "bf16": "bf16 autocast on the CPU's AMX units: about 1.6x faster per step; its dev score "
-                "is checked against fp32 in the bf16_check experiment",
+        "bf16": "bf16 autocast on the CPU's AMX units, which multiply bf16 matrices faster than "
+                "fp32 ones; its dev score is checked against fp32 (bf16_check experiment)",
         "imp_rounds": "7 IMP rounds (70% sparsity: one round past the largest reference "
                       "sparsity of the small tasks, 60%) instead of 10 (CPU budget)",
     },

@@ -117,8 +117,12 @@ def _finetune_record(summary: dict) -> dict:
 # ---------------------------------------------------------------- the experiments
 
 def _finetune_units(profile: Profile) -> list[Unit]:
-    return [dict(task=t, optimizer=o, seed=s)
-            for t in profile.tasks for o in OPTIMIZERS for s in profile.seeds]
+    """Every optimizer on the profile's tasks, then Adam on any baseline task not among them."""
+    baselines_only = [t for t in profile.baseline_tasks if t not in profile.tasks]
+    return ([dict(task=t, optimizer=o, seed=s)
+             for t in profile.tasks for o in OPTIMIZERS for s in profile.seeds]
+            + [dict(task=t, optimizer="adam", seed=s) for t in baselines_only
+               for s in profile.seeds])
 
 
 def _run_finetune(profile: Profile, unit: Unit) -> dict:
@@ -299,7 +303,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _data_card_units, _run_data_card),
     Experiment("lr_sweep", "Adam and SAM at a few learning rates, one seed (calibration)",
                _sweep_units, _run_sweep),
-    Experiment("finetune", "Adam, SAM and SWA fine-tunes of every task of the profile, every seed",
+    Experiment("finetune", "Adam, SAM and SWA fine-tunes of every task of the profile (and Adam "
+               "on its baseline tasks), every seed",
                _finetune_units, _run_finetune),
     Experiment("step_time", "seconds per step of Adam and SAM on the same batches",
                _step_time_units, _run_step_time),

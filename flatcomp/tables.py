@@ -124,8 +124,10 @@ def majority_class(cards: list[dict]) -> dict[str, float]:
 def sweep_verdict(runs: list[dict], cards: list[dict], profile: Profile,
                   margin: float = 0.05) -> str:
     """One Markdown line per task: the best run of each optimizer, whether it clearly beat the
-    majority class (by ``margin``), and the learning rate the profile uses."""
+    majority class (by ``margin``), the standard error of an accuracy on that dev set, and the
+    learning rate the profile uses (or that the profile dropped the task)."""
     majority = majority_class(cards)
+    dev_rows = {c["task"]: c["dev_rows"] for c in cards if c["available"]}
     lines = []
     for task in dict.fromkeys(r["task"] for r in runs):
         parts = []
@@ -138,9 +140,15 @@ def sweep_verdict(runs: list[dict], cards: list[dict], profile: Profile,
             parts.append(f"{OPTIMIZER_NAMES[optimizer]} best {pct(best['best_score'])} at lr "
                          f"{best['lr']:g}, epoch {best['best_epoch']} of {best['epochs']}"
                          + ("" if learned else " (**not clearly above the majority class**)"))
-        base = f" (majority class {pct(majority[task])})" if task in majority else ""
-        lines.append(f"* **{TASK_NAMES[task]}**{base}: {'; '.join(parts)}. "
-                     f"The `{profile.name}` profile uses lr {profile.lr_for(task):g}.")
+        base = ""
+        if task in majority:
+            p = majority[task]
+            base = (f" (majority class {pct(p)}; {dev_rows[task]} dev rows, so one standard error"
+                    f" of an accuracy near it is {pct((p * (1 - p) / dev_rows[task]) ** 0.5)} "
+                    "points)")
+        use = (f"The `{profile.name}` profile uses lr {profile.lr_for(task):g}."
+               if task in profile.tasks else f"The `{profile.name}` profile drops {TASK_NAMES[task]}.")
+        lines.append(f"* **{TASK_NAMES[task]}**{base}: {'; '.join(parts)}. {use}")
     return "\n".join(lines)
 
 
@@ -156,7 +164,10 @@ def step_time_table(timings: list[dict]) -> pd.DataFrame:
 
 
 def precision_table(runs: list[dict]) -> pd.DataFrame:
+    """Best dev score and epoch, and the training loss per epoch, of the same fine-tune in each
+    precision. (No step times: these runs shared the CPU; see the ``step_time`` experiment.)"""
     rows = [{"precision": r["precision"], "task": TASK_NAMES[r["task"]],
              "best dev score": pct(r["best_score"]), "best epoch": r["best_epoch"],
-             "s / step": f"{r['seconds_per_step']:.2f}"} for r in runs]
+             "train loss per epoch": ", ".join(f"{h['train_loss']:.3f}" for h in r["history"])}
+            for r in runs]
     return pd.DataFrame(rows).set_index("precision")

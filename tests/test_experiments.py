@@ -112,6 +112,16 @@ def test_unit_ids_are_unique_within_an_experiment(profile, experiment):
     assert len({unit_id(u) for u in units}) == len(units)
 
 
+def test_a_dropped_baseline_task_keeps_only_its_adam_fine_tunes(smoke):
+    profile = smoke.with_overrides(tasks=("mrpc",), baseline_tasks=("rte", "mrpc"))
+    units = EXPERIMENTS["finetune"].units(profile)
+    rte = select(units, task=["rte"])
+    assert {u["optimizer"] for u in rte} == {"adam"}
+    assert [u["seed"] for u in rte] == list(profile.seeds)
+    assert {u["optimizer"] for u in select(units, task=["mrpc"])} == {"adam", "sam", "swa"}
+    assert not select(EXPERIMENTS["imp"].units(profile), task=["rte"])
+
+
 def test_select_keeps_matching_units():
     units = [dict(task=t, optimizer=o, seed=s)
              for t in ("rte", "mrpc") for o in ("adam", "sam") for s in (0, 1)]

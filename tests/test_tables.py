@@ -1,0 +1,39 @@
+"""The book's tables and verdict lines, on hand-made results."""
+
+from __future__ import annotations
+
+from flatcomp import tables
+
+
+def _run(task, optimizer, lr, score, epoch=2):
+    return {"task": task, "optimizer": optimizer, "lr": lr, "best_score": score,
+            "best_epoch": epoch, "epochs": 3, "seed": 0,
+            "history": [{"accuracy": score, "train_loss": 0.5}]}
+
+
+CARDS = [{"task": "mrpc", "available": True, "dev_rows": 400,
+          "dev_labels": {"0": 0.3, "1": 0.7}},
+         {"task": "rte", "available": True, "dev_rows": 100,
+          "dev_labels": {"0": 0.5, "1": 0.5}}]
+
+
+def test_majority_class_is_the_commonest_dev_label():
+    assert tables.majority_class(CARDS) == {"mrpc": 0.7, "rte": 0.5}
+
+
+def test_sweep_verdict_flags_a_task_not_learned_and_says_it_is_dropped(smoke):
+    profile = smoke.with_overrides(tasks=("mrpc",))
+    runs = [_run("mrpc", "adam", 5e-5, 0.82), _run("mrpc", "sam", 5e-5, 0.80),
+            _run("rte", "adam", 1e-4, 0.53), _run("rte", "adam", 2e-5, 0.52)]
+    mrpc, rte = tables.sweep_verdict(runs, CARDS, profile).splitlines()
+    assert "not clearly" not in mrpc and "uses lr" in mrpc
+    assert "Adam best 53.0 at lr 0.0001" in rte and "not clearly above" in rte
+    assert "drops RTE" in rte
+    assert "standard error of an accuracy near it is 5.0 points" in rte  # sqrt(.25 / 100)
+
+
+def test_finetune_table_reports_mean_and_sample_std_over_seeds():
+    runs = [_run("mrpc", "adam", 5e-5, s) for s in (0.80, 0.82, 0.84)]
+    row = tables.finetune_table(runs, CARDS).loc[("MRPC", "adam")]
+    assert row["ours"] == "82.0 ± 2.0" and row["seeds"] == 3
+    assert row["majority class"] == "70.0"
