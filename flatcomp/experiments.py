@@ -192,6 +192,30 @@ def _run_flatness(profile: Profile, unit: Unit) -> dict:
             "trace_samples": trace["samples"]}
 
 
+def _landscape_units(profile: Profile) -> list[Unit]:
+    return [dict(task=t, optimizer=o, seed=profile.seeds[0]) for t in profile.tasks
+            for o in ("adam", "sam")]
+
+
+def _run_landscape(profile: Profile, unit: Unit) -> dict:
+    """Training loss of a fine-tuned model (fp32, eval mode, the flatness rows) along one and on
+    two filter-normalised random directions (seeds 0 and 1), at steps of the weights' own scale."""
+    from flatcomp import flatness
+
+    settings = FLATNESS_SETTINGS[profile.name]
+    model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
+    train, _, _ = encoded_task(profile, unit["task"], train_rows=settings["rows"])
+    loss_fn = flatness.batch_loss_fn(list(batches(train, profile.batch_size)))
+    line = [round(-1 + 2 * i / (settings["line_points"] - 1), 6)
+            for i in range(settings["line_points"])]
+    grid = [round(-1 + 2 * i / (settings["plane_points"] - 1), 6)
+            for i in range(settings["plane_points"])]
+    d1, d2 = flatness.random_direction(model, seed=0), flatness.random_direction(model, seed=1)
+    return {**unit, "rows": settings["rows"], "alphas": line,
+            "line": flatness.loss_line(model, loss_fn, d1, line),
+            "grid": grid, "plane": flatness.loss_plane(model, loss_fn, d1, d2, grid, grid)}
+
+
 def _run_quantization(profile: Profile, unit: Unit) -> dict:
     """Dev score of a fine-tuned model in fp32, after dynamic int8, and with its Linear weights
     rounded to fewer bits (per tensor and per channel). All on the CPU, without autocast."""
@@ -291,9 +315,10 @@ SWEEP_GRID: dict[str, dict[str, tuple[tuple[float, tuple[str, ...]], ...]]] = {
     "paper": {"mrpc": ((2e-5, BOTH),), "rte": ((2e-5, BOTH),)},
 }
 # How flatness is measured, per profile: fixed training rows, iteration counts.
-_FLATNESS = {"rows": 128, "sharpness_steps": 5, "eigen_iters": 20, "trace_samples": 10}
+_FLATNESS = {"rows": 128, "sharpness_steps": 5, "eigen_iters": 20, "trace_samples": 10,
+             "line_points": 21, "plane_points": 11}
 FLATNESS_SETTINGS = {"smoke": {"rows": 16, "sharpness_steps": 2, "eigen_iters": 3,
-                               "trace_samples": 2},
+                               "trace_samples": 2, "line_points": 5, "plane_points": 3},
                      "small": _FLATNESS, "paper": _FLATNESS}
 QUANT_BITS = (8, 6, 4, 3)
 DATA_CARD_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "squad")
@@ -310,6 +335,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _step_time_units, _run_step_time),
     Experiment("flatness", "sharpness and Hessian of every fine-tuned model",
                _finetune_units, _run_flatness),
+    Experiment("landscape", "loss along 1-D and on 2-D filter-normalised random directions",
+               _landscape_units, _run_landscape),
     Experiment("quantization", "dev score after dynamic int8 and k-bit weight rounding",
                _finetune_units, _run_quantization),
     Experiment("imp", "iterative magnitude pruning, one unit per round",

@@ -211,6 +211,17 @@ def test_flatness_unit_measures_a_finetuned_model(smoke):
     assert math.isfinite(r["trace"]) and r["trace_samples"] == 2
 
 
+def test_landscape_unit_is_a_line_and_a_plane_through_the_trained_weights(smoke):
+    """The centre of the line and of the plane is the model itself: the same loss at a = b = 0."""
+    from flatcomp.experiments import load_or_run
+
+    [r] = load_or_run(smoke, "landscape", task=["rte"], optimizer=["sam"], progress=False)
+    assert r["alphas"] == [-1.0, -0.5, 0.0, 0.5, 1.0] and r["grid"] == [-1.0, 0.0, 1.0]
+    assert len(r["line"]) == 5 and [len(row) for row in r["plane"]] == [3, 3, 3]
+    assert r["line"][2] == pytest.approx(r["plane"][1][1], rel=1e-6)
+    assert min(r["line"]) < max(r["line"])  # the random direction moves the loss
+
+
 def test_quantization_unit_scores_every_bit_width(smoke):
     from flatcomp.experiments import QUANT_BITS, load_or_run
 
