@@ -67,7 +67,7 @@ class Profile:
 SMOKE = Profile(
     name="smoke",
     model="tiny-bert",
-    tasks=("rte", "mrpc", "stsb", "cola", "sst2"),
+    tasks=("mrpc", "stsb"),
     seeds=(0, 1),
     lr={"default": 1e-3},
     epochs={"default": 3},
@@ -79,13 +79,15 @@ SMOKE = Profile(
         "model": "a 2-layer, 64-wide BERT with random weights, so that CI trains in seconds",
         "data": "the few hundred real rows per task shipped in flatcomp/smoke_data",
         "seeds": "2 seeds: enough to exercise mean and std",
+        "tasks": "MRPC and STS-B: one classification and one regression task exercise every "
+                 "code path in a fraction of the time",
     },
 )
 
 SMALL = Profile(
     name="small",
     model="sentence-transformers/all-MiniLM-L6-v2",
-    tasks=("mrpc", "sst2", "stsb", "cola"),
+    tasks=("mrpc",),
     seeds=(0, 1, 2),
     # Calibrated by the `lr_sweep` experiment (results/small/lr_sweep, shown in the setup chapter):
     # the paper's 2e-5 leaves MiniLM-L6 at the majority class on RTE.
@@ -99,9 +101,11 @@ SMALL = Profile(
     cuts={
         "model": "all-MiniLM-L6-v2 (6 layers, 384 wide, 22.7M parameters) instead of bert-base "
                  "(110M): a CPU fine-tunes it in minutes instead of hours",
-        "tasks": "MRPC, SST-2, STS-B and CoLA; RTE is dropped: neither Adam nor SAM learns it "
-                 "clearly above the majority class within the budget (lr_sweep and finetune "
-                 "experiments); SST-2 stands in for it where the paper uses RTE",
+        "tasks": "MRPC only so far: Adam, SAM and SWA over 3 seeds cost CPU hours per task, and "
+                 "every later chapter multiplies that; SST-2, STS-B and CoLA come next. RTE is "
+                 "dropped: neither Adam nor SAM learns it clearly above the majority class within "
+                 "the budget (lr_sweep and finetune experiments); SST-2 stands in for it where "
+                 "the paper uses RTE",
         "lr": "5e-5 instead of 2e-5: at 2e-5 Adam is still improving on MRPC at the last epoch "
               "and ends below its best at 5e-5 (lr_sweep experiment)",
         "epochs": "6 epochs on every task instead of 10 on small and 3 on large tasks: on MRPC "

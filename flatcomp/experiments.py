@@ -116,13 +116,17 @@ def _finetune_record(summary: dict) -> dict:
 
 # ---------------------------------------------------------------- the experiments
 
+def _model_units(profile: Profile) -> list[Unit]:
+    """Every optimizer on every task of the profile, every seed: the models later chapters use."""
+    return [dict(task=t, optimizer=o, seed=s)
+            for t in profile.tasks for o in OPTIMIZERS for s in profile.seeds]
+
+
 def _finetune_units(profile: Profile) -> list[Unit]:
-    """Every optimizer on the profile's tasks, then Adam on any baseline task not among them."""
-    baselines_only = [t for t in profile.baseline_tasks if t not in profile.tasks]
-    return ([dict(task=t, optimizer=o, seed=s)
-             for t in profile.tasks for o in OPTIMIZERS for s in profile.seeds]
-            + [dict(task=t, optimizer="adam", seed=s) for t in baselines_only
-               for s in profile.seeds])
+    """The models of :func:`_model_units`, then Adam on any baseline task not among them."""
+    return _model_units(profile) + [dict(task=t, optimizer="adam", seed=s)
+                                    for t in profile.baseline_tasks if t not in profile.tasks
+                                    for s in profile.seeds]
 
 
 def _run_finetune(profile: Profile, unit: Unit) -> dict:
@@ -334,11 +338,11 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("step_time", "seconds per step of Adam and SAM on the same batches",
                _step_time_units, _run_step_time),
     Experiment("flatness", "sharpness and Hessian of every fine-tuned model",
-               _finetune_units, _run_flatness),
+               _model_units, _run_flatness),
     Experiment("landscape", "loss along 1-D and on 2-D filter-normalised random directions",
                _landscape_units, _run_landscape),
     Experiment("quantization", "dev score after dynamic int8 and k-bit weight rounding",
-               _finetune_units, _run_quantization),
+               _model_units, _run_quantization),
     Experiment("imp", "iterative magnitude pruning, one unit per round",
                _imp_units, _run_imp),
     Experiment("bf16_check", "the same fine-tune under bf16 autocast and in fp32",

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from flatcomp.metrics import MAIN_METRIC
-from flatcomp.tables import TASK_NAMES
+from flatcomp.tables import FLATNESS_MEASURES, TASK_NAMES
 
 OPTIMIZER_COLORS = {"adam": "tab:blue", "sam": "tab:orange", "swa": "tab:green"}
 
@@ -55,6 +55,81 @@ def sweep_curves(runs: list[dict]) -> plt.Figure:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def epoch_curves(runs: list[dict]) -> plt.Figure:
+    """Dev score after each epoch of every fine-tune, per task: one line per seed, coloured by
+    optimizer, so a reader sees whether each has plateaued."""
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = MAIN_METRIC[task]
+        for r in (r for r in runs if r["task"] == task):
+            ax.plot([h["epoch"] for h in r["history"]], [100 * h[metric] for h in r["history"]],
+                    color=OPTIMIZER_COLORS[r["optimizer"]], marker="o", markersize=3, alpha=0.8,
+                    label=r["optimizer"] if r["seed"] == min(x["seed"] for x in runs) else None)
+        ax.set_title(TASK_NAMES[task])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"dev {metric} (%)")
+        ax.legend(fontsize=8, title="one line per seed", title_fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def flatness_points(flat: list[dict]) -> plt.Figure:
+    """Each flatness measure per task and optimizer: a dot per seed, a dash at the mean (log y:
+    the measures span orders of magnitude, so no bars, whose base would be arbitrary)."""
+    tasks = list(dict.fromkeys(r["task"] for r in flat))
+    optimizers = list(dict.fromkeys(r["optimizer"] for r in flat))
+    fig, axes = plt.subplots(1, len(FLATNESS_MEASURES), figsize=(12, 3.6))
+    width = 0.8 / len(optimizers)
+    for ax, (key, label) in zip(axes, FLATNESS_MEASURES.items()):
+        for j, optimizer in enumerate(optimizers):
+            for i, task in enumerate(tasks):
+                values = [r[key] for r in flat if (r["task"], r["optimizer"]) == (task, optimizer)]
+                x = i + (j - (len(optimizers) - 1) / 2) * width
+                ax.hlines(np.mean(values), x - width / 3, x + width / 3, linewidth=2.5,
+                          color=OPTIMIZER_COLORS[optimizer], label=optimizer if i == 0 else None)
+                ax.scatter([x] * len(values), values, color=OPTIMIZER_COLORS[optimizer], s=14,
+                           alpha=0.7, zorder=3)
+        ax.set_xticks(range(len(tasks)), [TASK_NAMES[t] for t in tasks])
+        ax.set_xlim(-0.6, len(tasks) - 0.4)
+        ax.set_yscale("log")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("lower is flatter; one dot per seed, a dash at the mean", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def loss_landscapes(lands: list[dict]) -> plt.Figure:
+    """Left: training loss along one filter-normalised random direction, per optimizer.
+    Right: the loss on a plane of two such directions, one panel per optimizer, with shared
+    contour levels (so the same colour is the same loss in every panel)."""
+    fig, axes = plt.subplots(1, 1 + len(lands), figsize=(4.2 * (1 + len(lands)), 3.6))
+    for land in lands:
+        axes[0].plot(land["alphas"], land["line"], color=OPTIMIZER_COLORS[land["optimizer"]],
+                     marker="o", markersize=3,
+                     label=f"{land['optimizer']} ({TASK_NAMES[land['task']]})")
+    axes[0].set_xlabel("step along the direction (in units of the weights' norm)")
+    axes[0].set_ylabel("training loss")
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    axes[0].grid(alpha=0.3)
+    levels = np.geomspace(min(np.min(l["plane"]) for l in lands),
+                          max(np.max(l["plane"]) for l in lands), 12)
+    for ax, land in zip(axes[1:], lands):
+        grid = np.asarray(land["grid"])
+        filled = ax.contourf(grid, grid, np.asarray(land["plane"]).T, levels=levels,
+                             cmap="viridis", norm=plt.matplotlib.colors.LogNorm())
+        ax.plot(0, 0, marker="x", color="white")
+        ax.set_title(f"{land['optimizer']}, {TASK_NAMES[land['task']]}, seed {land['seed']}")
+        ax.set_xlabel("direction 1")
+        ax.set_ylabel("direction 2")
+    fig.colorbar(filled, ax=axes[1:], label="training loss")
     return fig
 
 

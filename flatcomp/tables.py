@@ -14,6 +14,8 @@ from flatcomp.paper import FULL_BERT_BASE
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
               "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD"}
 OPTIMIZER_NAMES = {"adam": "Adam", "sam": "SAM", "swa": "SWA"}
+FLATNESS_MEASURES = {"sharpness": "sharpness (loss rise, rho = 0.05)",
+                     "top_eigenvalue": "top Hessian eigenvalue", "trace": "Hessian trace"}
 _PROFILE_FIELDS = ("model", "tasks", "seeds", "lr", "epochs", "max_length", "batch_size",
                    "train_size", "bf16", "sam_rho", "weight_decay", "imp_rounds", "imp_rate")
 
@@ -171,3 +173,86 @@ def precision_table(runs: list[dict]) -> pd.DataFrame:
              "train loss per epoch": ", ".join(f"{h['train_loss']:.3f}" for h in r["history"])}
             for r in runs]
     return pd.DataFrame(rows).set_index("precision")
+
+
+def sig(x: float, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant digits."""
+    return f"{x:.{digits}g}"
+
+
+def pm_sig(values: list[float]) -> str:
+    """'mean ± std' to 3 significant digits, for quantities that are not scores."""
+    mean, std = mean_std(values)
+    return f"{sig(mean)} ± {sig(std, 2)}"
+
+
+def flatness_table(flat: list[dict]) -> pd.DataFrame:
+    """Training loss on the measured rows, sharpness, top Hessian eigenvalue and Hessian trace:
+    mean ± std over seeds per task and optimizer."""
+    groups = defaultdict(list)
+    for r in flat:
+        groups[(TASK_NAMES[r["task"]], r["optimizer"])].append(r)
+    rows = {key: {"seeds": len(rs), "rows measured": rs[0]["rows"],
+                  "train loss": pm_sig([r["loss"] for r in rs]),
+                  "sharpness": pm_sig([r["sharpness"] for r in rs]),
+                  "top eigenvalue": pm_sig([r["top_eigenvalue"] for r in rs]),
+                  "trace": pm_sig([r["trace"] for r in rs]),
+                  "trace std error": pm_sig([r["trace_std_error"] for r in rs])}
+            for key, rs in groups.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["task", "optimizer"]
+    return table
+
+
+def flatness_verdict(flat: list[dict], a: str = "sam", b: str = "adam") -> str:
+    """Per task and measure: on how many seeds ``a``'s model is flatter than ``b``'s (same seed),
+    and the ratio of their means. Markdown bullets."""
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in flat):
+        by_seed = {(r["optimizer"], r["seed"]): r for r in flat if r["task"] == task}
+        seeds = sorted(s for o, s in by_seed if o == a and (b, s) in by_seed)
+        if not seeds:
+            continue
+        parts = []
+        for key, label in FLATNESS_MEASURES.items():
+            wins = sum(by_seed[(a, s)][key] < by_seed[(b, s)][key] for s in seeds)
+            ratio = (mean_std([by_seed[(a, s)][key] for s in seeds])[0]
+                     / mean_std([by_seed[(b, s)][key] for s in seeds])[0])
+            parts.append(f"{label.split(' (')[0]}: lower on {wins} of {len(seeds)} seeds, "
+                         f"mean ratio {ratio:.2f}")
+        lines.append(f"* **{TASK_NAMES[task]}**, {OPTIMIZER_NAMES[a]} against "
+                     f"{OPTIMIZER_NAMES[b]}: " + "; ".join(parts) + ".")
+    return "\n".join(lines)
+
+
+def cost_table(timings: list[dict], runs: list[dict]) -> pd.DataFrame:
+    """SAM's seconds per step over Adam's (timed together on the same batches), and the mean wall
+    time of a whole fine-tune per task and optimizer (runs that may have shared the CPU)."""
+    ratio = {t["task"]: t["sam_over_adam"] for t in timings}
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(r["task"], r["optimizer"])].append(r)
+    rows = [{"task": TASK_NAMES[task], "optimizer": OPTIMIZER_NAMES[optimizer],
+             "steps": rs[0]["steps"],
+             "minutes per fine-tune": pm_sig([r["wall_seconds"] / 60 for r in rs]),
+             "SAM / Adam s per step (timed together)": f"{ratio[task]:.2f}"
+             if task in ratio and optimizer == "sam" else "-"}
+            for (task, optimizer), rs in groups.items()]
+    return pd.DataFrame(rows).set_index(["task", "optimizer"])
+
+
+def optimizer_differences(runs: list[dict], base: str = "adam") -> pd.DataFrame:
+    """Per task: each optimizer's mean best dev score minus ``base``'s, in points, with the
+    standard error of that difference, sqrt(s_a^2 / n_a + s_b^2 / n_b), over seeds."""
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(r["task"], r["optimizer"])].append(r["best_score"])
+    rows = defaultdict(dict)
+    for (task, optimizer), scores in groups.items():
+        if optimizer == base or (task, base) not in groups:
+            continue
+        (m, s), (mb, sb) = mean_std(scores), mean_std(groups[(task, base)])
+        error = (s ** 2 / len(scores) + sb ** 2 / len(groups[(task, base)])) ** 0.5
+        rows[TASK_NAMES[task]][f"{OPTIMIZER_NAMES[optimizer]} − {OPTIMIZER_NAMES[base]}"] = (
+            f"{100 * (m - mb):+.1f} ± {100 * error:.1f}")
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task (points)")

@@ -96,7 +96,9 @@ def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, p
     result = FineTuneResult(model=model)
     best_state, train_seconds, start = None, 0.0, time.perf_counter()
     torch.manual_seed(seed)  # dropout
-    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress,
+    # At most two refreshes a second: a notebook cell that trains many models must not flood the
+    # kernel's output channel (a full one drops messages, and nbval then times out).
+    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, mininterval=0.5,
                desc=f"{task} {optimizer} seed {seed}", leave=False)
     for epoch in range(1, epochs + 1):
         model.train()
@@ -111,7 +113,7 @@ def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, p
                 average.update_parameters(model)
             losses.append(float(loss))
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         train_seconds += time.perf_counter() - tick
         evaluated = average.module if average is not None and epoch >= SWA_START_EPOCH else model
         metrics = evaluate(evaluated, dev, task, profile, device)

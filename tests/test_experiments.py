@@ -119,7 +119,8 @@ def test_a_dropped_baseline_task_keeps_only_its_adam_fine_tunes(smoke):
     assert {u["optimizer"] for u in rte} == {"adam"}
     assert [u["seed"] for u in rte] == list(profile.seeds)
     assert {u["optimizer"] for u in select(units, task=["mrpc"])} == {"adam", "sam", "swa"}
-    assert not select(EXPERIMENTS["imp"].units(profile), task=["rte"])
+    for other in ("imp", "flatness", "quantization", "landscape"):
+        assert not select(EXPERIMENTS[other].units(profile), task=["rte"])
 
 
 def test_select_keeps_matching_units():

@@ -37,3 +37,21 @@ def test_finetune_table_reports_mean_and_sample_std_over_seeds():
     row = tables.finetune_table(runs, CARDS).loc[("MRPC", "adam")]
     assert row["ours"] == "82.0 ± 2.0" and row["seeds"] == 3
     assert row["majority class"] == "70.0"
+
+
+def test_optimizer_differences_are_mean_differences_with_their_standard_error():
+    runs = ([_run("mrpc", "adam", 5e-5, s) for s in (0.80, 0.82, 0.84)]
+            + [_run("mrpc", "sam", 5e-5, s) for s in (0.81, 0.81, 0.81)])
+    table = tables.optimizer_differences(runs)
+    # (0.81 - 0.82) = -1 point; sqrt(0.02^2 / 3 + 0) = 1.15 points
+    assert table.loc["MRPC", "SAM − Adam"] == "-1.0 ± 1.2"
+
+
+def test_flatness_verdict_counts_seeds_where_sam_is_flatter():
+    def rec(optimizer, seed, value):
+        return {"task": "mrpc", "optimizer": optimizer, "seed": seed, "sharpness": value,
+                "top_eigenvalue": value, "trace": value}
+
+    flat = [rec("adam", 0, 2.0), rec("adam", 1, 2.0), rec("sam", 0, 1.0), rec("sam", 1, 3.0)]
+    line = tables.flatness_verdict(flat)
+    assert "sharpness: lower on 1 of 2 seeds, mean ratio 1.00" in line
