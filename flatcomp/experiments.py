@@ -242,6 +242,62 @@ def _run_quantization(profile: Profile, unit: Unit) -> dict:
                            "int8": q.model_size_bytes(q.quantize_dynamic_int8(model))}}
 
 
+def _adam_sam_units(profile: Profile) -> list[Unit]:
+    return [u for u in _model_units(profile) if u["optimizer"] in ("adam", "sam")]
+
+
+def _run_quant_theory(profile: Profile, unit: Unit) -> dict:
+    """The second-order prediction of the loss increase from rounding the Linear weights to b
+    bits, E[dL] ~ 1/2 sum_i H_ii Delta_i^2 / 12 (Hessian diagonal by Hutchinson's estimator),
+    against the increase measured on the same fixed training rows (fp32, eval mode)."""
+    from flatcomp import flatness
+    from flatcomp import quantization as q
+
+    settings = FLATNESS_SETTINGS[profile.name]
+    model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
+    model = model.cpu().eval()
+    train, _, _ = encoded_task(profile, unit["task"], train_rows=settings["rows"])
+    loss_fn = flatness.batch_loss_fn(list(batches(train, profile.batch_size)))
+    names = list(q.rounding_noise_variance(model, 8))
+    diagonal = flatness.hessian_diagonal(model, loss_fn, samples=settings["trace_samples"],
+                                         params=names)
+    with torch.no_grad():
+        loss = float(loss_fn(model))
+    rows = []
+    for bits in QUANT_BITS:
+        for per_channel in (False, True):
+            variance = q.rounding_noise_variance(model, bits, per_channel)
+            predicted = 0.5 * sum(float((diagonal[n] * variance[n]).sum()) for n in names)
+            with torch.no_grad():
+                measured = float(loss_fn(q.fake_quantize_weights(model, bits, per_channel))) - loss
+            rows.append({"bits": bits, "per_channel": per_channel, "predicted": predicted,
+                         "measured": measured})
+    return {**unit, "rows": settings["rows"], "loss": loss,
+            "hessian_samples": settings["trace_samples"], "increase": rows}
+
+
+def _quant_speed_units(profile: Profile) -> list[Unit]:
+    return [dict(task=profile.tasks[0], optimizer="adam", seed=profile.seeds[0])]
+
+
+def _run_quant_speed(profile: Profile, unit: Unit) -> dict:
+    """Size and CPU latency of fp32 against dynamic int8 at batch 1 and 32, full-length rows of
+    random tokens (the speed does not depend on which tokens), 2 threads."""
+    from flatcomp import quantization as q
+
+    model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
+    model = model.cpu().eval()
+    vocabulary = model.config.vocab_size
+    generator = torch.Generator().manual_seed(0)
+
+    def make_batch(batch_size: int, length: int) -> dict:
+        ids = torch.randint(0, vocabulary, (batch_size, length), generator=generator)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    rows = q.compare_speed(model, make_batch, seq_len=profile.max_length, threads=2)
+    return {**unit, "timings": rows, "device": "cpu"}
+
+
 def _imp_units(profile: Profile) -> list[Unit]:
     """IMP curves: one seed, rounds 0 (dense) to ``imp_rounds``, with and without rewinding."""
     return [dict(task=t, optimizer=o, rewind=r, seed=profile.seeds[0], round=k)
@@ -343,6 +399,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _landscape_units, _run_landscape),
     Experiment("quantization", "dev score after dynamic int8 and k-bit weight rounding",
                _model_units, _run_quantization),
+    Experiment("quant_theory", "second-order prediction of the loss increase from k-bit "
+               "weights, against the measured increase", _adam_sam_units, _run_quant_theory),
+    Experiment("quant_speed", "size and latency of fp32 against dynamic int8",
+               _quant_speed_units, _run_quant_speed),
     Experiment("imp", "iterative magnitude pruning, one unit per round",
                _imp_units, _run_imp),
     Experiment("bf16_check", "the same fine-tune under bf16 autocast and in fp32",

@@ -206,7 +206,7 @@ def test_flatness_unit_measures_a_finetuned_model(smoke):
     """One flatness unit: finite sharpness (>= 0), eigenvalue and trace of a cached fine-tune."""
     from flatcomp.experiments import load_or_run
 
-    [r] = load_or_run(smoke, "flatness", task=["rte"], optimizer=["adam"], seed=[0],
+    [r] = load_or_run(smoke, "flatness", task=["mrpc"], optimizer=["adam"], seed=[0],
                       progress=False)
     assert r["sharpness"] >= 0 and math.isfinite(r["top_eigenvalue"])
     assert math.isfinite(r["trace"]) and r["trace_samples"] == 2
@@ -216,17 +216,40 @@ def test_landscape_unit_is_a_line_and_a_plane_through_the_trained_weights(smoke)
     """The centre of the line and of the plane is the model itself: the same loss at a = b = 0."""
     from flatcomp.experiments import load_or_run
 
-    [r] = load_or_run(smoke, "landscape", task=["rte"], optimizer=["sam"], progress=False)
+    [r] = load_or_run(smoke, "landscape", task=["mrpc"], optimizer=["sam"], progress=False)
     assert r["alphas"] == [-1.0, -0.5, 0.0, 0.5, 1.0] and r["grid"] == [-1.0, 0.0, 1.0]
     assert len(r["line"]) == 5 and [len(row) for row in r["plane"]] == [3, 3, 3]
     assert r["line"][2] == pytest.approx(r["plane"][1][1], rel=1e-6)
     assert min(r["line"]) < max(r["line"])  # the random direction moves the loss
 
 
+def test_quant_theory_predicts_a_larger_increase_for_fewer_bits(smoke):
+    """The prediction (1/2 sum H_ii Delta_i^2 / 12) grows as Delta grows, by 4x per bit removed."""
+    from flatcomp.experiments import QUANT_BITS, load_or_run
+
+    [r] = load_or_run(smoke, "quant_theory", task=["mrpc"], optimizer=["adam"], seed=[0],
+                      progress=False)
+    per_tensor = {row["bits"]: row for row in r["increase"] if not row["per_channel"]}
+    assert sorted(per_tensor) == sorted(QUANT_BITS)
+    assert per_tensor[6]["predicted"] == pytest.approx(per_tensor[8]["predicted"]
+                                                       * (127 / 31) ** 2, rel=1e-4)
+    assert all(math.isfinite(row["measured"]) for row in r["increase"])
+
+
+def test_quant_speed_times_both_precisions_at_two_batch_sizes(smoke):
+    from flatcomp.experiments import load_or_run
+
+    [r] = load_or_run(smoke, "quant_speed", progress=False)
+    assert {(t["precision"], t["batch_size"]) for t in r["timings"]} == {
+        (p, b) for p in ("fp32", "int8") for b in (1, 32)}
+    int8 = [t for t in r["timings"] if t["precision"] == "int8"]
+    assert all(t["size_bytes"] > 0 and t["speedup"] > 0 for t in int8)
+
+
 def test_quantization_unit_scores_every_bit_width(smoke):
     from flatcomp.experiments import QUANT_BITS, load_or_run
 
-    [r] = load_or_run(smoke, "quantization", task=["rte"], optimizer=["adam"], seed=[0],
+    [r] = load_or_run(smoke, "quantization", task=["mrpc"], optimizer=["adam"], seed=[0],
                       progress=False)
     assert {"fp32", "int8", "int8 per channel"} <= set(r["scores"])
     assert all(f"{b} bit" in r["scores"] and f"{b} bit per channel" in r["scores"]
@@ -240,11 +263,11 @@ def test_imp_rounds_are_units_that_build_on_each_other(smoke):
     from flatcomp.experiments import load_or_run
     from flatcomp.results import ResultsStore
 
-    [r2] = load_or_run(smoke, "imp", task=["rte"], optimizer=["adam"], rewind=[True],
+    [r2] = load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True],
                        round=[2], progress=False)
     stored = ResultsStore(smoke).units("imp")
-    assert stored == [f"rte-adam-rewind-seed0-round{k}" for k in range(3)]
-    rounds = load_or_run(smoke, "imp", task=["rte"], optimizer=["adam"], rewind=[True],
+    assert stored == [f"mrpc-adam-rewind-seed0-round{k}" for k in range(3)]
+    rounds = load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True],
                          progress=False)
     assert [r["round"] for r in rounds] == [0, 1, 2] and rounds[2] == r2
     for r in rounds:
