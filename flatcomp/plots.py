@@ -109,7 +109,8 @@ def loss_landscapes(lands: list[dict]) -> plt.Figure:
     """Left: training loss along one filter-normalised random direction, per optimizer.
     Right: the loss on a plane of two such directions, one panel per optimizer, with shared
     contour levels (so the same colour is the same loss in every panel)."""
-    fig, axes = plt.subplots(1, 1 + len(lands), figsize=(4.2 * (1 + len(lands)), 3.6))
+    fig, axes = plt.subplots(1, 1 + len(lands), figsize=(4.4 * (1 + len(lands)), 3.8),
+                             layout="constrained")
     for land in lands:
         axes[0].plot(land["alphas"], land["line"], color=OPTIMIZER_COLORS[land["optimizer"]],
                      marker="o", markersize=3,
@@ -128,8 +129,69 @@ def loss_landscapes(lands: list[dict]) -> plt.Figure:
         ax.plot(0, 0, marker="x", color="white")
         ax.set_title(f"{land['optimizer']}, {TASK_NAMES[land['task']]}, seed {land['seed']}")
         ax.set_xlabel("direction 1")
-        ax.set_ylabel("direction 2")
-    fig.colorbar(filled, ax=axes[1:], label="training loss")
+    axes[1].set_ylabel("direction 2")
+    fig.colorbar(filled, ax=axes[1:], label="training loss", format="%.2f")
+    return fig
+
+
+def bit_sweep(quant: list[dict], bits: tuple[int, ...]) -> plt.Figure:
+    """Dev score against weight bits (fake quantization of every Linear weight), per tensor and
+    per channel, mean and min-max band over seeds per optimizer; fp32 plotted at 32 bits."""
+    tasks = list(dict.fromkeys(r["task"] for r in quant))
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 3.6 * len(tasks)), squeeze=False,
+                             sharey="row")
+    xs = [*sorted(bits), 32]
+    for row, task in zip(axes, tasks):
+        metric = MAIN_METRIC[task]
+        for ax, per_channel in zip(row, (False, True)):
+            for optimizer in dict.fromkeys(r["optimizer"] for r in quant):
+                mine = [r["scores"] for r in quant if (r["task"], r["optimizer"]) == (task, optimizer)]
+                keys = [f"{b} bit{' per channel' if per_channel else ''}" for b in sorted(bits)]
+                values = 100 * np.array([[s[k] for k in keys] + [s["fp32"]] for s in mine])
+                ax.plot(xs, values.mean(0), marker="o", color=OPTIMIZER_COLORS[optimizer],
+                        label=f"{optimizer} ({len(mine)} seeds)")
+                ax.fill_between(xs, values.min(0), values.max(0), alpha=0.15,
+                                color=OPTIMIZER_COLORS[optimizer])
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [*map(str, sorted(bits)), "fp32"])
+            ax.set_xlabel("bits per weight")
+            ax.set_ylabel(f"dev {metric} (%)")
+            ax.set_title(f"{TASK_NAMES[task]}, {'per channel' if per_channel else 'per tensor'}")
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_measured(theory: list[dict]) -> plt.Figure:
+    """Measured loss increase after k-bit rounding against the second-order prediction, one
+    point per model and setting (log-log; the diagonal is a perfect prediction)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    markers = {False: "o", True: "s"}
+    points = []
+    for r in theory:
+        for row in r["increase"]:
+            x, y = row["predicted"], row["measured"]
+            ax.scatter(x, max(y, 1e-6), color=OPTIMIZER_COLORS[r["optimizer"]],
+                       marker=markers[row["per_channel"]], s=18, alpha=0.7)
+            ax.annotate(str(row["bits"]), (x, max(y, 1e-6)), fontsize=6, alpha=0.6,
+                        xytext=(3, 2), textcoords="offset points")
+            points.append((x, max(y, 1e-6)))
+    low = min(min(p) for p in points) / 2
+    high = max(max(p) for p in points) * 2
+    ax.plot([low, high], [low, high], color="gray", linestyle="--", label="measured = predicted")
+    for optimizer in dict.fromkeys(r["optimizer"] for r in theory):
+        ax.scatter([], [], color=OPTIMIZER_COLORS[optimizer], label=optimizer)
+    for per_channel, marker in markers.items():
+        ax.scatter([], [], color="gray", marker=marker,
+                   label="per channel" if per_channel else "per tensor")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("predicted loss increase, ½ Σ H_ii Δ_i² / 12")
+    ax.set_ylabel("measured loss increase (floored at 1e-6)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     return fig
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 from flatcomp.config import PROFILES, Profile
 from flatcomp.experiments import mean_std
 from flatcomp.metrics import MAIN_METRIC
-from flatcomp.paper import FULL_BERT_BASE
+from flatcomp.paper import FULL_BERT_BASE, INT8_DROP
 
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
               "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD"}
@@ -196,6 +196,7 @@ def flatness_table(flat: list[dict]) -> pd.DataFrame:
                   "train loss": pm_sig([r["loss"] for r in rs]),
                   "sharpness": pm_sig([r["sharpness"] for r in rs]),
                   "top eigenvalue": pm_sig([r["top_eigenvalue"] for r in rs]),
+                  "power iterations": ", ".join(str(r["eigen_iterations"]) for r in rs),
                   "trace": pm_sig([r["trace"] for r in rs]),
                   "trace std error": pm_sig([r["trace_std_error"] for r in rs])}
             for key, rs in groups.items()}
@@ -256,3 +257,36 @@ def optimizer_differences(runs: list[dict], base: str = "adam") -> pd.DataFrame:
         rows[TASK_NAMES[task]][f"{OPTIMIZER_NAMES[optimizer]} − {OPTIMIZER_NAMES[base]}"] = (
             f"{100 * (m - mb):+.1f} ± {100 * error:.1f}")
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task (points)")
+
+
+def int8_table(quant: list[dict]) -> pd.DataFrame:
+    """Dev score in fp32 and after dynamic int8 (per tensor and per channel), and the drop in
+    points, mean ± std over seeds, beside the paper's BERT-base drop where it reports one."""
+    groups = defaultdict(list)
+    for r in quant:
+        groups[(r["task"], r["optimizer"])].append(r["scores"])
+    rows = []
+    for (task, optimizer), scores in groups.items():
+        paper = INT8_DROP.get(task)
+        column = {"adam": 0, "sam": 1}.get(optimizer)
+        rows.append({"task": TASK_NAMES[task], "optimizer": OPTIMIZER_NAMES[optimizer],
+                     "seeds": len(scores),
+                     "fp32": pm([s["fp32"] for s in scores]),
+                     "int8": pm([s["int8"] for s in scores]),
+                     "drop": pm([s["fp32"] - s["int8"] for s in scores]),
+                     "drop, int8 per channel": pm([s["fp32"] - s["int8 per channel"]
+                                                   for s in scores]),
+                     "paper drop (BERT-base)": f"{paper[column]:.2f}"
+                     if paper and column is not None else "-"})
+    return pd.DataFrame(rows).set_index(["task", "optimizer"])
+
+
+def speed_table(speed: list[dict]) -> pd.DataFrame:
+    """Size on disk, seconds per forward pass and the int8 speed-up, per batch size."""
+    rows = [{"batch": t["batch_size"], "precision": t["precision"],
+             "length": t["seq_len"], "threads": t["threads"],
+             "size (MB)": f"{t['size_bytes'] / 1e6:.1f}",
+             "ms per batch": f"{1000 * t['mean_s']:.1f} ± {1000 * t['std_s']:.1f}",
+             "speed-up": f"{t['speedup']:.2f}x" if "speedup" in t else "-"}
+            for r in speed for t in r["timings"]]
+    return pd.DataFrame(rows).set_index(["batch", "precision"])
