@@ -45,9 +45,12 @@ def _show(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def cuts_table(profile: Profile) -> pd.DataFrame:
-    return pd.DataFrame({"what differs from the paper, and why": profile.cuts}).rename_axis(
-        f"{profile.name} profile")
+def cuts_markdown(profile: Profile) -> str:
+    """What the profile changes from the paper, and why: one Markdown bullet per cut, whole
+    (a table would truncate the reasons)."""
+    if not profile.cuts:
+        return f"The `{profile.name}` profile runs the paper's settings."
+    return "\n".join(f"* **{what}**: {why}" for what, why in profile.cuts.items())
 
 
 def data_cards_table(cards: list[dict]) -> pd.DataFrame:

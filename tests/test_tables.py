@@ -55,3 +55,10 @@ def test_flatness_verdict_counts_seeds_where_sam_is_flatter():
     flat = [rec("adam", 0, 2.0), rec("adam", 1, 2.0), rec("sam", 0, 1.0), rec("sam", 1, 3.0)]
     line = tables.flatness_verdict(flat)
     assert "sharpness: lower on 1 of 2 seeds, mean ratio 1.00" in line
+
+
+def test_cuts_markdown_lists_every_cut_whole(smoke):
+    text = tables.cuts_markdown(smoke)
+    assert text.count("\n* **") == len(smoke.cuts) - 1
+    assert all(why in text for why in smoke.cuts.values())
+    assert "paper's settings" in tables.cuts_markdown(smoke.with_overrides(cuts={}))
