@@ -20,6 +20,23 @@ The interface follows the widely used davda54/sam, so its ten-line training loop
     loss_fn(model(x), y).backward(); optimizer.second_step(zero_grad=True)
 
 or ``optimizer.step(closure)``, which also gives both passes the same dropout mask (below).
+
+**Mixed precision.** With bf16 autocast (what :func:`flatcomp.train.fine_tune` uses, on CUDA and
+on CPUs with AMX) nothing changes: bf16 needs no loss scaling. With fp16 and a ``GradScaler``,
+scale both backward passes; ``first_step`` may see the scaled gradient, since e(w) depends only on
+its direction; then undo the perturbation and let the scaler unscale, check for inf/NaN and step
+the base optimizer:
+
+    scaler.scale(loss_fn(model(x), y)).backward()      # under torch.autocast(..., torch.float16)
+    optimizer.first_step(zero_grad=True)
+    scaler.scale(loss_fn(model(x), y)).backward()
+    optimizer.restore()                                 # back to w, gradient of w + e(w) kept
+    scaler.step(optimizer.base_optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+
+A first-pass gradient that overflowed (an inf or NaN norm) perturbs nothing, and the scaler skips
+the step if the second pass overflows too.
 """
 
 from __future__ import annotations
@@ -50,28 +67,34 @@ class SAM(torch.optim.Optimizer):
     def first_step(self, zero_grad: bool = False) -> None:
         """Move every parameter to w + e(w) and remember e(w)."""
         grad_norm = self._grad_norm()
-        for group in self.param_groups:
-            scale = group["rho"] / (grad_norm + 1e-12)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                e_w = (p.square() if group["adaptive"] else 1.0) * p.grad * scale
-                p.add_(e_w)
-                self.state[p]["e_w"] = e_w
+        if torch.isfinite(grad_norm):  # an fp16 overflow perturbs nothing (module docstring)
+            for group in self.param_groups:
+                scale = group["rho"] / (grad_norm + 1e-12)
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    e_w = (p.square() if group["adaptive"] else 1.0) * p.grad * scale
+                    p.add_(e_w)
+                    self.state[p]["e_w"] = e_w
         if zero_grad:
             self.zero_grad()
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
         """Return to w and let the base optimizer step with the gradient taken at w + e(w)."""
+        self.restore()
+        self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Undo ``first_step``: every parameter back to w, the gradients left as they are."""
         for group in self.param_groups:
             for p in group["params"]:
                 e_w = self.state[p].pop("e_w", None)
                 if e_w is not None:
                     p.sub_(e_w)
-        self.base_optimizer.step()
-        if zero_grad:
-            self.zero_grad()
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
         """Both passes. ``closure`` must zero the gradients, compute the loss, call backward and

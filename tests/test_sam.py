@@ -262,3 +262,29 @@ def test_gradient_accumulation_before_first_step():
     _backward(w, B)
     opt.second_step(zero_grad=True)
     torch.testing.assert_close(w.detach(), W0 - LR * (A + B) @ (W0 + e))
+
+
+def test_grad_scaler_recipe_gives_the_unscaled_update():
+    """The module docstring's fp16 recipe: scaled backward passes, restore, scaler.step on the
+    base optimizer. e(w) depends only on the gradient's direction, so it equals plain SAM."""
+    w = nn.Parameter(W0.clone())
+    opt = SAM([w], torch.optim.SGD, rho=RHO, lr=LR)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(quadratic(w)).backward()
+    opt.first_step(zero_grad=True)
+    scaler.scale(quadratic(w)).backward()
+    opt.restore()
+    scaler.step(opt.base_optimizer)
+    scaler.update()
+    g = A @ W0
+    torch.testing.assert_close(w.detach(), W0 - LR * A @ (W0 + RHO * g / g.norm()))
+
+
+def test_an_overflowed_gradient_perturbs_nothing():
+    w = nn.Parameter(W0.clone())
+    opt = SAM([w], torch.optim.SGD, rho=RHO, lr=LR)
+    w.grad = torch.tensor([float("inf"), 1.0, 0.0], dtype=torch.float64)
+    opt.first_step()
+    assert torch.equal(w.detach(), W0)
+    opt.restore()
+    assert torch.equal(w.detach(), W0)
