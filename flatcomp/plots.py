@@ -165,13 +165,17 @@ def bit_sweep(quant: list[dict], bits: tuple[int, ...]) -> plt.Figure:
 
 def predicted_vs_measured(theory: list[dict]) -> plt.Figure:
     """Measured loss increase after k-bit rounding against the second-order prediction, one
-    point per model and setting (log-log; the diagonal is a perfect prediction)."""
+    point per model and setting (log-log; the diagonal is a perfect prediction). Settings whose
+    prediction is not positive cannot be drawn on a log axis: their count is in the title."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     markers = {False: "o", True: "s"}
-    points = []
+    points, hidden = [], 0
     for r in theory:
         for row in r["increase"]:
             x, y = row["predicted"], row["measured"]
+            if x <= 0:
+                hidden += 1
+                continue
             ax.scatter(x, max(y, 1e-6), color=OPTIMIZER_COLORS[r["optimizer"]],
                        marker=markers[row["per_channel"]], s=18, alpha=0.7)
             ax.annotate(str(row["bits"]), (x, max(y, 1e-6)), fontsize=6, alpha=0.6,
@@ -189,6 +193,8 @@ def predicted_vs_measured(theory: list[dict]) -> plt.Figure:
     ax.set_yscale("log")
     ax.set_xlabel("predicted loss increase, ½ Σ H_ii Δ_i² / 12")
     ax.set_ylabel("measured loss increase (floored at 1e-6)")
+    if hidden:
+        ax.set_title(f"{hidden} settings with a negative prediction not shown", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -293,3 +293,22 @@ def speed_table(speed: list[dict]) -> pd.DataFrame:
              "speed-up": f"{t['speedup']:.2f}x" if "speedup" in t else "-"}
             for r in speed for t in r["timings"]]
     return pd.DataFrame(rows).set_index(["batch", "precision"])
+
+
+def theory_table(theory: list[dict]) -> pd.DataFrame:
+    """Predicted and measured loss increase after rounding the weights to k bits, mean ± std over
+    seeds, per optimizer, grid (per tensor or per channel) and bit width; and on how many seeds
+    the prediction came out negative (a noisy Hessian-diagonal estimate)."""
+    groups = defaultdict(list)
+    for r in theory:
+        for row in r["increase"]:
+            grid = "per channel" if row["per_channel"] else "per tensor"
+            groups[(grid, row["bits"], OPTIMIZER_NAMES[r["optimizer"]])].append(row)
+    table = pd.DataFrame.from_dict(
+        {key: {"predicted": pm_sig([r["predicted"] for r in rows]),
+               "measured": pm_sig([r["measured"] for r in rows]),
+               "negative predictions": sum(r["predicted"] < 0 for r in rows)}
+         for key, rows in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2]))},
+        orient="index")
+    table.index.names = ["grid", "bits", "optimizer"]
+    return table
