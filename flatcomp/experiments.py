@@ -175,15 +175,24 @@ def _run_step_time(profile: Profile, unit: Unit, steps: int = 12) -> dict:
             "threads": torch.get_num_threads(), "device": str(default_device())}
 
 
+def _model_on_fixed_rows(profile: Profile, unit: Unit) -> tuple[torch.nn.Module, Callable]:
+    """A fine-tuned model and its training loss on the profile's fixed flatness rows: the loss
+    function every measurement of the loss surface uses."""
+    from flatcomp.flatness import batch_loss_fn
+
+    model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
+    rows = FLATNESS_SETTINGS[profile.name]["rows"]
+    train, _, _ = encoded_task(profile, unit["task"], train_rows=rows)
+    return model, batch_loss_fn(list(batches(train, profile.batch_size)))
+
+
 def _run_flatness(profile: Profile, unit: Unit) -> dict:
     """Sharpness, top Hessian eigenvalue and Hessian trace of a fine-tuned model (fp32, eval
     mode), on fixed training batches."""
     from flatcomp import flatness
 
     settings = FLATNESS_SETTINGS[profile.name]
-    model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
-    train, _, _ = encoded_task(profile, unit["task"], train_rows=settings["rows"])
-    loss_fn = flatness.batch_loss_fn(list(batches(train, profile.batch_size)))  # fixed rows
+    model, loss_fn = _model_on_fixed_rows(profile, unit)
     sharp = flatness.sharpness(model, loss_fn, rho=profile.sam_rho,
                                steps=settings["sharpness_steps"])
     eigen = flatness.hessian_top_eigenvalue(model, loss_fn, iters=settings["eigen_iters"])
@@ -207,17 +216,17 @@ def _run_landscape(profile: Profile, unit: Unit) -> dict:
     from flatcomp import flatness
 
     settings = FLATNESS_SETTINGS[profile.name]
-    model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
-    train, _, _ = encoded_task(profile, unit["task"], train_rows=settings["rows"])
-    loss_fn = flatness.batch_loss_fn(list(batches(train, profile.batch_size)))
-    line = [round(-1 + 2 * i / (settings["line_points"] - 1), 6)
-            for i in range(settings["line_points"])]
-    grid = [round(-1 + 2 * i / (settings["plane_points"] - 1), 6)
-            for i in range(settings["plane_points"])]
+    model, loss_fn = _model_on_fixed_rows(profile, unit)
+    line = _from_minus_one_to_one(settings["line_points"])
+    grid = _from_minus_one_to_one(settings["plane_points"])
     d1, d2 = flatness.random_direction(model, seed=0), flatness.random_direction(model, seed=1)
     return {**unit, "rows": settings["rows"], "alphas": line,
             "line": flatness.loss_line(model, loss_fn, d1, line),
             "grid": grid, "plane": flatness.loss_plane(model, loss_fn, d1, d2, grid, grid)}
+
+
+def _from_minus_one_to_one(points: int) -> list[float]:
+    return [round(-1 + 2 * i / (points - 1), 6) for i in range(points)]
 
 
 def _run_quantization(profile: Profile, unit: Unit) -> dict:
@@ -254,10 +263,8 @@ def _run_quant_theory(profile: Profile, unit: Unit) -> dict:
     from flatcomp import quantization as q
 
     settings = FLATNESS_SETTINGS[profile.name]
-    model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
+    model, loss_fn = _model_on_fixed_rows(profile, unit)
     model = model.cpu().eval()
-    train, _, _ = encoded_task(profile, unit["task"], train_rows=settings["rows"])
-    loss_fn = flatness.batch_loss_fn(list(batches(train, profile.batch_size)))
     names = list(q.rounding_noise_variance(model, 8))
     diagonal = flatness.hessian_diagonal(model, loss_fn, samples=settings["trace_samples"],
                                          params=names)
