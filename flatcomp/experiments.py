@@ -186,6 +186,31 @@ def _model_on_fixed_rows(profile: Profile, unit: Unit) -> tuple[torch.nn.Module,
     return model, batch_loss_fn(list(batches(train, profile.batch_size)))
 
 
+def _mask_overhead_units(profile: Profile) -> list[Unit]:
+    return [dict(task=profile.tasks[0], optimizer=o) for o in ("adam", "sam")]
+
+
+def _run_mask_overhead(profile: Profile, unit: Unit, steps: int = 12, repeats: int = 2) -> dict:
+    """Seconds per step with and without 50% magnitude masks, on the same batches from the same
+    pre-trained weights, alternating the two ``repeats`` times and keeping each one's fastest (a
+    busy machine only ever adds time)."""
+    from flatcomp.pruning import magnitude_masks, prunable_weights
+
+    task = unit["task"]
+    train, _, _ = encoded_task(profile, task)
+    batch_list = list(itertools.islice(batches(train, profile.batch_size, shuffle=True), steps))
+    masks = magnitude_masks(prunable_weights(load_model(profile, task, 0)), 0.5)
+    timed = {"dense": [], "masked": []}
+    for _ in range(repeats):
+        for kind, m in (("dense", None), ("masked", masks)):
+            timed[kind].append(time_steps(load_model(profile, task, 0), batch_list,
+                                          unit["optimizer"], profile, masks=m))
+    dense, masked = min(timed["dense"]), min(timed["masked"])
+    return {**unit, "sparsity": 0.5, "steps_timed": steps - 2, "seconds_per_step": timed,
+            "overhead": masked / dense - 1, "threads": torch.get_num_threads(),
+            "device": str(default_device())}
+
+
 def _run_flatness(profile: Profile, unit: Unit) -> dict:
     """Sharpness, top Hessian eigenvalue and Hessian trace of a fine-tuned model (fp32, eval
     mode), on fixed training batches."""
@@ -410,6 +435,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "weights, against the measured increase", _adam_sam_units, _run_quant_theory),
     Experiment("quant_speed", "size and latency of fp32 against dynamic int8",
                _quant_speed_units, _run_quant_speed),
+    Experiment("mask_overhead", "seconds per step with and without pruning masks",
+               _mask_overhead_units, _run_mask_overhead),
     Experiment("imp", "iterative magnitude pruning, one unit per round",
                _imp_units, _run_imp),
     Experiment("bf16_check", "the same fine-tune under bf16 autocast and in fp32",

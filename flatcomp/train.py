@@ -184,22 +184,34 @@ def mask_gradients(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> No
 
 
 def time_steps(model: torch.nn.Module, batch_list: list[dict], optimizer: str, profile: Profile,
-               warmup: int = 2, device: torch.device | None = None) -> float:
-    """Mean seconds per training step over ``batch_list`` after ``warmup`` untimed steps.
+               warmup: int = 2, device: torch.device | None = None,
+               masks: dict[str, torch.Tensor] | None = None) -> float:
+    """Mean seconds per training step over ``batch_list`` after ``warmup`` untimed steps, with
+    the masking of :func:`fine_tune` when ``masks`` are given.
 
     Trains ``model`` in place (pass a copy). Used to compare optimizers on the same batches.
     """
     device = device or default_device()
     model.to(device).train()
+    if masks:
+        params = dict(model.named_parameters())
+        masks = {k: m.to(params[k].device, params[k].dtype) for k, m in masks.items()}
+        apply_masks(model, masks)
     opt = make_optimizer(optimizer, model, 1e-5, profile.sam_rho, profile.weight_decay)
     batch_list = [{k: v.to(device) for k, v in b.items()} for b in batch_list]
+
+    def step(batch: dict) -> None:
+        opt.step(_closure(model, batch, opt, masks, device, profile.bf16))
+        if masks:
+            apply_masks(model, masks)
+
     for batch in batch_list[:warmup]:
-        opt.step(_closure(model, batch, opt, None, device, profile.bf16))
+        step(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for batch in batch_list[warmup:]:
-        opt.step(_closure(model, batch, opt, None, device, profile.bf16))
+        step(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / max(1, len(batch_list) - warmup)

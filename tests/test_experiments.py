@@ -246,6 +246,17 @@ def test_quant_speed_times_both_precisions_at_two_batch_sizes(smoke):
     assert all(t["size_bytes"] > 0 and t["speedup"] > 0 for t in int8)
 
 
+def test_mask_overhead_times_dense_and_masked_steps_alike(smoke):
+    from flatcomp.experiments import load_or_run
+
+    adam, sam = load_or_run(smoke, "mask_overhead", progress=False)
+    for r in (adam, sam):
+        assert len(r["seconds_per_step"]["dense"]) == len(r["seconds_per_step"]["masked"]) == 2
+        assert all(t > 0 for ts in r["seconds_per_step"].values() for t in ts)
+        assert r["overhead"] == pytest.approx(min(r["seconds_per_step"]["masked"])
+                                              / min(r["seconds_per_step"]["dense"]) - 1)
+
+
 def test_quantization_unit_scores_every_bit_width(smoke):
     from flatcomp.experiments import QUANT_BITS, load_or_run
 

@@ -124,6 +124,20 @@ def test_swa_keeps_the_running_average_of_the_weights(batch8, rows, monkeypatch)
 
 # ---------------------------------------------------------------- errors
 
+@pytest.mark.parametrize("optimizer", ["adam", "sam"])
+def test_timed_steps_mask_like_fine_tune(batch8, rows, optimizer):
+    """The masked steps that the overhead measurement times are the real ones."""
+    from flatcomp.data import batches
+
+    model = load_model(batch8, TASK, 0)
+    weight = dict(model.named_parameters())[MASKED]
+    mask = torch.rand(weight.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    seconds = T.time_steps(model, list(batches(rows[32], 8)), optimizer, batch8,
+                           device=torch.device("cpu"), masks={MASKED: mask})
+    assert seconds > 0
+    assert torch.all(weight.detach()[~mask] == 0) and torch.all(weight.detach()[mask] != 0)
+
+
 def test_unknown_optimizer_raises(batch8, rows):
     with pytest.raises(ValueError, match="sgd"):
         _tune(batch8, rows[32], rows[32], optimizer="sgd", epochs=1)
