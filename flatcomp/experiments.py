@@ -46,10 +46,11 @@ class Experiment:
 def unit_id(unit: Unit) -> str:
     """A readable file name: ``mrpc-adam-seed0`` (keys in a fixed order)."""
     parts = []
-    for key in ("task", "optimizer", "rewind", "lr", "precision", "seed", "round"):
+    for key in ("task", "mask", "optimizer", "rewind", "lr", "precision", "seed", "round"):
         if key in unit:
             value = unit[key]
             parts.append(f"lr{value:g}" if key == "lr" else
+                         f"{value}-mask" if key == "mask" else
                          f"seed{value}" if key == "seed" else
                          f"round{value}" if key == "round" else
                          ("rewind" if value else "continue") if key == "rewind" else str(value))
@@ -378,6 +379,46 @@ def _run_imp(profile: Profile, unit: Unit) -> dict:
             "sparsity": pruning.sparsity_report(model)["sparsity"]}
 
 
+def ticket_sparsity(profile: Profile, task: str) -> float:
+    """Chen et al.'s winning-ticket sparsity for ``task``, capped at what the profile's IMP reaches
+    (the smoke profile prunes only two rounds)."""
+    from flatcomp.paper import TICKET_SPARSITY
+
+    return min(TICKET_SPARSITY[task], round(profile.imp_rounds * profile.imp_rate, 12))
+
+
+def _ticket_units(profile: Profile) -> list[Unit]:
+    """The mask x optimizer table: random, Adam-found and SAM-found masks at the task's ticket
+    sparsity, each fine-tuned from the pre-trained weights with Adam and with SAM, every seed."""
+    return [dict(task=t, mask=m, optimizer=o, seed=s) for t in profile.tasks
+            for m in ("random", "adam", "sam") for o in ("adam", "sam") for s in profile.seeds]
+
+
+def _run_ticket(profile: Profile, unit: Unit) -> dict:
+    """Fine-tune the pre-trained model under one mask. An ``adam`` or ``sam`` mask is the one IMP
+    with rewinding (first seed) trains with at the ticket sparsity, computed first if missing; a
+    ``random`` mask keeps as many weights per layer as the Adam mask, at positions drawn with the
+    unit's seed."""
+    from flatcomp import pruning
+
+    task, sparsity = unit["task"], ticket_sparsity(profile, unit["task"])
+    k = round(sparsity / profile.imp_rate)
+    source = dict(task=task, optimizer="adam" if unit["mask"] == "random" else unit["mask"],
+                  rewind=True, seed=profile.seeds[0], round=k - 1)
+    ResultsStore(profile).load_or_run("imp", unit_id(source), lambda: _run_imp(profile, source),
+                                      source["seed"])
+    masks, _ = pruning.load_masks(_imp_path(profile, source, k, "masks"))
+    if unit["mask"] == "random":
+        masks = pruning.random_masks(masks, seed=unit["seed"])
+    train, dev, cut = encoded_task(profile, task)
+    lr, epochs = profile.lr_for(task), profile.epochs_for(task)
+    result = fine_tune(load_model(profile, task, unit["seed"]), train, dev, task, profile,
+                       unit["optimizer"], unit["seed"], masks=masks, epochs=epochs, lr=lr)
+    summary = _summary(result, task, unit["optimizer"], unit["seed"], lr, epochs, train, dev, cut)
+    return {**unit, **_finetune_record(summary),
+            "sparsity": pruning.sparsity_report(result.model)["sparsity"]}
+
+
 def _imp_path(profile: Profile, unit: Unit, k: int, kind: str) -> Path:
     """Cache file of round ``k``'s masks (those it trains with) or trained weights."""
     weights, _ = _checkpoint_paths(profile, unit["task"], unit["optimizer"], unit["seed"],
@@ -435,6 +476,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                "weights, against the measured increase", _adam_sam_units, _run_quant_theory),
     Experiment("quant_speed", "size and latency of fp32 against dynamic int8",
                _quant_speed_units, _run_quant_speed),
+    Experiment("tickets", "random, Adam and SAM masks, each fine-tuned with Adam and with SAM",
+               _ticket_units, _run_ticket),
     Experiment("mask_overhead", "seconds per step with and without pruning masks",
                _mask_overhead_units, _run_mask_overhead),
     Experiment("imp", "iterative magnitude pruning, one unit per round",

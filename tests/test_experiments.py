@@ -257,6 +257,24 @@ def test_mask_overhead_times_dense_and_masked_steps_alike(smoke):
                                               / min(r["seconds_per_step"]["dense"]) - 1)
 
 
+def test_tickets_train_at_the_ticket_sparsity_from_the_imp_masks(smoke):
+    """A SAM mask comes from SAM's IMP run (computed on demand); a random one keeps the Adam
+    mask's per-layer counts; both hold the same sparsity while training."""
+    from flatcomp import pruning
+    from flatcomp.experiments import load_or_run, ticket_sparsity
+
+    sparsity = ticket_sparsity(smoke, "mrpc")
+    assert sparsity == pytest.approx(0.2)  # capped at the smoke profile's 2 IMP rounds
+    sam, random = load_or_run(smoke, "tickets", task=["mrpc"], mask=["sam", "random"],
+                              optimizer=["adam"], seed=[0], progress=False)
+    stored = ResultsStore(smoke).units("imp")
+    assert "mrpc-sam-rewind-seed0-round1" in stored and "mrpc-adam-rewind-seed0-round1" in stored
+    for r in (sam, random):
+        assert r["sparsity"] == pytest.approx(sparsity, abs=1e-4)
+    assert unit_id({"task": "mrpc", "mask": "sam", "optimizer": "adam", "seed": 0}) == \
+        "mrpc-sam-mask-adam-seed0"
+
+
 def test_quantization_unit_scores_every_bit_width(smoke):
     from flatcomp.experiments import QUANT_BITS, load_or_run
 
