@@ -30,11 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--seed", nargs="+", type=int, help="only these seeds")
     args = parser.parse_args(argv)
 
+    width = max(map(len, EXPERIMENTS))
     try:
         if args.command == "list":
             for name, exp in EXPERIMENTS.items():
                 sizes = ", ".join(f"{p}: {len(exp.units(PROFILES[p]))}" for p in PROFILES)
-                print(f"{name:12s} {exp.description} (units: {sizes})")
+                print(f"{name:{width}s} {exp.description} (units: {sizes})")
             return 0
         profile = get_profile(args.profile)
         store = ResultsStore(profile)
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, exp in EXPERIMENTS.items():
             wanted = {unit_id(u) for u in exp.units(profile)}
             have = set(store.units(name))
-            print(f"{name:12s} {len(wanted & have):3d}/{len(wanted)} units stored"
+            print(f"{name:{width}s} {len(wanted & have):3d}/{len(wanted)} units stored"
                   + (f", missing: {', '.join(sorted(wanted - have)[:6])}"
                      f"{' ...' if len(wanted - have) > 6 else ''}" if wanted - have else ""))
         return 0
