@@ -101,20 +101,24 @@ def sweep_table(runs: list[dict]) -> pd.DataFrame:
     return table
 
 
+def by_task_and_optimizer(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Records grouped by (task, optimizer), groups and members in the order first seen."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[(r["task"], r["optimizer"])].append(r)
+    return groups
+
+
 def finetune_table(runs: list[dict], cards: list[dict]) -> pd.DataFrame:
     """Mean ± std over seeds of the best dev score, per task and optimizer, beside the majority
     class of the dev set and the paper's full BERT-base score."""
-    groups = defaultdict(list)
-    for r in runs:
-        groups[(r["task"], r["optimizer"])].append(r["best_score"])
     majority = majority_class(cards)
     rows = []
-    for (task, optimizer), scores in groups.items():
+    for (task, optimizer), rs in by_task_and_optimizer(runs).items():
         rows.append({"task": TASK_NAMES[task], "optimizer": optimizer,
-                     "metric": MAIN_METRIC[task], "seeds": len(scores),
-                     "ours": pm(scores), "best epochs": ", ".join(
-                         str(r["best_epoch"]) for r in runs
-                         if (r["task"], r["optimizer"]) == (task, optimizer)),
+                     "metric": MAIN_METRIC[task], "seeds": len(rs),
+                     "ours": pm([r["best_score"] for r in rs]),
+                     "best epochs": ", ".join(str(r["best_epoch"]) for r in rs),
                      "majority class": pct(majority[task]) if task in majority else "-",
                      "paper (BERT-base, Adam)": f"{FULL_BERT_BASE[task]:.1f}"})
     return pd.DataFrame(rows).set_index(["task", "optimizer"])
@@ -192,17 +196,14 @@ def pm_sig(values: list[float]) -> str:
 def flatness_table(flat: list[dict]) -> pd.DataFrame:
     """Training loss on the measured rows, sharpness, top Hessian eigenvalue and Hessian trace:
     mean ± std over seeds per task and optimizer."""
-    groups = defaultdict(list)
-    for r in flat:
-        groups[(TASK_NAMES[r["task"]], r["optimizer"])].append(r)
-    rows = {key: {"seeds": len(rs), "rows measured": rs[0]["rows"],
+    rows = {(TASK_NAMES[task], optimizer): {"seeds": len(rs), "rows measured": rs[0]["rows"],
                   "train loss": pm_sig([r["loss"] for r in rs]),
                   "sharpness": pm_sig([r["sharpness"] for r in rs]),
                   "top eigenvalue": pm_sig([r["top_eigenvalue"] for r in rs]),
                   "power iterations": ", ".join(str(r["eigen_iterations"]) for r in rs),
                   "trace": pm_sig([r["trace"] for r in rs]),
                   "trace std error": pm_sig([r["trace_std_error"] for r in rs])}
-            for key, rs in groups.items()}
+            for (task, optimizer), rs in by_task_and_optimizer(flat).items()}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.names = ["task", "optimizer"]
     return table
@@ -233,24 +234,20 @@ def cost_table(timings: list[dict], runs: list[dict]) -> pd.DataFrame:
     """SAM's seconds per step over Adam's (timed together on the same batches), and the mean wall
     time of a whole fine-tune per task and optimizer (runs that may have shared the CPU)."""
     ratio = {t["task"]: t["sam_over_adam"] for t in timings}
-    groups = defaultdict(list)
-    for r in runs:
-        groups[(r["task"], r["optimizer"])].append(r)
     rows = [{"task": TASK_NAMES[task], "optimizer": OPTIMIZER_NAMES[optimizer],
              "steps": rs[0]["steps"],
              "minutes per fine-tune": pm_sig([r["wall_seconds"] / 60 for r in rs]),
              "SAM / Adam s per step (timed together)": f"{ratio[task]:.2f}"
              if task in ratio and optimizer == "sam" else "-"}
-            for (task, optimizer), rs in groups.items()]
+            for (task, optimizer), rs in by_task_and_optimizer(runs).items()]
     return pd.DataFrame(rows).set_index(["task", "optimizer"])
 
 
 def optimizer_differences(runs: list[dict], base: str = "adam") -> pd.DataFrame:
     """Per task: each optimizer's mean best dev score minus ``base``'s, in points, with the
     standard error of that difference, sqrt(s_a^2 / n_a + s_b^2 / n_b), over seeds."""
-    groups = defaultdict(list)
-    for r in runs:
-        groups[(r["task"], r["optimizer"])].append(r["best_score"])
+    groups = {key: [r["best_score"] for r in rs]
+              for key, rs in by_task_and_optimizer(runs).items()}
     rows = defaultdict(dict)
     for (task, optimizer), scores in groups.items():
         if optimizer == base or (task, base) not in groups:
@@ -265,11 +262,9 @@ def optimizer_differences(runs: list[dict], base: str = "adam") -> pd.DataFrame:
 def int8_table(quant: list[dict]) -> pd.DataFrame:
     """Dev score in fp32 and after dynamic int8 (per tensor and per channel), and the drop in
     points, mean ± std over seeds, beside the paper's BERT-base drop where it reports one."""
-    groups = defaultdict(list)
-    for r in quant:
-        groups[(r["task"], r["optimizer"])].append(r["scores"])
     rows = []
-    for (task, optimizer), scores in groups.items():
+    for (task, optimizer), rs in by_task_and_optimizer(quant).items():
+        scores = [r["scores"] for r in rs]
         paper = INT8_DROP.get(task)
         column = {"adam": 0, "sam": 1}.get(optimizer)
         rows.append({"task": TASK_NAMES[task], "optimizer": OPTIMIZER_NAMES[optimizer],
