@@ -201,6 +201,39 @@ def predicted_vs_measured(theory: list[dict]) -> plt.Figure:
     return fig
 
 
+def imp_curves(rounds: list[dict], reference: dict[str, float],
+               paper: dict[str, tuple[float, float]]) -> plt.Figure:
+    """Dev score against sparsity along IMP, one panel per task: Adam and SAM (colour), with
+    rewinding (solid) and without (dashed); a vertical line at the task's ``reference`` ticket
+    sparsity, and the ``paper``'s (Adam, SAM) scores there as crosses."""
+    tasks = list(dict.fromkeys(r["task"] for r in rounds))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = MAIN_METRIC[task]
+        for (optimizer, rewind) in dict.fromkeys((r["optimizer"], r["rewind"]) for r in rounds
+                                                 if r["task"] == task):
+            mine = sorted((r for r in rounds if (r["task"], r["optimizer"], r["rewind"])
+                           == (task, optimizer, rewind)), key=lambda r: r["round"])
+            ax.plot([100 * r["sparsity"] for r in mine], [100 * r["best_score"] for r in mine],
+                    color=OPTIMIZER_COLORS[optimizer], linestyle="-" if rewind else "--",
+                    marker="o", markersize=3,
+                    label=f"{optimizer}, {'rewind' if rewind else 'continue'}")
+        if task in reference:
+            ax.axvline(100 * reference[task], color="gray", linestyle=":",
+                       label="reference sparsity")
+        if task in paper and task in reference:
+            for optimizer, score in zip(("adam", "sam"), paper[task]):
+                ax.scatter(100 * reference[task], score, marker="x", s=50,
+                           color=OPTIMIZER_COLORS[optimizer], label=f"paper, {optimizer}")
+        ax.set_title(TASK_NAMES[task])
+        ax.set_xlabel("sparsity of the prunable weights (%)")
+        ax.set_ylabel(f"dev {metric} (%)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 # Chapter 2: the two-parameter toy of flatcomp.toy (one sharp, one flat minimum).
 
 MINIMUM_COLORS = {"sharp": "tab:red", "flat": "tab:green", "neither": "tab:gray"}

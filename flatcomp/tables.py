@@ -9,7 +9,7 @@ import pandas as pd
 from flatcomp.config import PROFILES, Profile
 from flatcomp.experiments import mean_std
 from flatcomp.metrics import MAIN_METRIC
-from flatcomp.paper import FULL_BERT_BASE, INT8_DROP
+from flatcomp.paper import FULL_BERT_BASE, INT8_DROP, MASK_X_OPTIMIZER
 
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
               "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD"}
@@ -306,4 +306,23 @@ def theory_table(theory: list[dict]) -> pd.DataFrame:
          for key, rows in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2]))},
         orient="index")
     table.index.names = ["grid", "bits", "optimizer"]
+    return table
+
+
+def mask_table(tickets: list[dict]) -> pd.DataFrame:
+    """The paper's Table 2 layout: one row per (task, sparsity, mask), the dev score of Adam and
+    of SAM fine-tuning under that mask, mean ± std over seeds, beside the paper's values."""
+    groups = defaultdict(list)
+    for r in tickets:
+        groups[(r["task"], round(r["sparsity"], 2), r["mask"], r["optimizer"])].append(
+            r["best_score"])
+    rows = defaultdict(dict)
+    for (task, sparsity, mask, optimizer), scores in groups.items():
+        row = rows[(TASK_NAMES[task], f"{100 * sparsity:.0f}%", f"{mask} mask")]
+        row[f"{OPTIMIZER_NAMES[optimizer]} (ours)"] = pm(scores)
+        paper = MASK_X_OPTIMIZER.get((task, sparsity), {}).get((mask, optimizer))
+        row[f"{OPTIMIZER_NAMES[optimizer]} (paper)"] = (f"{paper[0]:.1f} ± {paper[1]:.1f}"
+                                                        if paper else "-")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["task", "sparsity", "mask"]
     return table

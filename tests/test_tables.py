@@ -62,3 +62,13 @@ def test_cuts_markdown_lists_every_cut_whole(smoke):
     assert text.count("\n* **") == len(smoke.cuts) - 1
     assert all(why in text for why in smoke.cuts.values())
     assert "paper's settings" in tables.cuts_markdown(smoke.with_overrides(cuts={}))
+
+
+def test_mask_table_puts_ours_beside_the_papers_table_2():
+    runs = [{"task": "mrpc", "sparsity": 0.5, "mask": m, "optimizer": o, "best_score": score}
+            for m, o, score in (("sam", "adam", 0.80), ("sam", "adam", 0.82),
+                                ("random", "sam", 0.70))]
+    table = tables.mask_table(runs)
+    assert table.loc[("MRPC", "50%", "sam mask"), "Adam (ours)"] == "81.0 ± 1.4"
+    assert table.loc[("MRPC", "50%", "sam mask"), "Adam (paper)"] == "85.3 ± 1.3"
+    assert table.loc[("MRPC", "50%", "random mask"), "SAM (paper)"] == "70.1 ± 0.2"
