@@ -46,10 +46,12 @@ class Experiment:
 def unit_id(unit: Unit) -> str:
     """A readable file name: ``mrpc-adam-seed0`` (keys in a fixed order)."""
     parts = []
-    for key in ("task", "mask", "optimizer", "rewind", "lr", "precision", "seed", "round"):
+    for key in ("source", "task", "mask", "optimizer", "rewind", "lr", "precision", "seed",
+                "round"):
         if key in unit:
             value = unit[key]
             parts.append(f"lr{value:g}" if key == "lr" else
+                         f"{value}-to" if key == "source" else
                          f"{value}-mask" if key == "mask" else
                          f"seed{value}" if key == "seed" else
                          f"round{value}" if key == "round" else
@@ -395,28 +397,52 @@ def _ticket_units(profile: Profile) -> list[Unit]:
 
 
 def _run_ticket(profile: Profile, unit: Unit) -> dict:
-    """Fine-tune the pre-trained model under one mask. An ``adam`` or ``sam`` mask is the one IMP
-    with rewinding (first seed) trains with at the ticket sparsity, computed first if missing; a
-    ``random`` mask keeps as many weights per layer as the Adam mask, at positions drawn with the
-    unit's seed."""
+    """Fine-tune the pre-trained model on the unit's task under its mask (:func:`ticket_masks`)."""
+    return _fine_tune_masked(profile, unit,
+                             ticket_masks(profile, unit["task"], unit["mask"], unit["seed"]))
+
+
+def ticket_masks(profile: Profile, task: str, mask: str, seed: int) -> dict[str, torch.Tensor]:
+    """The ``adam`` or ``sam`` ticket of ``task``: the mask that IMP with rewinding (first seed)
+    trains with at :func:`ticket_sparsity`, computed first if missing; or a ``random`` mask with
+    as many weights per layer as the Adam ticket, at positions drawn with ``seed``."""
     from flatcomp import pruning
 
-    task, sparsity = unit["task"], ticket_sparsity(profile, unit["task"])
-    k = round(sparsity / profile.imp_rate)
-    source = dict(task=task, optimizer="adam" if unit["mask"] == "random" else unit["mask"],
-                  rewind=True, seed=profile.seeds[0], round=k - 1)
+    k = round(ticket_sparsity(profile, task) / profile.imp_rate)
+    source = dict(task=task, optimizer="adam" if mask == "random" else mask, rewind=True,
+                  seed=profile.seeds[0], round=k - 1)
     ResultsStore(profile).load_or_run("imp", unit_id(source), lambda: _run_imp(profile, source),
                                       source["seed"])
     masks, _ = pruning.load_masks(_imp_path(profile, source, k, "masks"))
-    if unit["mask"] == "random":
-        masks = pruning.random_masks(masks, seed=unit["seed"])
+    return pruning.random_masks(masks, seed=seed) if mask == "random" else masks
+
+
+def _fine_tune_masked(profile: Profile, unit: Unit, masks: dict[str, torch.Tensor]) -> dict:
+    """The pre-trained model fine-tuned on ``unit["task"]`` under ``masks``, as a results record."""
+    from flatcomp.pruning import sparsity_report
+
+    task, optimizer, seed = unit["task"], unit["optimizer"], unit["seed"]
     train, dev, cut = encoded_task(profile, task)
     lr, epochs = profile.lr_for(task), profile.epochs_for(task)
-    result = fine_tune(load_model(profile, task, unit["seed"]), train, dev, task, profile,
-                       unit["optimizer"], unit["seed"], masks=masks, epochs=epochs, lr=lr)
-    summary = _summary(result, task, unit["optimizer"], unit["seed"], lr, epochs, train, dev, cut)
+    result = fine_tune(load_model(profile, task, seed), train, dev, task, profile, optimizer, seed,
+                       masks=masks, epochs=epochs, lr=lr)
+    summary = _summary(result, task, optimizer, seed, lr, epochs, train, dev, cut)
     return {**unit, **_finetune_record(summary),
-            "sparsity": pruning.sparsity_report(result.model)["sparsity"]}
+            "sparsity": sparsity_report(result.model)["sparsity"]}
+
+
+def _transfer_units(profile: Profile) -> list[Unit]:
+    """Ticket transfer (the paper's Figures 8 and 9): the Adam and SAM tickets of every source
+    task, fine-tuned with Adam and with SAM on every other task of the profile, first seed. (The
+    diagonal, source = target, is the ``tickets`` experiment.)"""
+    return [dict(source=a, task=b, mask=m, optimizer=o, seed=profile.seeds[0])
+            for a in profile.tasks for b in profile.tasks if a != b
+            for m in ("adam", "sam") for o in ("adam", "sam")]
+
+
+def _run_transfer(profile: Profile, unit: Unit) -> dict:
+    return _fine_tune_masked(profile, unit,
+                             ticket_masks(profile, unit["source"], unit["mask"], unit["seed"]))
 
 
 def _imp_path(profile: Profile, unit: Unit, k: int, kind: str) -> Path:
@@ -478,6 +504,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _quant_speed_units, _run_quant_speed),
     Experiment("tickets", "random, Adam and SAM masks, each fine-tuned with Adam and with SAM",
                _ticket_units, _run_ticket),
+    Experiment("transfer", "tickets of one task fine-tuned on another",
+               _transfer_units, _run_transfer),
     Experiment("mask_overhead", "seconds per step with and without pruning masks",
                _mask_overhead_units, _run_mask_overhead),
     Experiment("imp", "iterative magnitude pruning, one unit per round",
