@@ -2,6 +2,7 @@
 
     python -m flatcomp list
     python -m flatcomp run finetune --profile small --task rte mrpc --optimizer adam
+    python -m flatcomp run imp --profile small --task mrpc --optimizer sam --round 0 1 2
     python -m flatcomp report --profile small
 """
 
@@ -15,6 +16,11 @@ from flatcomp.experiments import EXPERIMENTS, get_experiment, load_or_run, selec
 from flatcomp.results import CorruptResultError, ResultsStore
 
 
+# The unit keys that `run` can select on, and their types.
+UNIT_FILTERS = {"task": str, "optimizer": str, "seed": int, "mask": str, "source": str,
+                "round": int}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flatcomp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -25,9 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in (run, report):
         p.add_argument("--profile", choices=sorted(PROFILES),
                        help="default: $FLATCOMP_PROFILE, else small")
-    run.add_argument("--task", nargs="+", help="only these tasks")
-    run.add_argument("--optimizer", nargs="+", help="only these optimizers")
-    run.add_argument("--seed", nargs="+", type=int, help="only these seeds")
+    for key, kind in UNIT_FILTERS.items():
+        run.add_argument(f"--{key}", nargs="+", type=kind, help=f"only units with these {key}s")
     args = parser.parse_args(argv)
 
     width = max(map(len, EXPERIMENTS))
@@ -40,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = get_profile(args.profile)
         store = ResultsStore(profile)
         if args.command == "run":
-            results = load_or_run(profile, args.experiment, store, task=args.task,
-                                  optimizer=args.optimizer, seed=args.seed)
+            results = load_or_run(profile, args.experiment, store,
+                                  **{key: getattr(args, key) for key in UNIT_FILTERS})
             print(f"{len(results)} units of {args.experiment} stored under "
                   f"{store.root}/{profile.name}/{args.experiment}")
             return 0

@@ -187,6 +187,13 @@ def test_cli_run_stores_the_selected_units(smoke, monkeypatch, capsys):
     assert re.search(r"^lr_sweep\s+2/", capsys.readouterr().out, re.MULTILINE)
 
 
+def test_cli_selects_on_integer_keys_such_as_the_imp_round(smoke):
+    assert main(["run", "imp", "--profile", "smoke", "--task", "mrpc", "--optimizer", "adam",
+                 "--round", "0"]) == 0
+    assert ResultsStore(smoke).units("imp") == ["mrpc-adam-continue-seed0-round0",
+                                                "mrpc-adam-rewind-seed0-round0"]
+
+
 def test_cli_corrupt_results_file_returns_2_naming_it(smoke, monkeypatch, capsys):
     first = select(get_experiment("lr_sweep").units(smoke), task=["rte"])[0]
     path = ResultsStore(smoke).path("lr_sweep", unit_id(first))
