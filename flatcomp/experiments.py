@@ -431,6 +431,21 @@ def _fine_tune_masked(profile: Profile, unit: Unit, masks: dict[str, torch.Tenso
             "sparsity": sparsity_report(result.model)["sparsity"]}
 
 
+def _mask_analysis_units(profile: Profile) -> list[Unit]:
+    return [dict(task=t) for t in profile.tasks]
+
+
+def _run_mask_analysis(profile: Profile, unit: Unit) -> dict:
+    """Where the Adam and the SAM tickets of a task prune (per-layer sparsity) and how much they
+    agree (overall and per layer, beside two independent random masks of the same densities)."""
+    from flatcomp.pruning import mask_overlap, sparsity_report
+
+    masks = {m: ticket_masks(profile, unit["task"], m, profile.seeds[0]) for m in ("adam", "sam")}
+    return {**unit, "sparsity": ticket_sparsity(profile, unit["task"]),
+            "layers": {m: sparsity_report(masks[m])["layers"] for m in masks},
+            "overlap": mask_overlap(masks["adam"], masks["sam"])}
+
+
 def _transfer_units(profile: Profile) -> list[Unit]:
     """Ticket transfer (the paper's Figures 8 and 9): the Adam and SAM tickets of every source
     task, fine-tuned with Adam and with SAM on every other task of the profile, first seed. (The
@@ -504,6 +519,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _quant_speed_units, _run_quant_speed),
     Experiment("tickets", "random, Adam and SAM masks, each fine-tuned with Adam and with SAM",
                _ticket_units, _run_ticket),
+    Experiment("mask_analysis", "per-layer sparsity and overlap of the Adam and SAM tickets",
+               _mask_analysis_units, _run_mask_analysis),
     Experiment("transfer", "tickets of one task fine-tuned on another",
                _transfer_units, _run_transfer),
     Experiment("mask_overhead", "seconds per step with and without pruning masks",

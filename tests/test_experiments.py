@@ -294,6 +294,16 @@ def test_transfer_trains_the_target_task_under_the_source_tasks_ticket(smoke):
         "stsb-to-mrpc-sam-mask-adam-seed0"
 
 
+def test_mask_analysis_compares_the_adam_and_sam_tickets(smoke):
+    from flatcomp.experiments import load_or_run, ticket_sparsity
+
+    [r] = load_or_run(smoke, "mask_analysis", task=["mrpc"], progress=False)
+    assert r["sparsity"] == ticket_sparsity(smoke, "mrpc")
+    assert set(r["layers"]) == {"adam", "sam"}
+    assert set(r["layers"]["adam"]) == set(r["overlap"]["layers"])
+    assert r["overlap"]["chance_jaccard"] < r["overlap"]["jaccard"] <= 1  # both keep big weights
+
+
 def test_quantization_unit_scores_every_bit_width(smoke):
     from flatcomp.experiments import QUANT_BITS, load_or_run
 
