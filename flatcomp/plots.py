@@ -234,6 +234,75 @@ def imp_curves(rounds: list[dict], reference: dict[str, float],
     return fig
 
 
+def transfer_heatmaps(cells: list[dict]) -> plt.Figure:
+    """The paper's Figures 8 and 9: source task (rows) by target task (columns), dev score in
+    points. Top: SAM ticket minus Adam ticket, fine-tuned with Adam (left) and with SAM (right).
+    Bottom: SAM fine-tuning minus Adam fine-tuning, on the Adam ticket and on the SAM ticket.
+    ``cells`` are transfer and ticket records (the diagonal), with ``source`` or not."""
+    score = {(r.get("source", r["task"]), r["task"], r["mask"], r["optimizer"]): r["best_score"]
+             for r in cells if r["mask"] in ("adam", "sam")}
+    tasks = list(dict.fromkeys(t for key in score for t in key[:2]))
+    panels = [(f"SAM ticket − Adam ticket, {o} fine-tuning", ("sam", o), ("adam", o))
+              for o in ("adam", "sam")]
+    panels += [(f"SAM − Adam fine-tuning, {m} ticket", (m, "sam"), (m, "adam"))
+               for m in ("adam", "sam")]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
+    for ax, (title, better, worse) in zip(axes.flat, panels):
+        grid = np.full((len(tasks), len(tasks)), np.nan)
+        for i, source in enumerate(tasks):
+            for j, target in enumerate(tasks):
+                a, b = score.get((source, target, *better)), score.get((source, target, *worse))
+                if a is not None and b is not None:
+                    grid[i, j] = 100 * (a - b)
+        limit = max(1.0, np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+        image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit)
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=8)
+        names = [TASK_NAMES[t] for t in tasks]
+        ax.set_xticks(range(len(tasks)), names)
+        ax.set_yticks(range(len(tasks)), names)
+        ax.set_xlabel("target task")
+        ax.set_ylabel("source task (ticket)")
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(image, ax=ax, label="points", shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def layer_sparsity(analysis: dict) -> plt.Figure:
+    """Where each ticket prunes, and how much the two agree: per prunable layer (in model order),
+    the fraction pruned by the Adam and by the SAM ticket (left), and the Jaccard overlap of what
+    they keep beside that of two independent random masks of the same densities (right)."""
+    names = list(analysis["layers"]["adam"])
+    short = [n.replace("bert.encoder.layer.", "L").replace(".weight", "")
+             .replace("attention.self.", "").replace("attention.output.dense", "attn-out")
+             .replace("intermediate.dense", "ffn-in").replace("output.dense", "ffn-out")
+             .replace("bert.pooler.dense", "pooler") for n in names]
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
+    for optimizer in ("adam", "sam"):
+        axes[0].plot(x, [100 * analysis["layers"][optimizer][n] for n in names], marker="o",
+                     markersize=3, color=OPTIMIZER_COLORS[optimizer], label=f"{optimizer} ticket")
+    axes[0].axhline(100 * analysis["sparsity"], color="gray", linestyle=":", label="overall")
+    axes[0].set_ylabel("pruned (%)")
+    overlap = analysis["overlap"]["layers"]
+    axes[1].plot(x, [overlap[n]["jaccard"] for n in names], marker="o", markersize=3,
+                 color="tab:purple", label="Adam vs SAM ticket")
+    axes[1].plot(x, [overlap[n]["chance_jaccard"] for n in names], color="gray",
+                 linestyle="--", label="two random masks")
+    axes[1].set_ylabel("Jaccard overlap of the kept weights")
+    for ax in axes:
+        ax.set_xticks(x, short, rotation=90, fontsize=6)
+        ax.set_xlabel("layer")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{TASK_NAMES[analysis['task']]} tickets at {100 * analysis['sparsity']:.0f}% "
+                 "sparsity", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 # Chapter 2: the two-parameter toy of flatcomp.toy (one sharp, one flat minimum).
 
 MINIMUM_COLORS = {"sharp": "tab:red", "flat": "tab:green", "neither": "tab:gray"}

@@ -19,3 +19,28 @@ def test_imp_curves_draw_one_line_per_optimizer_and_schedule():
     assert len(curves) == 4
     assert list(curves[0].get_xdata()) == [0.0, 10.0, 20.0]
     assert ax.get_xlabel().startswith("sparsity") and ax.get_ylabel() == "dev accuracy (%)"
+
+
+def test_transfer_heatmaps_show_the_differences_the_paper_draws():
+    cells = [{"source": s, "task": t, "mask": m, "optimizer": o,
+              "best_score": 0.7 + (0.02 if m == "sam" else 0) + (0.01 if o == "sam" else 0)}
+             for s in ("mrpc", "sst2") for t in ("mrpc", "sst2") if s != t
+             for m in ("adam", "sam") for o in ("adam", "sam")]
+    cells += [{"task": t, "mask": m, "optimizer": o, "best_score": 0.8} for t in ("mrpc", "sst2")
+              for m in ("adam", "sam") for o in ("adam", "sam")]   # the diagonal: tickets
+    fig = plots.transfer_heatmaps(cells)
+    top_left, bottom_left = fig.axes[0], fig.axes[2]   # the colour bars come after the panels
+    texts = sorted(t.get_text() for t in top_left.texts)
+    assert texts == ["+0.0", "+0.0", "+2.0", "+2.0"]          # SAM ticket: +2 points off-diagonal
+    assert sorted(t.get_text() for t in bottom_left.texts) == ["+0.0", "+0.0", "+1.0", "+1.0"]
+
+
+def test_layer_sparsity_draws_each_ticket_and_the_overlap_against_chance():
+    layers = {"bert.encoder.layer.0.attention.self.query.weight": 0.4,
+              "bert.pooler.dense.weight": 0.6}
+    analysis = {"task": "mrpc", "sparsity": 0.5, "layers": {"adam": layers, "sam": layers},
+                "overlap": {"layers": {n: {"jaccard": 0.7, "chance_jaccard": 0.33}
+                                       for n in layers}}}
+    fig = plots.layer_sparsity(analysis)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["L0.query", "pooler"]
+    assert len(fig.axes[1].get_lines()) == 2
