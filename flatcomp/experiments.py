@@ -165,11 +165,16 @@ def _step_time_units(profile: Profile) -> list[Unit]:
     return [dict(task=t) for t in ("rte", "mrpc")]
 
 
+def _timing_batches(profile: Profile, task: str, steps: int) -> list[dict]:
+    """The first ``steps`` shuffled training batches of ``task``: what every timing runs on."""
+    train, _, _ = encoded_task(profile, task)
+    return list(itertools.islice(batches(train, profile.batch_size, shuffle=True), steps))
+
+
 def _run_step_time(profile: Profile, unit: Unit, steps: int = 12) -> dict:
     """Adam and SAM timed on the same batches, from the same weights, on a quiet machine."""
     task = unit["task"]
-    train, _, _ = encoded_task(profile, task)
-    batch_list = list(itertools.islice(batches(train, profile.batch_size, shuffle=True), steps))
+    batch_list = _timing_batches(profile, task, steps)
     seconds = {opt: time_steps(load_model(profile, task, 0), batch_list, opt, profile)
                for opt in ("adam", "sam")}
     return {"task": task, "steps_timed": steps - 2, "batch_size": profile.batch_size,
@@ -200,8 +205,7 @@ def _run_mask_overhead(profile: Profile, unit: Unit, steps: int = 12, repeats: i
     from flatcomp.pruning import magnitude_masks, prunable_weights
 
     task = unit["task"]
-    train, _, _ = encoded_task(profile, task)
-    batch_list = list(itertools.islice(batches(train, profile.batch_size, shuffle=True), steps))
+    batch_list = _timing_batches(profile, task, steps)
     masks = magnitude_masks(prunable_weights(load_model(profile, task, 0)), 0.5)
     timed = {"dense": [], "masked": []}
     for _ in range(repeats):
