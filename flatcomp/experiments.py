@@ -430,9 +430,44 @@ def _fine_tune_masked(profile: Profile, unit: Unit, masks: dict[str, torch.Tenso
     lr, epochs = profile.lr_for(task), profile.epochs_for(task)
     result = fine_tune(load_model(profile, task, seed), train, dev, task, profile, optimizer, seed,
                        masks=masks, epochs=epochs, lr=lr)
+    save_weights(result.model, _masked_weights_path(profile, unit))
     summary = _summary(result, task, optimizer, seed, lr, epochs, train, dev, cut)
     return {**unit, **_finetune_record(summary),
             "sparsity": sparsity_report(result.model)["sparsity"]}
+
+
+def _masked_weights_path(profile: Profile, unit: Unit) -> Path:
+    """Cache file of a fine-tune under a mask: the unit's name and the training config's key."""
+    task = unit["task"]
+    weights, _ = _checkpoint_paths(profile, task, unit["optimizer"], unit["seed"],
+                                   profile.lr_for(task), profile.epochs_for(task))
+    digest = weights.stem.rsplit("-", 1)[1]
+    return weights.parent / "masked" / f"{unit_id(unit)}-{digest}.safetensors"
+
+
+def _compound_units(profile: Profile) -> list[Unit]:
+    """A winning ticket found and fine-tuned with one optimizer, then dynamic int8."""
+    return [u for u in _ticket_units(profile) if u["mask"] == u["optimizer"]]
+
+
+def _run_compound(profile: Profile, unit: Unit) -> dict:
+    """Dev score of a ticket (the ``tickets`` unit, trained again if its weights left the cache)
+    in fp32 and after dynamic int8, on the CPU without autocast."""
+    from flatcomp import quantization as q
+
+    ResultsStore(profile).load_or_run("tickets", unit_id(unit),
+                                      lambda: _run_ticket(profile, unit), unit["seed"])
+    path = _masked_weights_path(profile, unit)
+    if not path.exists():
+        _run_ticket(profile, unit)
+    task = unit["task"]
+    model = load_weights(load_model(profile, task, unit["seed"]), path).cpu().eval()
+    _, dev, _ = encoded_task(profile, task)
+    fp32 = profile.with_overrides(bf16=False)
+    score = lambda m: main_score(task, evaluate(m, dev, task, fp32, torch.device("cpu")))
+    scores = {"fp32": score(model), "int8": score(q.quantize_dynamic_int8(model))}
+    return {**unit, "sparsity": ticket_sparsity(profile, task), "scores": scores,
+            "int8_drop": scores["fp32"] - scores["int8"]}
 
 
 def _mask_analysis_units(profile: Profile) -> list[Unit]:
@@ -523,6 +558,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _quant_speed_units, _run_quant_speed),
     Experiment("tickets", "random, Adam and SAM masks, each fine-tuned with Adam and with SAM",
                _ticket_units, _run_ticket),
+    Experiment("compound", "a winning ticket, then dynamic int8",
+               _compound_units, _run_compound),
     Experiment("mask_analysis", "per-layer sparsity and overlap of the Adam and SAM tickets",
                _mask_analysis_units, _run_mask_analysis),
     Experiment("transfer", "tickets of one task fine-tuned on another",

@@ -304,6 +304,18 @@ def test_mask_analysis_compares_the_adam_and_sam_tickets(smoke):
     assert r["overlap"]["chance_jaccard"] < r["overlap"]["jaccard"] <= 1  # both keep big weights
 
 
+def test_compound_quantizes_the_stored_ticket(smoke):
+    """Ticket then int8: the fp32 score is the ticket's own best score (same weights, fp32 eval)."""
+    from flatcomp.experiments import load_or_run
+
+    [r] = load_or_run(smoke, "compound", task=["mrpc"], mask=["sam"], seed=[0], progress=False)
+    [ticket] = load_or_run(smoke, "tickets", task=["mrpc"], mask=["sam"], optimizer=["sam"],
+                           seed=[0], progress=False)
+    assert r["optimizer"] == r["mask"] == "sam"
+    assert r["scores"]["fp32"] == pytest.approx(ticket["best_score"], abs=0.02)
+    assert r["int8_drop"] == r["scores"]["fp32"] - r["scores"]["int8"]
+
+
 def test_quantization_unit_scores_every_bit_width(smoke):
     from flatcomp.experiments import QUANT_BITS, load_or_run
 
