@@ -99,14 +99,20 @@ def _summary(result: FineTuneResult, task: str, optimizer: str, seed: int, lr: f
 
 def _checkpoint_paths(profile: Profile, task: str, optimizer: str, seed: int, lr: float,
                       epochs: int) -> tuple[Path, Path]:
+    digest = _training_digest(profile, task, optimizer, seed, lr, epochs)
+    stem = cache_dir() / profile.name / f"{task}-{optimizer}-seed{seed}-{digest}"
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def _training_digest(profile: Profile, task: str, optimizer: str, seed: int, lr: float,
+                     epochs: int) -> str:
+    """A short hash of everything that determines a fine-tune's weights."""
     key = {"model": profile.model, "task": task, "optimizer": optimizer, "seed": seed, "lr": lr,
            "epochs": epochs, "max_length": profile.max_length, "batch_size": profile.batch_size,
            "train_size": profile.train_size.get(task), "eval_size": profile.eval_size.get(task),
            "bf16": profile.bf16, "rho": profile.sam_rho, "weight_decay": profile.weight_decay,
            "shipped_data": profile.shipped_data}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    stem = cache_dir() / profile.name / f"{task}-{optimizer}-seed{seed}-{digest}"
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _finetune_record(summary: dict) -> dict:
@@ -270,8 +276,7 @@ def _run_quantization(profile: Profile, unit: Unit) -> dict:
     model, _ = finetuned(profile, task, unit["optimizer"], unit["seed"])
     model = model.cpu().eval()
     _, dev, _ = encoded_task(profile, task)
-    fp32 = profile.with_overrides(bf16=False)
-    score = lambda m: main_score(task, evaluate(m, dev, task, fp32, torch.device("cpu")))
+    score = _cpu_fp32_scorer(profile, task, dev)
     scores = {"fp32": score(model), "int8": score(q.quantize_dynamic_int8(model)),
               "int8 per channel": score(q.quantize_dynamic_int8(model, per_channel=True))}
     for bits in QUANT_BITS:
@@ -281,6 +286,12 @@ def _run_quantization(profile: Profile, unit: Unit) -> dict:
     return {**unit, "scores": scores, "int8_drop": scores["fp32"] - scores["int8"],
             "size_bytes": {"fp32": q.model_size_bytes(model),
                            "int8": q.model_size_bytes(q.quantize_dynamic_int8(model))}}
+
+
+def _cpu_fp32_scorer(profile: Profile, task: str, dev: Encoded) -> Callable[[torch.nn.Module], float]:
+    """The dev score of a model on the CPU without autocast: how quantized models are compared."""
+    fp32 = profile.with_overrides(bf16=False)
+    return lambda model: main_score(task, evaluate(model, dev, task, fp32, torch.device("cpu")))
 
 
 def _adam_sam_units(profile: Profile) -> list[Unit]:
@@ -401,9 +412,10 @@ def _ticket_units(profile: Profile) -> list[Unit]:
 
 
 def _run_ticket(profile: Profile, unit: Unit) -> dict:
-    """Fine-tune the pre-trained model on the unit's task under its mask (:func:`ticket_masks`)."""
-    return _fine_tune_masked(profile, unit,
-                             ticket_masks(profile, unit["task"], unit["mask"], unit["seed"]))
+    """Fine-tune the pre-trained model on the unit's task under its mask (:func:`ticket_masks`),
+    the ticket of the unit's ``source`` task if it has one (transfer), else of its own task."""
+    masks = ticket_masks(profile, unit.get("source", unit["task"]), unit["mask"], unit["seed"])
+    return _fine_tune_masked(profile, unit, masks)
 
 
 def ticket_masks(profile: Profile, task: str, mask: str, seed: int) -> dict[str, torch.Tensor]:
@@ -439,10 +451,9 @@ def _fine_tune_masked(profile: Profile, unit: Unit, masks: dict[str, torch.Tenso
 def _masked_weights_path(profile: Profile, unit: Unit) -> Path:
     """Cache file of a fine-tune under a mask: the unit's name and the training config's key."""
     task = unit["task"]
-    weights, _ = _checkpoint_paths(profile, task, unit["optimizer"], unit["seed"],
-                                   profile.lr_for(task), profile.epochs_for(task))
-    digest = weights.stem.rsplit("-", 1)[1]
-    return weights.parent / "masked" / f"{unit_id(unit)}-{digest}.safetensors"
+    digest = _training_digest(profile, task, unit["optimizer"], unit["seed"],
+                              profile.lr_for(task), profile.epochs_for(task))
+    return cache_dir() / profile.name / "masked" / f"{unit_id(unit)}-{digest}.safetensors"
 
 
 def _compound_units(profile: Profile) -> list[Unit]:
@@ -463,8 +474,7 @@ def _run_compound(profile: Profile, unit: Unit) -> dict:
     task = unit["task"]
     model = load_weights(load_model(profile, task, unit["seed"]), path).cpu().eval()
     _, dev, _ = encoded_task(profile, task)
-    fp32 = profile.with_overrides(bf16=False)
-    score = lambda m: main_score(task, evaluate(m, dev, task, fp32, torch.device("cpu")))
+    score = _cpu_fp32_scorer(profile, task, dev)
     scores = {"fp32": score(model), "int8": score(q.quantize_dynamic_int8(model))}
     return {**unit, "sparsity": ticket_sparsity(profile, task), "scores": scores,
             "int8_drop": scores["fp32"] - scores["int8"]}
@@ -492,11 +502,6 @@ def _transfer_units(profile: Profile) -> list[Unit]:
     return [dict(source=a, task=b, mask=m, optimizer=o, seed=profile.seeds[0])
             for a in profile.tasks for b in profile.tasks if a != b
             for m in ("adam", "sam") for o in ("adam", "sam")]
-
-
-def _run_transfer(profile: Profile, unit: Unit) -> dict:
-    return _fine_tune_masked(profile, unit,
-                             ticket_masks(profile, unit["source"], unit["mask"], unit["seed"]))
 
 
 def _imp_path(profile: Profile, unit: Unit, k: int, kind: str) -> Path:
@@ -563,7 +568,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("mask_analysis", "per-layer sparsity and overlap of the Adam and SAM tickets",
                _mask_analysis_units, _run_mask_analysis),
     Experiment("transfer", "tickets of one task fine-tuned on another",
-               _transfer_units, _run_transfer),
+               _transfer_units, _run_ticket),
     Experiment("mask_overhead", "seconds per step with and without pruning masks",
                _mask_overhead_units, _run_mask_overhead),
     Experiment("imp", "iterative magnitude pruning, one unit per round",

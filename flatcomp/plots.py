@@ -36,24 +36,35 @@ def length_histograms(cards: list[dict], max_length: int) -> plt.Figure:
     return fig
 
 
+def _task_panels(tasks: list[str], height: float = 3.6) -> tuple[plt.Figure, np.ndarray]:
+    """A row of panels, one per task."""
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), height), squeeze=False)
+    return fig, axes[0]
+
+
+def _label_task_panel(ax: plt.Axes, task: str, xlabel: str, **legend) -> None:
+    """Title, axis labels (the task's dev metric in percent), legend and grid of a task panel."""
+    ax.set_title(TASK_NAMES[task])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"dev {MAIN_METRIC[task]} (%)")
+    ax.legend(**{"fontsize": 8, **legend})
+    ax.grid(alpha=0.3)
+
+
 def sweep_curves(runs: list[dict]) -> plt.Figure:
     """Dev score after each epoch, per task, for every optimizer and learning rate tried."""
     tasks = list(dict.fromkeys(r["task"] for r in runs))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.6), squeeze=False)
+    fig, axes = _task_panels(tasks)
     lrs = sorted({r["lr"] for r in runs})
     styles = dict(zip(lrs, ["-", "--", ":", "-."]))
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes, tasks):
         metric = MAIN_METRIC[task]
         for r in (r for r in runs if r["task"] == task):
             epochs = [h["epoch"] for h in r["history"]]
             ax.plot(epochs, [100 * h[metric] for h in r["history"]], marker="o", markersize=3,
                     linestyle=styles[r["lr"]], color=OPTIMIZER_COLORS[r["optimizer"]],
                     label=f"{r['optimizer']}, lr {r['lr']:g}")
-        ax.set_title(TASK_NAMES[task])
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"dev {metric} (%)")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+        _label_task_panel(ax, task, "epoch")
     fig.tight_layout()
     return fig
 
@@ -62,18 +73,14 @@ def epoch_curves(runs: list[dict]) -> plt.Figure:
     """Dev score after each epoch of every fine-tune, per task: one line per seed, coloured by
     optimizer, so a reader sees whether each has plateaued."""
     tasks = list(dict.fromkeys(r["task"] for r in runs))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    fig, axes = _task_panels(tasks)
+    for ax, task in zip(axes, tasks):
         metric = MAIN_METRIC[task]
         for r in (r for r in runs if r["task"] == task):
             ax.plot([h["epoch"] for h in r["history"]], [100 * h[metric] for h in r["history"]],
                     color=OPTIMIZER_COLORS[r["optimizer"]], marker="o", markersize=3, alpha=0.8,
                     label=r["optimizer"] if r["seed"] == min(x["seed"] for x in runs) else None)
-        ax.set_title(TASK_NAMES[task])
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"dev {metric} (%)")
-        ax.legend(fontsize=8, title="one line per seed", title_fontsize=8)
-        ax.grid(alpha=0.3)
+        _label_task_panel(ax, task, "epoch", title="one line per seed", title_fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -207,9 +214,8 @@ def imp_curves(rounds: list[dict], reference: dict[str, float],
     rewinding (solid) and without (dashed); a vertical line at the task's ``reference`` ticket
     sparsity, and the ``paper``'s (Adam, SAM) scores there as crosses."""
     tasks = list(dict.fromkeys(r["task"] for r in rounds))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        metric = MAIN_METRIC[task]
+    fig, axes = _task_panels(tasks, height=3.8)
+    for ax, task in zip(axes, tasks):
         for (optimizer, rewind) in dict.fromkeys((r["optimizer"], r["rewind"]) for r in rounds
                                                  if r["task"] == task):
             mine = sorted((r for r in rounds if (r["task"], r["optimizer"], r["rewind"])
@@ -225,11 +231,7 @@ def imp_curves(rounds: list[dict], reference: dict[str, float],
             for optimizer, score in zip(("adam", "sam"), paper[task]):
                 ax.scatter(100 * reference[task], score, marker="x", s=50,
                            color=OPTIMIZER_COLORS[optimizer], label=f"paper, {optimizer}")
-        ax.set_title(TASK_NAMES[task])
-        ax.set_xlabel("sparsity of the prunable weights (%)")
-        ax.set_ylabel(f"dev {metric} (%)")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+        _label_task_panel(ax, task, "sparsity of the prunable weights (%)", fontsize=7)
     fig.tight_layout()
     return fig
 
