@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class Experiment:
     description: str
     units: Callable[[Profile], list[Unit]]
     run: Callable[[Profile, Unit], dict]
+    lottery: bool = False  # runs at ``profile.for_lottery()``
 
 
 def unit_id(unit: Unit) -> str:
@@ -349,9 +351,10 @@ def _run_quant_speed(profile: Profile, unit: Unit) -> dict:
 
 
 def _imp_units(profile: Profile) -> list[Unit]:
-    """IMP curves: one seed, rounds 0 (dense) to ``imp_rounds``, with and without rewinding."""
+    """IMP curves: one seed, rounds 0 (dense) to ``imp_rounds``, with rewinding and (where the
+    profile asks for it) without."""
     return [dict(task=t, optimizer=o, rewind=r, seed=profile.seeds[0], round=k)
-            for t in profile.tasks for o in ("adam", "sam") for r in (True, False)
+            for t in profile.tasks for o in ("adam", "sam") for r in profile.imp_rewind
             for k in range(profile.imp_rounds + 1)]
 
 
@@ -390,8 +393,7 @@ def _run_imp(profile: Profile, unit: Unit) -> dict:
                                              round((k + 1) * profile.imp_rate, 12), masks)
         pruning.save_masks(next_masks, _imp_path(profile, unit, k + 1, "masks"),
                            {"unit": unit_id(unit), "pruned_after_round": k})
-        if not unit["rewind"]:
-            save_weights(model, _imp_path(profile, unit, k, "weights"))
+    save_weights(model, _imp_path(profile, unit, k, "weights"))
     return {**unit, **_finetune_record(summary),
             "sparsity": pruning.sparsity_report(model)["sparsity"]}
 
@@ -413,8 +415,23 @@ def _ticket_units(profile: Profile) -> list[Unit]:
 
 def _run_ticket(profile: Profile, unit: Unit) -> dict:
     """Fine-tune the pre-trained model on the unit's task under its mask (:func:`ticket_masks`),
-    the ticket of the unit's ``source`` task if it has one (transfer), else of its own task."""
-    masks = ticket_masks(profile, unit.get("source", unit["task"]), unit["mask"], unit["seed"])
+    the ticket of the unit's ``source`` task if it has one (transfer), else of its own task.
+
+    A ticket fine-tuned with the optimizer that found it, with IMP's seed, is IMP's own round
+    at the ticket sparsity (the same computation): that round's result and weights are reused.
+    """
+    task = unit["task"]
+    masks = ticket_masks(profile, unit.get("source", task), unit["mask"], unit["seed"])
+    if (unit.get("source", task) == task and unit["mask"] == unit["optimizer"]
+            and unit["seed"] == profile.seeds[0]):
+        imp_unit = _ticket_imp_unit(profile, task, unit["mask"])
+        imp_unit["round"] += 1
+        record = ResultsStore(profile).load_or_run("imp", unit_id(imp_unit),
+                                                   lambda: _run_imp(profile, imp_unit), unit["seed"])
+        path = _masked_weights_path(profile, unit)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_imp_path(profile, imp_unit, imp_unit["round"], "weights"), path)
+        return {**unit, **{k: v for k, v in record.items() if k not in ("rewind", "round")}}
     return _fine_tune_masked(profile, unit, masks)
 
 
@@ -424,13 +441,17 @@ def ticket_masks(profile: Profile, task: str, mask: str, seed: int) -> dict[str,
     as many weights per layer as the Adam ticket, at positions drawn with ``seed``."""
     from flatcomp import pruning
 
-    k = round(ticket_sparsity(profile, task) / profile.imp_rate)
-    source = dict(task=task, optimizer="adam" if mask == "random" else mask, rewind=True,
-                  seed=profile.seeds[0], round=k - 1)
+    source = _ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
     ResultsStore(profile).load_or_run("imp", unit_id(source), lambda: _run_imp(profile, source),
                                       source["seed"])
-    masks, _ = pruning.load_masks(_imp_path(profile, source, k, "masks"))
+    masks, _ = pruning.load_masks(_imp_path(profile, source, source["round"] + 1, "masks"))
     return pruning.random_masks(masks, seed=seed) if mask == "random" else masks
+
+
+def _ticket_imp_unit(profile: Profile, task: str, optimizer: str) -> Unit:
+    """The IMP round (with rewinding, first seed) after which ``task``'s ticket is pruned."""
+    k = round(ticket_sparsity(profile, task) / profile.imp_rate)
+    return dict(task=task, optimizer=optimizer, rewind=True, seed=profile.seeds[0], round=k - 1)
 
 
 def _fine_tune_masked(profile: Profile, unit: Unit, masks: dict[str, torch.Tensor]) -> dict:
@@ -475,7 +496,8 @@ def _run_compound(profile: Profile, unit: Unit) -> dict:
     model = load_weights(load_model(profile, task, unit["seed"]), path).cpu().eval()
     _, dev, _ = encoded_task(profile, task)
     score = _cpu_fp32_scorer(profile, task, dev)
-    scores = {"fp32": score(model), "int8": score(q.quantize_dynamic_int8(model))}
+    scores = {"fp32": score(model), "int8": score(q.quantize_dynamic_int8(model)),
+              "int8 per channel": score(q.quantize_dynamic_int8(model, per_channel=True))}
     return {**unit, "sparsity": ticket_sparsity(profile, task), "scores": scores,
             "int8_drop": scores["fp32"] - scores["int8"]}
 
@@ -562,17 +584,17 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment("quant_speed", "size and latency of fp32 against dynamic int8",
                _quant_speed_units, _run_quant_speed),
     Experiment("tickets", "random, Adam and SAM masks, each fine-tuned with Adam and with SAM",
-               _ticket_units, _run_ticket),
+               _ticket_units, _run_ticket, lottery=True),
     Experiment("compound", "a winning ticket, then dynamic int8",
-               _compound_units, _run_compound),
+               _compound_units, _run_compound, lottery=True),
     Experiment("mask_analysis", "per-layer sparsity and overlap of the Adam and SAM tickets",
-               _mask_analysis_units, _run_mask_analysis),
+               _mask_analysis_units, _run_mask_analysis, lottery=True),
     Experiment("transfer", "tickets of one task fine-tuned on another",
-               _transfer_units, _run_ticket),
+               _transfer_units, _run_ticket, lottery=True),
     Experiment("mask_overhead", "seconds per step with and without pruning masks",
                _mask_overhead_units, _run_mask_overhead),
     Experiment("imp", "iterative magnitude pruning, one unit per round",
-               _imp_units, _run_imp),
+               _imp_units, _run_imp, lottery=True),
     Experiment("bf16_check", "the same fine-tune under bf16 autocast and in fp32",
                _bf16_units, _run_bf16),
 )}
@@ -594,6 +616,7 @@ def load_or_run(profile: Profile, experiment: str, store: ResultsStore | None = 
                 progress: bool = True, **wanted) -> list[dict]:
     """Every (selected) unit of an experiment: stored ones at once, missing ones computed."""
     exp = get_experiment(experiment)
+    profile = profile.for_lottery() if exp.lottery else profile
     store = store or ResultsStore(profile)
     units = select(exp.units(profile), **wanted)
     missing = any(store.load(exp.name, unit_id(u)) is None for u in units)

@@ -9,7 +9,7 @@ import pandas as pd
 from flatcomp.config import PROFILES, Profile
 from flatcomp.experiments import mean_std
 from flatcomp.metrics import MAIN_METRIC
-from flatcomp.paper import FULL_BERT_BASE, INT8_DROP, MASK_X_OPTIMIZER
+from flatcomp.paper import FULL_BERT_BASE, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER
 
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
               "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD"}
@@ -17,7 +17,8 @@ OPTIMIZER_NAMES = {"adam": "Adam", "sam": "SAM", "swa": "SWA"}
 FLATNESS_MEASURES = {"sharpness": "sharpness (loss rise, rho = 0.05)",
                      "top_eigenvalue": "top Hessian eigenvalue", "trace": "Hessian trace"}
 _PROFILE_FIELDS = ("model", "tasks", "seeds", "lr", "epochs", "max_length", "batch_size",
-                   "train_size", "bf16", "sam_rho", "weight_decay", "imp_rounds", "imp_rate")
+                   "train_size", "bf16", "sam_rho", "weight_decay", "imp_rounds", "imp_rate",
+                   "imp_rewind", "lottery")
 
 
 def pct(x: float) -> str:
@@ -38,19 +39,20 @@ def profiles_table(profiles: tuple[Profile, ...] = tuple(PROFILES.values())) -> 
 
 def _show(value) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}"
+        return ", ".join(f"{k}: ({_show(v)})" if isinstance(v, dict) else f"{k}: {_show(v)}"
                          for k, v in value.items()) or "-"
     if isinstance(value, tuple):
         return ", ".join(map(str, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def cuts_markdown(profile: Profile) -> str:
-    """What the profile changes from the paper, and why: one Markdown bullet per cut, whole
-    (a table would truncate the reasons)."""
-    if not profile.cuts:
-        return f"The `{profile.name}` profile runs the paper's settings."
-    return "\n".join(f"* **{what}**: {why}" for what, why in profile.cuts.items())
+def cuts_markdown(profile: Profile, only: tuple[str, ...] | None = None) -> str:
+    """What the profile changes from the paper, and why: one Markdown bullet per cut (those named
+    in ``only``, if given), whole (a table would truncate the reasons)."""
+    cuts = {k: v for k, v in profile.cuts.items() if only is None or k in only}
+    if not cuts:
+        return f"The `{profile.name}` profile runs the paper's settings here."
+    return "\n".join(f"* **{what}**: {why}" for what, why in cuts.items())
 
 
 def data_cards_table(cards: list[dict]) -> pd.DataFrame:
@@ -326,3 +328,63 @@ def mask_table(tickets: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.names = ["task", "sparsity", "mask"]
     return table
+
+
+def imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.DataFrame:
+    """Per task, IMP with rewinding: the dense model (round 0) and the ticket at the task's
+    ``reference`` sparsity, Adam and SAM, beside the paper's tickets (BERT-base)."""
+    score = {(r["task"], r["optimizer"], round(r["sparsity"], 2)): r["best_score"]
+             for r in rounds if r["rewind"]}
+    rows = {}
+    for task in dict.fromkeys(r["task"] for r in rounds):
+        s, row = round(reference[task], 2), {"ticket sparsity": f"{100 * reference[task]:.0f}%"}
+        for optimizer in ("adam", "sam"):
+            name = OPTIMIZER_NAMES[optimizer]
+            dense, ticket = score.get((task, optimizer, 0.0)), score.get((task, optimizer, s))
+            row[f"{name} dense"] = pct(dense) if dense is not None else "-"
+            row[f"{name} ticket"] = pct(ticket) if ticket is not None else "-"
+        for optimizer, value in zip(("Adam", "SAM"), IMP_REWIND.get(task, (None, None))):
+            row[f"{optimizer} ticket (paper)"] = f"{value:.1f}" if value is not None else "-"
+        rows[TASK_NAMES[task]] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
+
+
+def mask_effects(tickets: list[dict]) -> pd.DataFrame:
+    """The two questions of the paper's Table 2, in points (mean difference ± its standard error
+    over seeds, beside the paper's difference of means): does the SAM *mask* beat the Adam mask
+    under a fixed optimizer, and does SAM *fine-tuning* beat Adam under a fixed mask?"""
+    groups = defaultdict(list)
+    for r in tickets:
+        groups[(r["task"], round(r["sparsity"], 2), r["mask"], r["optimizer"])].append(
+            r["best_score"])
+    comparisons = [(f"SAM mask − Adam mask, {o} fine-tuning", ("sam", o), ("adam", o))
+                   for o in ("adam", "sam")]
+    comparisons += [(f"SAM − Adam fine-tuning, {m} mask", (m, "sam"), (m, "adam"))
+                    for m in ("random", "adam", "sam")]
+    rows = {}
+    for task, sparsity in dict.fromkeys(key[:2] for key in groups):
+        paper = MASK_X_OPTIMIZER.get((task, sparsity), {})
+        for label, better, worse in comparisons:
+            a, b = groups.get((task, sparsity, *better)), groups.get((task, sparsity, *worse))
+            if not a or not b:
+                continue
+            (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+            error = (sa ** 2 / len(a) + sb ** 2 / len(b)) ** 0.5
+            rows[(TASK_NAMES[task], f"{100 * sparsity:.0f}%", label)] = {
+                "ours": f"{100 * (ma - mb):+.1f} ± {100 * error:.1f}",
+                "paper": (f"{paper[better][0] - paper[worse][0]:+.1f}"
+                          if better in paper and worse in paper else "-")}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["task", "sparsity", "comparison (points)"]
+    return table
+
+
+def overhead_table(timings: list[dict]) -> pd.DataFrame:
+    """Seconds per step without and with pruning masks (every interleaved repeat), and the
+    overhead of the fastest masked repeat over the fastest dense one."""
+    rows = [{"task": TASK_NAMES[r["task"]], "optimizer": OPTIMIZER_NAMES[r["optimizer"]],
+             "sparsity": f"{100 * r['sparsity']:.0f}%", "steps timed": r["steps_timed"],
+             "dense s/step": ", ".join(f"{t:.3f}" for t in r["seconds_per_step"]["dense"]),
+             "masked s/step": ", ".join(f"{t:.3f}" for t in r["seconds_per_step"]["masked"]),
+             "overhead": f"{100 * r['overhead']:+.1f}%"} for r in timings]
+    return pd.DataFrame(rows).set_index(["task", "optimizer"])

@@ -15,7 +15,7 @@ import flatcomp.experiments as E
 from flatcomp.__main__ import main
 from flatcomp.config import PROFILES
 from flatcomp.experiments import (EXPERIMENTS, get_experiment, load_or_run, select, unit_id)
-from flatcomp.results import ResultsStore
+from flatcomp.results import ResultsStore, read_record
 
 TIMING = ("seconds_per_step", "wall_seconds")  # the only fields allowed to differ between runs
 
@@ -342,3 +342,36 @@ def test_imp_rounds_are_units_that_build_on_each_other(smoke):
     assert [r["round"] for r in rounds] == [0, 1, 2] and rounds[2] == r2
     for r in rounds:
         assert r["sparsity"] == pytest.approx(0.1 * r["round"], abs=1e-4)
+
+
+def test_lottery_experiments_run_at_the_profiles_lottery_schedule(smoke):
+    """IMP trains at ``profile.for_lottery()`` (smoke: 1 epoch) and records that config."""
+    from flatcomp.experiments import load_or_run
+
+    assert smoke.for_lottery().epochs == {"default": 1} != smoke.epochs
+    assert smoke.for_lottery().for_lottery() == smoke.for_lottery()
+    [r] = load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True], round=[0],
+                      progress=False)
+    assert r["epochs"] == 1 and len(r["history"]) == 1
+    store = ResultsStore(smoke.for_lottery())
+    record = read_record(store.path("imp", "mrpc-adam-rewind-seed0-round0"))
+    assert record["provenance"]["config"]["epochs"] == {"default": 1}
+
+
+def test_a_ticket_trained_by_the_optimizer_that_found_it_is_imps_own_round(smoke):
+    """The Adam ticket fine-tuned with Adam at IMP's seed reuses IMP's round at the ticket
+    sparsity, and that round is the same computation as fine-tuning the ticket afresh."""
+    from flatcomp.experiments import (_fine_tune_masked, _masked_weights_path, load_or_run,
+                                      ticket_masks)
+
+    unit = dict(task="mrpc", mask="adam", optimizer="adam", seed=0)
+    [reused] = load_or_run(smoke, "tickets", **{k: [v] for k, v in unit.items()}, progress=False)
+    [imp_round] = load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True],
+                              round=[2], progress=False)
+    assert reused["history"] == imp_round["history"]
+    lottery = smoke.for_lottery()
+    assert _masked_weights_path(lottery, unit).exists()  # what the compound experiment loads
+    afresh = _fine_tune_masked(lottery, {**unit, "seed": 0},
+                               ticket_masks(lottery, "mrpc", "adam", seed=0))
+    assert afresh["history"] == reused["history"]
+    assert afresh["sparsity"] == pytest.approx(reused["sparsity"])
