@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -272,11 +274,25 @@ def transfer_heatmaps(cells: list[dict]) -> plt.Figure:
     return fig
 
 
+_SUBLAYER_ORDER = ("query", "key", "value", "attention.output", "intermediate", "output")
+
+
+def _model_order(name: str) -> tuple[int, int]:
+    """Sort key of a prunable weight's name in forward order: encoder layer, then sublayer
+    (stored results keep their keys sorted alphabetically); the pooler last."""
+    layer = re.search(r"layer\.(\d+)\.", name)
+    if layer is None:
+        return (10 ** 6, 0)
+    rest = name[layer.end():]
+    return (int(layer.group(1)),
+            next(i for i, part in enumerate(_SUBLAYER_ORDER) if part in rest))
+
+
 def layer_sparsity(analysis: dict) -> plt.Figure:
     """Where each ticket prunes, and how much the two agree: per prunable layer (in model order),
     the fraction pruned by the Adam and by the SAM ticket (left), and the Jaccard overlap of what
     they keep beside that of two independent random masks of the same densities (right)."""
-    names = list(analysis["layers"]["adam"])
+    names = sorted(analysis["layers"]["adam"], key=_model_order)
     short = [n.replace("bert.encoder.layer.", "L").replace(".weight", "")
              .replace("attention.self.", "").replace("attention.output.dense", "attn-out")
              .replace("intermediate.dense", "ffn-in").replace("output.dense", "ffn-out")

@@ -36,11 +36,16 @@ def test_transfer_heatmaps_show_the_differences_the_paper_draws():
 
 
 def test_layer_sparsity_draws_each_ticket_and_the_overlap_against_chance():
-    layers = {"bert.encoder.layer.0.attention.self.query.weight": 0.4,
-              "bert.pooler.dense.weight": 0.6}
+    """Layers in forward order, whatever order the stored (key-sorted) results hold them in."""
+    layers = {f"bert.encoder.layer.{i}.{part}.weight": 0.4 for i in (10, 2) for part in
+              ("attention.output.dense", "attention.self.key", "attention.self.query",
+               "intermediate.dense", "output.dense")}
+    layers["bert.pooler.dense.weight"] = 0.6
     analysis = {"task": "mrpc", "sparsity": 0.5, "layers": {"adam": layers, "sam": layers},
                 "overlap": {"layers": {n: {"jaccard": 0.7, "chance_jaccard": 0.33}
                                        for n in layers}}}
     fig = plots.layer_sparsity(analysis)
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["L0.query", "pooler"]
+    forward = ["query", "key", "attn-out", "ffn-in", "ffn-out"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == \
+        [f"L2.{p}" for p in forward] + [f"L10.{p}" for p in forward] + ["pooler"]
     assert len(fig.axes[1].get_lines()) == 2

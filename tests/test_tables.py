@@ -72,3 +72,40 @@ def test_mask_table_puts_ours_beside_the_papers_table_2():
     assert table.loc[("MRPC", "50%", "sam mask"), "Adam (ours)"] == "81.0 ± 1.4"
     assert table.loc[("MRPC", "50%", "sam mask"), "Adam (paper)"] == "85.3 ± 1.3"
     assert table.loc[("MRPC", "50%", "random mask"), "SAM (paper)"] == "70.1 ± 0.2"
+
+
+def test_cuts_markdown_can_show_only_some_cuts(smoke):
+    text = tables.cuts_markdown(smoke, only=("lottery", "no such cut"))
+    assert text.startswith("* **lottery**:") and text.count("* **") == 1
+
+
+def test_imp_table_reads_the_dense_round_and_the_ticket_at_the_reference_sparsity():
+    rounds = [{"task": "mrpc", "optimizer": o, "rewind": True, "round": k, "sparsity": k / 10,
+               "best_score": base - k / 100} for o, base in (("adam", 0.80), ("sam", 0.82))
+              for k in range(6)]
+    rounds.append({**rounds[5], "rewind": False, "best_score": 0.1})  # not a rewound ticket
+    row = tables.imp_table(rounds, {"mrpc": 0.5}).loc["MRPC"]
+    assert (row["Adam dense"], row["Adam ticket"]) == ("80.0", "75.0")
+    assert (row["SAM dense"], row["SAM ticket"]) == ("82.0", "77.0")
+    assert (row["Adam ticket (paper)"], row["SAM ticket (paper)"]) == ("81.5", "83.6")
+
+
+def test_mask_effects_are_differences_of_means_with_their_standard_error():
+    scores = {("adam", "adam"): (0.80, 0.82), ("sam", "adam"): (0.84, 0.86),
+              ("adam", "sam"): (0.80, 0.80), ("sam", "sam"): (0.81, 0.81)}
+    tickets = [{"task": "mrpc", "sparsity": 0.5, "mask": m, "optimizer": o, "best_score": s}
+               for (m, o), ss in scores.items() for s in ss]
+    table = tables.mask_effects(tickets)
+    mask_effect = table.loc[("MRPC", "50%", "SAM mask − Adam mask, adam fine-tuning")]
+    # (85 - 81) points; std of each pair is sqrt(2) points: error sqrt(2/2 + 2/2) = 1.4
+    assert mask_effect["ours"] == "+4.0 ± 1.4" and mask_effect["paper"] == "+1.1"
+    assert table.loc[("MRPC", "50%", "SAM − Adam fine-tuning, sam mask")]["ours"] == "-4.0 ± 1.0"
+    assert ("MRPC", "50%", "SAM − Adam fine-tuning, random mask") not in table.index  # no data
+
+
+def test_overhead_table_shows_every_repeat_and_the_fastest_ratio():
+    timing = {"task": "mrpc", "optimizer": "adam", "sparsity": 0.5, "steps_timed": 10,
+              "seconds_per_step": {"dense": [0.5, 0.6], "masked": [0.52, 0.7]},
+              "overhead": 0.52 / 0.5 - 1}
+    row = tables.overhead_table([timing]).loc[("MRPC", "Adam")]
+    assert row["dense s/step"] == "0.500, 0.600" and row["overhead"] == "+4.0%"
