@@ -194,12 +194,16 @@ def _run_step_time(profile: Profile, unit: Unit, steps: int = 12) -> dict:
 def _model_on_fixed_rows(profile: Profile, unit: Unit) -> tuple[torch.nn.Module, Callable]:
     """A fine-tuned model and its training loss on the profile's fixed flatness rows: the loss
     function every measurement of the loss surface uses."""
+    model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
+    return model, _fixed_rows_loss(profile, unit["task"])
+
+
+def _fixed_rows_loss(profile: Profile, task: str) -> Callable[[torch.nn.Module], torch.Tensor]:
+    """A model's training loss on the profile's fixed flatness rows of ``task``."""
     from flatcomp.flatness import batch_loss_fn
 
-    model, _ = finetuned(profile, unit["task"], unit["optimizer"], unit["seed"])
-    rows = FLATNESS_SETTINGS[profile.name]["rows"]
-    train, _, _ = encoded_task(profile, unit["task"], train_rows=rows)
-    return model, batch_loss_fn(list(batches(train, profile.batch_size)))
+    train, _, _ = encoded_task(profile, task, train_rows=FLATNESS_SETTINGS[profile.name]["rows"])
+    return batch_loss_fn(list(batches(train, profile.batch_size)))
 
 
 def _mask_overhead_units(profile: Profile) -> list[Unit]:
@@ -482,24 +486,45 @@ def _compound_units(profile: Profile) -> list[Unit]:
     return [u for u in _ticket_units(profile) if u["mask"] == u["optimizer"]]
 
 
-def _run_compound(profile: Profile, unit: Unit) -> dict:
-    """Dev score of a ticket (the ``tickets`` unit, trained again if its weights left the cache)
-    in fp32 and after dynamic int8, on the CPU without autocast."""
-    from flatcomp import quantization as q
-
-    ResultsStore(profile).load_or_run("tickets", unit_id(unit),
-                                      lambda: _run_ticket(profile, unit), unit["seed"])
+def _ticket_model(profile: Profile, unit: Unit) -> tuple[torch.nn.Module, dict]:
+    """A ``tickets`` unit's fine-tuned model on the CPU in eval mode, and its stored record
+    (both computed first if missing; trained again if the weights left the cache)."""
+    record = ResultsStore(profile).load_or_run("tickets", unit_id(unit),
+                                               lambda: _run_ticket(profile, unit), unit["seed"])
     path = _masked_weights_path(profile, unit)
     if not path.exists():
         _run_ticket(profile, unit)
+    model = load_weights(load_model(profile, unit["task"], unit["seed"]), path)
+    return model.cpu().eval(), record
+
+
+def _run_compound(profile: Profile, unit: Unit) -> dict:
+    """Dev score of a ticket in fp32 and after dynamic int8, on the CPU without autocast."""
+    from flatcomp import quantization as q
+
     task = unit["task"]
-    model = load_weights(load_model(profile, task, unit["seed"]), path).cpu().eval()
+    model, _ = _ticket_model(profile, unit)
     _, dev, _ = encoded_task(profile, task)
     score = _cpu_fp32_scorer(profile, task, dev)
     scores = {"fp32": score(model), "int8": score(q.quantize_dynamic_int8(model)),
               "int8 per channel": score(q.quantize_dynamic_int8(model, per_channel=True))}
     return {**unit, "sparsity": ticket_sparsity(profile, task), "scores": scores,
             "int8_drop": scores["fp32"] - scores["int8"]}
+
+
+def _run_ticket_flatness(profile: Profile, unit: Unit) -> dict:
+    """Sharpness of a ticket's subnetwork (the perturbation masked like the weights) on the
+    profile's fixed flatness rows, beside the ticket's dev score."""
+    from flatcomp.flatness import sharpness
+
+    settings = FLATNESS_SETTINGS[profile.name]
+    model, record = _ticket_model(profile, unit)
+    masks = ticket_masks(profile, unit["task"], unit["mask"], unit["seed"])
+    sharp = sharpness(model, _fixed_rows_loss(profile, unit["task"]), rho=profile.sam_rho,
+                      steps=settings["sharpness_steps"], masks=masks)
+    return {**unit, "rows": settings["rows"], "rho": profile.sam_rho, "loss": sharp["loss"],
+            "sharpness": sharp["sharpness"], "best_score": record["best_score"],
+            "sparsity": record["sparsity"]}
 
 
 def _mask_analysis_units(profile: Profile) -> list[Unit]:
@@ -589,6 +614,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _compound_units, _run_compound, lottery=True),
     Experiment("mask_analysis", "per-layer sparsity and overlap of the Adam and SAM tickets",
                _mask_analysis_units, _run_mask_analysis, lottery=True),
+    Experiment("ticket_flatness", "sharpness of every ticket's subnetwork beside its score",
+               _ticket_units, _run_ticket_flatness, lottery=True),
     Experiment("transfer", "tickets of one task fine-tuned on another",
                _transfer_units, _run_ticket, lottery=True),
     Experiment("mask_overhead", "seconds per step with and without pruning masks",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -141,7 +141,8 @@ def _grads(outputs: torch.Tensor, params: list[torch.Tensor], create_graph: bool
 
 def sharpness(model: nn.Module, loss_fn: LossFn, rho: float = 0.05, steps: int = 5,
               step_size: float | None = None, seed: int = 0,
-              params: Sequence[str] | None = None) -> dict:
+              params: Sequence[str] | None = None,
+              masks: Mapping[str, torch.Tensor] | None = None) -> dict:
     """Worst-case sharpness in an L2 ball (Keskar et al., ICLR 2017; Foret et al., ICLR 2021):
 
         S_rho(w) = max_{||e||_2 <= rho} L(w + e) - L(w),
@@ -160,6 +161,10 @@ def sharpness(model: nn.Module, loss_fn: LossFn, rho: float = 0.05, steps: int =
     the iterates (all inside the ball, e = 0 included), so the result is a lower bound of S_rho and
     never negative.
 
+    ``masks`` (``{parameter name: bool tensor}``, e.g. a lottery ticket's) keep the perturbation
+    inside a subnetwork: e_0 and every g_t are zero where the mask is False, so pruned weights
+    stay pruned and S_rho is the sharpness of the subnetwork.
+
     Returns {"sharpness", "loss": L(w), "perturbed_loss", "rho", "steps"}.
     """
     if rho < 0 or steps < 0:
@@ -167,11 +172,17 @@ def sharpness(model: nn.Module, loss_fn: LossFn, rho: float = 0.05, steps: int =
     eta = step_size if step_size is not None else 2.5 * rho / max(steps, 1)
     named = _named_params(model, params)
     chosen = list(named.values())
+    keep = [None if masks is None or n not in masks else masks[n].to(p.device, p.dtype)
+            for n, p in named.items()]
+
+    def in_subnetwork(xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [x if m is None else x * m for x, m in zip(xs, keep)]
+
     with _model_kept(model):
         base = [p.detach().clone() for p in chosen]
         with torch.no_grad():
             loss = float(loss_fn(model))
-        e = _gaussian(chosen, seed)
+        e = in_subnetwork(_gaussian(chosen, seed))
         e_norm = max(float(_norm(e)), 1e-30)
         e = [x * (1e-3 * rho / e_norm) for x in e]
         worst = loss
@@ -179,7 +190,7 @@ def sharpness(model: nn.Module, loss_fn: LossFn, rho: float = 0.05, steps: int =
             _move(chosen, base, [(1.0, e)])
             with torch.enable_grad():
                 perturbed = loss_fn(model)
-                g = _grads(perturbed, chosen)
+                g = in_subnetwork(_grads(perturbed, chosen))
             worst = max(worst, float(perturbed.detach()))
             g_norm = float(_norm(g))
             if g_norm == 0.0:

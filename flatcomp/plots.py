@@ -274,6 +274,28 @@ def transfer_heatmaps(cells: list[dict]) -> plt.Figure:
     return fig
 
 
+MASK_MARKERS = {"random": "o", "adam": "s", "sam": "^"}
+
+
+def ticket_sharpness(records: list[dict]) -> plt.Figure:
+    """Each ticket's dev score against the sharpness of its subnetwork (log x), one panel per
+    task: colour the optimizer that fine-tuned it, marker the mask (random, Adam's, SAM's)."""
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    fig, axes = _task_panels(tasks, height=3.8)
+    for ax, task in zip(axes, tasks):
+        for mask, optimizer in dict.fromkeys((r["mask"], r["optimizer"]) for r in records):
+            mine = [r for r in records if (r["task"], r["mask"], r["optimizer"])
+                    == (task, mask, optimizer)]
+            ax.scatter([r["sharpness"] for r in mine], [100 * r["best_score"] for r in mine],
+                       marker=MASK_MARKERS[mask], color=OPTIMIZER_COLORS[optimizer], s=30,
+                       label=f"{mask} mask, {optimizer}")
+        ax.set_xscale("log")
+        _label_task_panel(ax, task, f"sharpness of the subnetwork (rho = {records[0]['rho']:g})",
+                          fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 _SUBLAYER_ORDER = ("query", "key", "value", "attention.output", "intermediate", "output")
 
 

@@ -388,3 +388,23 @@ def overhead_table(timings: list[dict]) -> pd.DataFrame:
              "masked s/step": ", ".join(f"{t:.3f}" for t in r["seconds_per_step"]["masked"]),
              "overhead": f"{100 * r['overhead']:+.1f}%"} for r in timings]
     return pd.DataFrame(rows).set_index(["task", "optimizer"])
+
+
+def sharpness_correlation(records: list[dict]) -> pd.DataFrame:
+    """Per task: Spearman's rank correlation between the sharpness of the tickets' subnetworks and
+    their dev scores, over all tickets and over the found (Adam and SAM) ones only. Negative:
+    flatter tickets score higher."""
+    from scipy.stats import spearmanr
+
+    rows = {}
+    for task in dict.fromkeys(r["task"] for r in records):
+        mine = [r for r in records if r["task"] == task]
+        found = [r for r in mine if r["mask"] != "random"]
+        row = {}
+        for label, group in (("all tickets", mine), ("Adam and SAM masks", found)):
+            rho = spearmanr([r["sharpness"] for r in group],
+                            [r["best_score"] for r in group]).statistic if len(group) > 2 else None
+            row[f"{label}: models"] = len(group)
+            row[f"{label}: Spearman"] = f"{rho:+.2f}" if rho is not None else "-"
+        rows[TASK_NAMES[task]] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")

@@ -375,3 +375,13 @@ def test_a_ticket_trained_by_the_optimizer_that_found_it_is_imps_own_round(smoke
                                ticket_masks(lottery, "mrpc", "adam", seed=0))
     assert afresh["history"] == reused["history"]
     assert afresh["sparsity"] == pytest.approx(reused["sparsity"])
+
+
+def test_ticket_flatness_measures_the_stored_tickets_subnetwork(smoke):
+    from flatcomp.experiments import load_or_run
+
+    wanted = dict(task=["mrpc"], mask=["random"], optimizer=["sam"], seed=[1])
+    [r] = load_or_run(smoke, "ticket_flatness", progress=False, **wanted)
+    [ticket] = load_or_run(smoke, "tickets", progress=False, **wanted)
+    assert (r["best_score"], r["sparsity"]) == (ticket["best_score"], ticket["sparsity"])
+    assert r["sharpness"] >= 0 and r["loss"] > 0

@@ -400,3 +400,22 @@ def test_loss_landscapes_plane_grid_is_sheared(loss_landscapes):
     basis = torch.stack([d1, d2], dim=1)
     assert torch.linalg.solve(basis, at[0][0]).tolist() == pytest.approx([-2.0, -1.0], abs=1e-4)
     assert torch.linalg.solve(basis, at[1][0]).tolist() == pytest.approx([-1.0, -2.0], abs=1e-4)
+
+
+def test_masked_sharpness_is_the_sharpness_of_the_subnetwork():
+    """Masking out the sharpest coordinate of a diagonal quadratic leaves the next one as the
+    worst direction, and the masked coordinate is never moved."""
+    eigs = torch.tensor([9.0, 3.0, 1.0, 0.5], dtype=torch.float64)
+    model, rho = Quadratic(torch.diag(eigs)), 0.05
+    keep = torch.tensor([False, True, True, True])
+    seen = []
+
+    def loss_watching_the_pruned_weight(m: Quadratic) -> torch.Tensor:
+        seen.append(float(m.w[0] - m.w_star[0]))
+        return quad_loss(m)
+
+    out = sharpness(model, loss_watching_the_pruned_weight, rho=rho, steps=20, masks={"w": keep})
+    assert out["sharpness"] == pytest.approx(0.5 * rho ** 2 * 3.0, rel=0.03)
+    assert set(seen) == {0.0}
+    unmasked = sharpness(model, quad_loss, rho=rho, steps=20)
+    assert unmasked["sharpness"] == pytest.approx(0.5 * rho ** 2 * 9.0, rel=0.03)

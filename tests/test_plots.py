@@ -49,3 +49,11 @@ def test_layer_sparsity_draws_each_ticket_and_the_overlap_against_chance():
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == \
         [f"L2.{p}" for p in forward] + [f"L10.{p}" for p in forward] + ["pooler"]
     assert len(fig.axes[1].get_lines()) == 2
+
+
+def test_ticket_sharpness_draws_one_series_per_mask_and_optimizer():
+    records = [{"task": "mrpc", "mask": m, "optimizer": o, "sharpness": 0.1 + i, "rho": 0.05,
+                "best_score": 0.8} for i, (m, o) in enumerate(
+                    [(m, o) for m in ("random", "adam", "sam") for o in ("adam", "sam")])]
+    fig = plots.ticket_sharpness(records)
+    assert len(fig.axes[0].collections) == 6 and fig.axes[0].get_xscale() == "log"

@@ -109,3 +109,12 @@ def test_overhead_table_shows_every_repeat_and_the_fastest_ratio():
               "overhead": 0.52 / 0.5 - 1}
     row = tables.overhead_table([timing]).loc[("MRPC", "Adam")]
     assert row["dense s/step"] == "0.500, 0.600" and row["overhead"] == "+4.0%"
+
+
+def test_sharpness_correlation_is_negative_when_flatter_tickets_score_higher():
+    records = [{"task": "mrpc", "mask": m, "optimizer": "adam", "sharpness": s, "best_score": b}
+               for m, s, b in (("random", 0.9, 0.70), ("adam", 0.5, 0.80), ("adam", 0.4, 0.82),
+                               ("sam", 0.2, 0.84), ("sam", 0.3, 0.83))]
+    row = tables.sharpness_correlation(records).loc["MRPC"]
+    assert row["all tickets: Spearman"] == "-1.00" and row["all tickets: models"] == 5
+    assert row["Adam and SAM masks: Spearman"] == "-1.00" and row["Adam and SAM masks: models"] == 4
