@@ -39,11 +39,17 @@ def profiles_table(profiles: tuple[Profile, ...] = tuple(PROFILES.values())) -> 
 
 def _show(value) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k}: ({_show(v)})" if isinstance(v, dict) else f"{k}: {_show(v)}"
-                         for k, v in value.items()) or "-"
+        return ", ".join(f"{k}: {_show_nested(v)}" for k, v in value.items()) or "-"
     if isinstance(value, tuple):
         return ", ".join(map(str, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _show_nested(value) -> str:
+    """A value inside a dict: a per-task dict with only a default shows as that default."""
+    if isinstance(value, dict):
+        return _show(value["default"]) if list(value) == ["default"] else f"({_show(value)})"
+    return _show(value)
 
 
 def cuts_markdown(profile: Profile, only: tuple[str, ...] | None = None) -> str:
