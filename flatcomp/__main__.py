@@ -4,21 +4,30 @@
     python -m flatcomp run finetune --profile small --task rte mrpc --optimizer adam
     python -m flatcomp run imp --profile small --task mrpc --optimizer sam --round 0 1 2
     python -m flatcomp report --profile small
+    python -m flatcomp lottery --profile small --workers 12 --stop-after 480 --kill-after 540
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from flatcomp import schedule
 from flatcomp.config import PROFILES, get_profile
 from flatcomp.experiments import EXPERIMENTS, get_experiment, load_or_run, select, unit_id
 from flatcomp.results import CorruptResultError, ResultsStore
 
 
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"{text!r}: say true or false")
+    return text.lower() == "true"
+
+
 # The unit keys that `run` can select on, and their types.
 UNIT_FILTERS = {"task": str, "optimizer": str, "seed": int, "mask": str, "source": str,
-                "round": int}
+                "round": int, "rewind": _boolean}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="compute the missing units of an experiment")
     run.add_argument("experiment", choices=sorted(EXPERIMENTS))
     report = sub.add_parser("report", help="what is stored, per experiment")
-    for p in (run, report):
+    lottery = sub.add_parser("lottery", help="every lottery experiment, in parallel processes "
+                             "(a GPU box): see flatcomp.schedule")
+    lottery.add_argument("--workers", type=int, default=4, help="processes at once (default 4)")
+    lottery.add_argument("--stop-after", type=float, default=float("inf"), metavar="SECONDS",
+                         help="start no job after this")
+    lottery.add_argument("--kill-after", type=float, default=float("inf"), metavar="SECONDS",
+                         help="kill the jobs still running after this")
+    lottery.add_argument("--logs", type=Path, default=Path("lottery-logs"),
+                         help="one log per job (default lottery-logs/)")
+    for p in (run, report, lottery):
         p.add_argument("--profile", choices=sorted(PROFILES),
                        help="default: $FLATCOMP_PROFILE, else small")
     for key, kind in UNIT_FILTERS.items():
@@ -43,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:{width}s} {exp.description} (units: {sizes})")
             return 0
         profile = get_profile(args.profile)
+        if args.command == "lottery":
+            outcomes = schedule.run_jobs(profile, schedule.lottery_jobs(profile), args.workers,
+                                         args.logs, args.stop_after, args.kill_after)
+            print(schedule.summary(outcomes))
+            return 0 if all(o.status == "done" for o in outcomes) else 1
         store = ResultsStore(profile)
         if args.command == "run":
             results = load_or_run(profile, args.experiment, store,

@@ -428,7 +428,7 @@ def _run_ticket(profile: Profile, unit: Unit) -> dict:
     masks = ticket_masks(profile, unit.get("source", task), unit["mask"], unit["seed"])
     if (unit.get("source", task) == task and unit["mask"] == unit["optimizer"]
             and unit["seed"] == profile.seeds[0]):
-        imp_unit = _ticket_imp_unit(profile, task, unit["mask"])
+        imp_unit = ticket_imp_unit(profile, task, unit["mask"])
         imp_unit["round"] += 1
         record = ResultsStore(profile).load_or_run("imp", unit_id(imp_unit),
                                                    lambda: _run_imp(profile, imp_unit), unit["seed"])
@@ -445,14 +445,14 @@ def ticket_masks(profile: Profile, task: str, mask: str, seed: int) -> dict[str,
     as many weights per layer as the Adam ticket, at positions drawn with ``seed``."""
     from flatcomp import pruning
 
-    source = _ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
+    source = ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
     ResultsStore(profile).load_or_run("imp", unit_id(source), lambda: _run_imp(profile, source),
                                       source["seed"])
     masks, _ = pruning.load_masks(_imp_path(profile, source, source["round"] + 1, "masks"))
     return pruning.random_masks(masks, seed=seed) if mask == "random" else masks
 
 
-def _ticket_imp_unit(profile: Profile, task: str, optimizer: str) -> Unit:
+def ticket_imp_unit(profile: Profile, task: str, optimizer: str) -> Unit:
     """The IMP round (with rewinding, first seed) after which ``task``'s ticket is pruned."""
     k = round(ticket_sparsity(profile, task) / profile.imp_rate)
     return dict(task=task, optimizer=optimizer, rewind=True, seed=profile.seeds[0], round=k - 1)
@@ -520,7 +520,7 @@ def _run_ticket_flatness(profile: Profile, unit: Unit) -> dict:
     settings = FLATNESS_SETTINGS[profile.name]
     model, record = _ticket_model(profile, unit)
     masks = ticket_masks(profile, unit["task"], unit["mask"], unit["seed"])
-    sharp = sharpness(model, _fixed_rows_loss(profile, unit["task"]), rho=profile.sam_rho,
+    sharp = sharpness(model.to(default_device()), _fixed_rows_loss(profile, unit["task"]), rho=profile.sam_rho,
                       steps=settings["sharpness_steps"], masks=masks)
     return {**unit, "rows": settings["rows"], "rho": profile.sam_rho, "loss": sharp["loss"],
             "sharpness": sharp["sharpness"], "best_score": record["best_score"],

@@ -1,0 +1,171 @@
+"""The lottery experiments as parallel processes on one machine (a GPU box, or many cores).
+
+IMP is a chain: round k trains under the masks that round k - 1 pruned. A ticket needs the IMP
+round that pruned it, a transferred ticket its source task's, and the analyses need the tickets.
+:func:`lottery_jobs` lists that work as jobs in the order of importance (the ticket table first,
+then the curves, the transfer grid, the rest), each naming the stored units it needs first, and
+:func:`run_jobs` keeps ``workers`` processes busy with the most important job that is ready. A
+MiniLM fine-tune leaves a large GPU mostly idle, so a dozen of them at once go nearly a dozen
+times faster than one after another.
+
+Every job is ``python -m flatcomp run ...``: it stores each unit as it finishes, so a job killed
+at the deadline loses only the unit it was training, and a later run resumes from the store.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flatcomp.config import Profile
+from flatcomp.experiments import get_experiment, ticket_imp_unit, unit_id
+from flatcomp.results import ResultsStore
+
+Need = tuple[str, str]  # (experiment, unit id) that must be stored before a job starts
+
+
+@dataclass(frozen=True)
+class Job:
+    """``python -m flatcomp run <experiment>`` on the units that match ``filters``."""
+
+    experiment: str
+    filters: dict[str, list]
+    needs: tuple[Need, ...] = ()
+
+    @property
+    def name(self) -> str:
+        values = "-".join(str(v) for values in self.filters.values() for v in values)
+        return f"{self.experiment}-{values}"
+
+    def command(self, profile: Profile) -> list[str]:
+        args = [sys.executable, "-m", "flatcomp", "run", self.experiment, "--profile", profile.name]
+        for key, values in self.filters.items():
+            args += [f"--{key}", *map(str, values)]
+        return args
+
+
+def lottery_jobs(profile: Profile) -> list[Job]:
+    """Every unit of the lottery experiments, as jobs in the order they should start:
+    IMP with rewinding (one chain per task and optimizer), then per task the mask x optimizer
+    table, the mask analysis and compound compression, then ticket transfer, IMP without
+    rewinding, and the tickets' flatness."""
+    lot = profile.for_lottery()
+    seed = lot.seeds[0]
+
+    def imp(task: str, optimizer: str, rewind: bool, k: int) -> Need:
+        return "imp", unit_id(dict(task=task, optimizer=optimizer, rewind=rewind, seed=seed,
+                                   round=k))
+
+    def pruned(task: str, mask: str, later: int = 0) -> Need:  # the round that pruned the ticket
+        unit = ticket_imp_unit(lot, task, "adam" if mask == "random" else mask)
+        return imp(task, unit["optimizer"], True, unit["round"] + later)
+
+    def ticket(unit: dict) -> Need:
+        return "tickets", unit_id(unit)
+
+    chains = [(t, o) for t in lot.tasks for o in ("adam", "sam")]
+    jobs = [Job("imp", dict(task=[t], optimizer=[o], rewind=[True])) for t, o in chains
+            if True in lot.imp_rewind]
+    tickets = get_experiment("tickets").units(lot)
+    for task in lot.tasks:
+        for mask in ("random", "adam", "sam"):
+            for optimizer in ("adam", "sam"):  # every seed; IMP's own round if mask = optimizer
+                jobs.append(Job("tickets", dict(task=[task], mask=[mask], optimizer=[optimizer]),
+                                (pruned(task, mask, later=int(mask == optimizer)),)))
+        jobs.append(Job("mask_analysis", dict(task=[task]),
+                        (pruned(task, "adam"), pruned(task, "sam"))))
+        jobs.append(Job("compound", dict(task=[task]), tuple(
+            ticket(u) for u in get_experiment("compound").units(lot) if u["task"] == task)))
+    for source in lot.tasks:
+        for task in lot.tasks:
+            if task != source:
+                jobs.append(Job("transfer", dict(source=[source], task=[task]),
+                                (pruned(source, "adam"), pruned(source, "sam"))))
+    jobs += [Job("imp", dict(task=[t], optimizer=[o], rewind=[False]), (imp(t, o, True, 0),))
+             for t, o in chains if False in lot.imp_rewind]
+    jobs += [Job("ticket_flatness", dict(task=[task]),
+                 tuple(ticket(u) for u in tickets if u["task"] == task)) for task in lot.tasks]
+    return jobs
+
+
+@dataclass
+class Outcome:
+    """How a job ended: ``done``, ``failed`` (exit status), ``killed`` at the deadline, or
+    ``not started`` (its needs were never met, or the deadline came first)."""
+
+    job: Job
+    status: str = "not started"
+    seconds: float = 0.0
+    log: Path | None = None
+
+
+@dataclass
+class _Running:
+    outcome: Outcome
+    process: subprocess.Popen
+    started: float
+    log_file: object = field(repr=False, default=None)
+
+
+def run_jobs(profile: Profile, jobs: list[Job], workers: int, log_dir: Path,
+             stop_after: float = float("inf"), kill_after: float = float("inf"),
+             store: ResultsStore | None = None, poll: float = 1.0) -> list[Outcome]:
+    """Run ``jobs`` in up to ``workers`` processes, always starting the first ready one (all its
+    needs stored). No job starts after ``stop_after`` seconds; those still running at
+    ``kill_after`` are killed. Each job's output goes to ``log_dir/<job name>.log``."""
+    store = store or ResultsStore(profile.for_lottery())
+    log_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = [Outcome(job) for job in jobs]
+    waiting, running, start = list(outcomes), [], time.monotonic()
+
+    def ready(outcome: Outcome) -> bool:
+        return all(store.path(e, u).exists() for e, u in outcome.job.needs)
+
+    while True:
+        elapsed = time.monotonic() - start
+        for r in [r for r in running if r.process.poll() is not None]:
+            running.remove(r)
+            r.log_file.close()
+            r.outcome.seconds = time.monotonic() - r.started
+            code = r.process.returncode
+            r.outcome.status = "done" if code == 0 else f"failed (exit {code})"
+            _say(elapsed, f"{r.outcome.status:>8s} {r.outcome.job.name} ({r.outcome.seconds:.0f} s)")
+        if elapsed > kill_after:
+            for r in running:
+                r.process.kill()
+                r.process.wait()
+                r.log_file.close()
+                r.outcome.status, r.outcome.seconds = "killed", time.monotonic() - r.started
+                _say(elapsed, f"  killed {r.outcome.job.name}")
+            return outcomes
+        while elapsed < stop_after and len(running) < workers:
+            outcome = next((o for o in waiting if ready(o)), None)
+            if outcome is None:
+                break
+            waiting.remove(outcome)
+            outcome.log = log_dir / f"{outcome.job.name}.log"
+            log_file = outcome.log.open("w")
+            process = subprocess.Popen(outcome.job.command(profile), stdout=log_file,
+                                       stderr=subprocess.STDOUT)
+            running.append(_Running(outcome, process, time.monotonic(), log_file))
+            _say(elapsed, f" started {outcome.job.name}")
+        if not running:
+            return outcomes
+        time.sleep(poll)
+
+
+def _say(elapsed: float, message: str) -> None:
+    print(f"[{elapsed:6.0f} s] {message}", flush=True)
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    """One line per status, e.g. ``done: 40, not started: 3 (transfer-..., ...)``."""
+    by_status: dict[str, list[str]] = {}
+    for o in outcomes:
+        by_status.setdefault(o.status, []).append(o.job.name)
+    return "\n".join(f"{status}: {len(names)}" + ("" if status == "done" else
+                     f" ({', '.join(names[:8])}{' ...' if len(names) > 8 else ''})")
+                     for status, names in by_status.items())
