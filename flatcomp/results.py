@@ -130,11 +130,12 @@ def provenance(profile: Profile, seed: int | None, seconds: float, cut: str | No
 
 
 def _code_version() -> dict:
-    """The commit and whether tracked files differ from it; a copy without git (a GPU box that
-    got the working tree only) names its commit in ``$FLATCOMP_GIT_COMMIT``, dirtiness unknown."""
+    """The commit and whether tracked files differ from it. A copy of the working tree whose own
+    git is absent or not ours (a GPU box) is told its commit in ``$FLATCOMP_GIT_COMMIT``; then
+    whether it was dirty is unknown."""
+    if os.environ.get("FLATCOMP_GIT_COMMIT"):
+        return {"git_commit": os.environ["FLATCOMP_GIT_COMMIT"], "git_dirty": None}
     commit = _git("rev-parse", "HEAD")
-    if commit is None:
-        return {"git_commit": os.environ.get("FLATCOMP_GIT_COMMIT"), "git_dirty": None}
     return {"git_commit": commit,
             "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
 
