@@ -520,8 +520,8 @@ def _run_ticket_flatness(profile: Profile, unit: Unit) -> dict:
     settings = FLATNESS_SETTINGS[profile.name]
     model, record = _ticket_model(profile, unit)
     masks = ticket_masks(profile, unit["task"], unit["mask"], unit["seed"])
-    sharp = sharpness(model.to(default_device()), _fixed_rows_loss(profile, unit["task"]), rho=profile.sam_rho,
-                      steps=settings["sharpness_steps"], masks=masks)
+    sharp = sharpness(model.to(default_device()), _fixed_rows_loss(profile, unit["task"]),
+                      rho=profile.sam_rho, steps=settings["sharpness_steps"], masks=masks)
     return {**unit, "rows": settings["rows"], "rho": profile.sam_rho, "loss": sharp["loss"],
             "sharpness": sharp["sharpness"], "best_score": record["best_score"],
             "sparsity": record["sparsity"]}
@@ -640,18 +640,24 @@ def select(units: list[Unit], **wanted) -> list[Unit]:
 
 
 def load_or_run(profile: Profile, experiment: str, store: ResultsStore | None = None,
-                progress: bool = True, **wanted) -> list[dict]:
-    """Every (selected) unit of an experiment: stored ones at once, missing ones computed."""
+                progress: bool = True, missing: str = "run", **wanted) -> list[dict]:
+    """Every (selected) unit of an experiment: stored ones at once, missing ones computed, or
+    left out with ``missing="skip"`` (to show what a long run has stored so far)."""
+    if missing not in ("run", "skip"):
+        raise ValueError(f"missing={missing!r}: say 'run' (compute them) or 'skip' (leave out)")
     exp = get_experiment(experiment)
     profile = profile.for_lottery() if exp.lottery else profile
     store = store or ResultsStore(profile)
     units = select(exp.units(profile), **wanted)
-    missing = any(store.load(exp.name, unit_id(u)) is None for u in units)
-    results = []
-    for unit in tqdm(units, desc=experiment, disable=not (progress and missing), leave=False):
-        results.append(store.load_or_run(exp.name, unit_id(unit),
-                                         lambda u=unit: exp.run(profile, u), unit.get("seed")))
-    return results
+    stored = {unit_id(u): store.load(exp.name, unit_id(u)) for u in units}
+    if missing == "skip":
+        return [record for record in stored.values() if record is not None]
+    todo = [u for u in units if stored[unit_id(u)] is None]
+    for unit in tqdm(todo, desc=experiment, disable=not (progress and todo), leave=False):
+        stored[unit_id(unit)] = store.load_or_run(exp.name, unit_id(unit),
+                                                  lambda u=unit: exp.run(profile, u),
+                                                  unit.get("seed"))
+    return [stored[unit_id(u)] for u in units]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -104,6 +104,14 @@ def main_score(task: str, metrics: dict[str, float]) -> float:
     return float(metrics[name])
 
 
+def recorded_score(record: dict) -> float:
+    """A stored fine-tune's best dev score. A model whose predictions were constant in every
+    epoch has no defined correlation (STS-B's Pearson, CoLA's MCC), stored as -inf: it counts as
+    0, no correlation, so that it can be averaged with the others."""
+    score = record["best_score"]
+    return score if np.isfinite(score) else 0.0
+
+
 # ----------------------------------------------------------------------------- SQuAD v1.1
 
 def normalize_answer(s: str) -> str:

@@ -7,7 +7,7 @@ import re
 import matplotlib.pyplot as plt
 import numpy as np
 
-from flatcomp.metrics import MAIN_METRIC
+from flatcomp.metrics import MAIN_METRIC, recorded_score
 from flatcomp.tables import FLATNESS_MEASURES, TASK_NAMES
 
 OPTIMIZER_COLORS = {"adam": "tab:blue", "sam": "tab:orange", "swa": "tab:green"}
@@ -38,10 +38,14 @@ def length_histograms(cards: list[dict], max_length: int) -> plt.Figure:
     return fig
 
 
-def _task_panels(tasks: list[str], height: float = 3.6) -> tuple[plt.Figure, np.ndarray]:
-    """A row of panels, one per task."""
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), height), squeeze=False)
-    return fig, axes[0]
+def _task_panels(tasks: list[str], height: float = 3.6,
+                 per_row: int = 3) -> tuple[plt.Figure, np.ndarray]:
+    """One panel per task, ``per_row`` to a row (unused panels of the last row hidden)."""
+    columns, rows = min(per_row, len(tasks)), -(-len(tasks) // per_row)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, height * rows), squeeze=False)
+    for ax in axes.flat[len(tasks):]:
+        ax.set_visible(False)
+    return fig, axes.flat[:len(tasks)]
 
 
 def _label_task_panel(ax: plt.Axes, task: str, xlabel: str, **legend) -> None:
@@ -222,7 +226,8 @@ def imp_curves(rounds: list[dict], reference: dict[str, float],
                                                  if r["task"] == task):
             mine = sorted((r for r in rounds if (r["task"], r["optimizer"], r["rewind"])
                            == (task, optimizer, rewind)), key=lambda r: r["round"])
-            ax.plot([100 * r["sparsity"] for r in mine], [100 * r["best_score"] for r in mine],
+            ax.plot([100 * r["sparsity"] for r in mine],
+                    [100 * recorded_score(r) for r in mine],
                     color=OPTIMIZER_COLORS[optimizer], linestyle="-" if rewind else "--",
                     marker="o", markersize=3,
                     label=f"{optimizer}, {'rewind' if rewind else 'continue'}")
@@ -243,8 +248,8 @@ def transfer_heatmaps(cells: list[dict]) -> plt.Figure:
     points. Top: SAM ticket minus Adam ticket, fine-tuned with Adam (left) and with SAM (right).
     Bottom: SAM fine-tuning minus Adam fine-tuning, on the Adam ticket and on the SAM ticket.
     ``cells`` are transfer and ticket records (the diagonal), with ``source`` or not."""
-    score = {(r.get("source", r["task"]), r["task"], r["mask"], r["optimizer"]): r["best_score"]
-             for r in cells if r["mask"] in ("adam", "sam")}
+    score = {(r.get("source", r["task"]), r["task"], r["mask"], r["optimizer"]):
+             recorded_score(r) for r in cells if r["mask"] in ("adam", "sam")}
     tasks = list(dict.fromkeys(t for key in score for t in key[:2]))
     panels = [(f"SAM ticket − Adam ticket, {o} fine-tuning", ("sam", o), ("adam", o))
               for o in ("adam", "sam")]
@@ -286,7 +291,8 @@ def ticket_sharpness(records: list[dict]) -> plt.Figure:
         for mask, optimizer in dict.fromkeys((r["mask"], r["optimizer"]) for r in records):
             mine = [r for r in records if (r["task"], r["mask"], r["optimizer"])
                     == (task, mask, optimizer)]
-            ax.scatter([r["sharpness"] for r in mine], [100 * r["best_score"] for r in mine],
+            ax.scatter([r["sharpness"] for r in mine],
+                       [100 * recorded_score(r) for r in mine],
                        marker=MASK_MARKERS[mask], color=OPTIMIZER_COLORS[optimizer], s=30,
                        label=f"{mask} mask, {optimizer}")
         ax.set_xscale("log")

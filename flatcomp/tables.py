@@ -8,7 +8,7 @@ import pandas as pd
 
 from flatcomp.config import PROFILES, Profile
 from flatcomp.experiments import mean_std
-from flatcomp.metrics import MAIN_METRIC
+from flatcomp.metrics import MAIN_METRIC, recorded_score
 from flatcomp.paper import FULL_BERT_BASE, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER
 
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
@@ -26,8 +26,10 @@ def pct(x: float) -> str:
 
 
 def pm(values: list[float]) -> str:
-    """'mean ± std' in percent over seeds."""
+    """'mean ± std' in percent over seeds ('score (1 seed)' for a single one)."""
     mean, std = mean_std(values)
+    if len(values) == 1:
+        return f"{100 * mean:.1f} (1 seed)"
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
@@ -323,7 +325,7 @@ def mask_table(tickets: list[dict]) -> pd.DataFrame:
     groups = defaultdict(list)
     for r in tickets:
         groups[(r["task"], round(r["sparsity"], 2), r["mask"], r["optimizer"])].append(
-            r["best_score"])
+            recorded_score(r))
     rows = defaultdict(dict)
     for (task, sparsity, mask, optimizer), scores in groups.items():
         row = rows[(TASK_NAMES[task], f"{100 * sparsity:.0f}%", f"{mask} mask")]
@@ -331,7 +333,7 @@ def mask_table(tickets: list[dict]) -> pd.DataFrame:
         paper = MASK_X_OPTIMIZER.get((task, sparsity), {}).get((mask, optimizer))
         row[f"{OPTIMIZER_NAMES[optimizer]} (paper)"] = (f"{paper[0]:.1f} ± {paper[1]:.1f}"
                                                         if paper else "-")
-    table = pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index").fillna("-")
     table.index.names = ["task", "sparsity", "mask"]
     return table
 
@@ -339,7 +341,7 @@ def mask_table(tickets: list[dict]) -> pd.DataFrame:
 def imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.DataFrame:
     """Per task, IMP with rewinding: the dense model (round 0) and the ticket at the task's
     ``reference`` sparsity, Adam and SAM, beside the paper's tickets (BERT-base)."""
-    score = {(r["task"], r["optimizer"], round(r["sparsity"], 2)): r["best_score"]
+    score = {(r["task"], r["optimizer"], round(r["sparsity"], 2)): recorded_score(r)
              for r in rounds if r["rewind"]}
     rows = {}
     for task in dict.fromkeys(r["task"] for r in rounds):
@@ -362,7 +364,7 @@ def mask_effects(tickets: list[dict]) -> pd.DataFrame:
     groups = defaultdict(list)
     for r in tickets:
         groups[(r["task"], round(r["sparsity"], 2), r["mask"], r["optimizer"])].append(
-            r["best_score"])
+            recorded_score(r))
     comparisons = [(f"SAM mask − Adam mask, {o} fine-tuning", ("sam", o), ("adam", o))
                    for o in ("adam", "sam")]
     comparisons += [(f"SAM − Adam fine-tuning, {m} mask", (m, "sam"), (m, "adam"))
@@ -372,7 +374,7 @@ def mask_effects(tickets: list[dict]) -> pd.DataFrame:
         paper = MASK_X_OPTIMIZER.get((task, sparsity), {})
         for label, better, worse in comparisons:
             a, b = groups.get((task, sparsity, *better)), groups.get((task, sparsity, *worse))
-            if not a or not b:
+            if not a or not b or min(len(a), len(b)) < 2:  # no error bar from one seed
                 continue
             (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
             error = (sa ** 2 / len(a) + sb ** 2 / len(b)) ** 0.5
@@ -409,8 +411,55 @@ def sharpness_correlation(records: list[dict]) -> pd.DataFrame:
         row = {}
         for label, group in (("all tickets", mine), ("Adam and SAM masks", found)):
             rho = spearmanr([r["sharpness"] for r in group],
-                            [r["best_score"] for r in group]).statistic if len(group) > 2 else None
+                            [recorded_score(r) for r in group]).statistic \
+                if len(group) > 2 else None
             row[f"{label}: models"] = len(group)
             row[f"{label}: Spearman"] = f"{rho:+.2f}" if rho is not None else "-"
         rows[TASK_NAMES[task]] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
+
+
+def overlap_table(analyses: list[dict]) -> pd.DataFrame:
+    """Per task, how much the Adam and SAM tickets agree: the fraction of prunable weights on
+    which the two masks agree, and the Jaccard overlap of what they keep, each beside two
+    independent random masks of the same densities."""
+    rows = {TASK_NAMES[a["task"]]: {
+        "sparsity": f"{100 * a['sparsity']:.0f}%",
+        "agreement": f"{100 * a['overlap']['agreement']:.1f}%",
+        "agreement by chance": f"{100 * a['overlap']['chance_agreement']:.1f}%",
+        "Jaccard of kept weights": f"{a['overlap']['jaccard']:.3f}",
+        "Jaccard by chance": f"{a['overlap']['chance_jaccard']:.3f}"} for a in analyses}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
+
+
+def coverage_table(profile: Profile, experiments: tuple[str, ...]) -> pd.DataFrame:
+    """Per experiment: how many of the profile's units are stored, and which tasks are complete."""
+    from flatcomp.experiments import get_experiment, unit_id
+    from flatcomp.results import ResultsStore
+
+    rows = {}
+    for name in experiments:
+        exp = get_experiment(name)
+        at = profile.for_lottery() if exp.lottery else profile
+        store, units = ResultsStore(at), exp.units(at)
+        have = [store.path(name, unit_id(u)).exists() for u in units]
+        tasks = dict.fromkeys(u["task"] for u in units)
+        complete = [TASK_NAMES[t] for t in tasks
+                    if all(h for u, h in zip(units, have) if u["task"] == t)]
+        rows[name] = {"stored": sum(have), "planned": len(units),
+                      "complete for": ", ".join(complete) or "-"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("experiment")
+
+
+def layer_pruned(analyses: list[dict], layer: str, size: int) -> pd.DataFrame:
+    """Per task, how much of one prunable matrix (``size`` weights) each ticket prunes, and how
+    many of its weights it keeps."""
+    rows = {}
+    for a in analyses:
+        row = {"ticket sparsity": f"{100 * a['sparsity']:.0f}%"}
+        for optimizer in ("adam", "sam"):
+            pruned = a["layers"][optimizer][layer]
+            row[f"{OPTIMIZER_NAMES[optimizer]} ticket: pruned"] = f"{100 * pruned:.2f}%"
+            row[f"{OPTIMIZER_NAMES[optimizer]} ticket: kept"] = round((1 - pruned) * size)
+        rows[TASK_NAMES[a["task"]]] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")

@@ -385,3 +385,22 @@ def test_ticket_flatness_measures_the_stored_tickets_subnetwork(smoke):
     [ticket] = load_or_run(smoke, "tickets", progress=False, **wanted)
     assert (r["best_score"], r["sparsity"]) == (ticket["best_score"], ticket["sparsity"])
     assert r["sharpness"] >= 0 and r["loss"] > 0
+
+
+def test_load_or_run_can_show_only_what_is_stored(smoke):
+    from flatcomp.experiments import load_or_run
+
+    wanted = dict(task=["mrpc"], optimizer=["adam"], rewind=[True])
+    assert load_or_run(smoke, "imp", missing="skip", **wanted) == []
+    [first] = load_or_run(smoke, "imp", round=[0], progress=False, **wanted)
+    assert load_or_run(smoke, "imp", missing="skip", **wanted) == [first]
+    with pytest.raises(ValueError, match="'run'.*'skip'"):
+        load_or_run(smoke, "imp", missing="later")
+
+
+def test_the_command_line_selects_on_rewind(capsys):
+    assert main(["run", "imp", "--profile", "smoke", "--task", "mrpc", "--optimizer", "adam",
+                 "--rewind", "true", "--round", "0"]) == 0
+    assert "1 units of imp" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["run", "imp", "--profile", "smoke", "--rewind", "maybe"])

@@ -181,3 +181,10 @@ def test_squad_metrics_averages_and_missing_predictions():
     assert got["exact_match"] == pytest.approx(1 / 3)            # (1 + 0 + 0) / 3
     assert got["f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)       # = 5/9
     assert all(type(v) is float for v in got.values())
+
+
+def test_recorded_score_counts_an_undefined_correlation_as_zero():
+    from flatcomp.metrics import recorded_score
+
+    assert recorded_score({"best_score": 0.83}) == 0.83
+    assert recorded_score({"best_score": float("-inf")}) == 0.0

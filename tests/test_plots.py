@@ -57,3 +57,13 @@ def test_ticket_sharpness_draws_one_series_per_mask_and_optimizer():
                     [(m, o) for m in ("random", "adam", "sam") for o in ("adam", "sam")])]
     fig = plots.ticket_sharpness(records)
     assert len(fig.axes[0].collections) == 6 and fig.axes[0].get_xscale() == "log"
+
+
+def test_task_panels_wrap_after_three_tasks():
+    tasks = ("mrpc", "sst2", "rte", "stsb", "cola")
+    rounds = [{"task": t, "optimizer": "adam", "rewind": True, "round": k, "sparsity": k / 10,
+               "best_score": 0.8} for t in tasks for k in range(2)]
+    fig = plots.imp_curves(rounds, reference={}, paper={})
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["MRPC", "SST-2", "RTE", "STS-B", "CoLA"]
+    assert len(fig.axes) == 6 and fig.get_size_inches()[0] == 3 * 5.5

@@ -154,3 +154,14 @@ def test_json_list_is_a_foreign_file(store):
     path.write_text("[1, 2, 3]")
     with pytest.raises(CorruptResultError, match="not written by flatcomp"):
         store.load("exp", "u")
+
+
+def test_a_copy_without_our_git_is_told_its_commit(monkeypatch):
+    """A GPU box's copy of the working tree: $FLATCOMP_GIT_COMMIT wins over whatever git says."""
+    from flatcomp import results
+
+    monkeypatch.setenv("FLATCOMP_GIT_COMMIT", "abc1234")
+    monkeypatch.setattr(results, "_git", lambda *args: "stale")
+    assert results._code_version() == {"git_commit": "abc1234", "git_dirty": None}
+    monkeypatch.delenv("FLATCOMP_GIT_COMMIT")
+    assert results._code_version()["git_commit"] == "stale"

@@ -118,3 +118,57 @@ def test_sharpness_correlation_is_negative_when_flatter_tickets_score_higher():
     row = tables.sharpness_correlation(records).loc["MRPC"]
     assert row["all tickets: Spearman"] == "-1.00" and row["all tickets: models"] == 5
     assert row["Adam and SAM masks: Spearman"] == "-1.00" and row["Adam and SAM masks: models"] == 4
+
+
+def test_pm_names_a_single_seed_instead_of_a_zero_spread():
+    assert tables.pm([0.8, 0.82]) == "81.0 ± 1.4"
+    assert tables.pm([0.861]) == "86.1 (1 seed)"
+
+
+def test_a_collapsed_regression_counts_as_no_correlation():
+    runs = [{"task": "stsb", "sparsity": 0.5, "mask": "adam", "optimizer": "sam",
+             "best_score": s} for s in (0.7, float("-inf"))]
+    assert tables.mask_table(runs).loc[("STS-B", "50%", "adam mask"), "SAM (ours)"] \
+        == "35.0 ± 49.5"
+
+
+def test_mask_table_marks_a_cell_without_runs_and_effects_need_two_seeds():
+    runs = [{"task": "sst2", "sparsity": 0.6, "mask": m, "optimizer": o, "best_score": s}
+            for m, o, ss in (("adam", "adam", (0.85, 0.84)), ("sam", "adam", (0.86,)),
+                             ("adam", "sam", (0.84, 0.85)))
+            for s in ss]
+    table = tables.mask_table(runs)
+    assert table.loc[("SST-2", "60%", "sam mask"), "SAM (ours)"] == "-"
+    effects = tables.mask_effects(runs)
+    assert list(effects.index.get_level_values(2)) == ["SAM − Adam fine-tuning, adam mask"]
+
+
+def _analysis(task, pooler_adam, pooler_sam):
+    return {"task": task, "sparsity": 0.5,
+            "layers": {"adam": {"pooler": pooler_adam}, "sam": {"pooler": pooler_sam}},
+            "overlap": {"agreement": 0.98, "chance_agreement": 0.5, "jaccard": 0.97,
+                        "chance_jaccard": 1 / 3}}
+
+
+def test_overlap_table_sets_agreement_beside_chance():
+    row = tables.overlap_table([_analysis("rte", 1.0, 1.0)]).loc["RTE"]
+    assert (row["agreement"], row["agreement by chance"]) == ("98.0%", "50.0%")
+    assert (row["Jaccard of kept weights"], row["Jaccard by chance"]) == ("0.970", "0.333")
+
+
+def test_layer_pruned_counts_the_weights_each_ticket_keeps():
+    row = tables.layer_pruned([_analysis("rte", 0.9975, 1.0)], "pooler", 400).loc["RTE"]
+    assert (row["Adam ticket: pruned"], row["Adam ticket: kept"]) == ("99.75%", 1)
+    assert (row["SAM ticket: pruned"], row["SAM ticket: kept"]) == ("100.00%", 0)
+
+
+def test_coverage_table_counts_stored_units_and_complete_tasks(smoke):
+    from flatcomp.experiments import load_or_run
+
+    load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True], progress=False)
+    table = tables.coverage_table(smoke, ("imp", "transfer"))
+    rounds = smoke.imp_rounds + 1
+    assert table.loc["imp", "stored"] == rounds
+    assert table.loc["imp", "planned"] == 2 * 2 * len(smoke.imp_rewind) * rounds
+    assert table.loc["imp", "complete for"] == "-"
+    assert (table.loc["transfer", "stored"], table.loc["transfer", "complete for"]) == (0, "-")
