@@ -380,9 +380,9 @@ def _run_imp(profile: Profile, unit: Unit) -> dict:
         previous = {**unit, "round": k - 1}
         ResultsStore(profile).load_or_run("imp", unit_id(previous),
                                           lambda: _run_imp(profile, previous), seed)
-        masks, _ = pruning.load_masks(_imp_path(profile, unit, k, "masks"))
-        start_state = None if unit["rewind"] else load_file(_imp_path(profile, unit, k - 1,
-                                                                      "weights"))
+        masks, _ = pruning.load_masks(_cached(_imp_path(profile, unit, k, "masks"), previous))
+        start_state = None if unit["rewind"] else load_file(
+            _cached(_imp_path(profile, unit, k - 1, "weights"), previous))
         train, dev, cut = encoded_task(profile, task)
         train_fn = lambda model, m: fine_tune(model, train, dev, task, profile, optimizer, seed,
                                               masks=m, epochs=epochs, lr=lr)
@@ -448,8 +448,21 @@ def ticket_masks(profile: Profile, task: str, mask: str, seed: int) -> dict[str,
     source = ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
     ResultsStore(profile).load_or_run("imp", unit_id(source), lambda: _run_imp(profile, source),
                                       source["seed"])
-    masks, _ = pruning.load_masks(_imp_path(profile, source, source["round"] + 1, "masks"))
+    masks, _ = pruning.load_masks(_cached(_imp_path(profile, source, source["round"] + 1,
+                                                    "masks"), source))
     return pruning.random_masks(masks, seed=seed) if mask == "random" else masks
+
+
+def _cached(path: Path, maker: Unit) -> Path:
+    """``path``, which the stored IMP round ``maker`` left in the checkpoint cache; a clear error
+    if the round was stored on another machine (or the cache was cleared) and the file is gone."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path.name} is not in the checkpoint cache ({path.parent}), though IMP round "
+            f"{unit_id(maker)} is stored: it was computed on another machine or the cache was "
+            f"cleared. Point FLATCOMP_CACHE at that machine's cache, or move that task's stored "
+            f"imp results aside to train the chain again.")
+    return path
 
 
 def ticket_imp_unit(profile: Profile, task: str, optimizer: str) -> Unit:

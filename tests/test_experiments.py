@@ -404,3 +404,14 @@ def test_the_command_line_selects_on_rewind(capsys):
     assert "1 units of imp" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["run", "imp", "--profile", "smoke", "--rewind", "maybe"])
+
+
+def test_a_stored_imp_round_without_its_cached_masks_says_what_to_do(smoke, tmp_path,
+                                                                       monkeypatch):
+    from flatcomp.experiments import load_or_run, ticket_masks
+
+    load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True], round=[0, 1],
+                progress=False)
+    monkeypatch.setenv("FLATCOMP_CACHE", str(tmp_path / "another machine"))
+    with pytest.raises(FileNotFoundError, match="mrpc-adam-rewind-seed0-round1 is stored"):
+        ticket_masks(smoke.for_lottery(), "mrpc", "adam", seed=0)
