@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flatcomp import schedule
 from flatcomp.config import PROFILES, get_profile
-from flatcomp.experiments import EXPERIMENTS, get_experiment, load_or_run, select, unit_id
+from flatcomp.experiments import EXPERIMENTS, load_or_run, planned_units, unit_id
 from flatcomp.results import CorruptResultError, ResultsStore
 
 
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             for name, exp in EXPERIMENTS.items():
-                sizes = ", ".join(f"{p}: {len(exp.units(PROFILES[p]))}" for p in PROFILES)
+                sizes = ", ".join(f"{p}: {len(planned_units(PROFILES[p], name))}"
+                                  for p in PROFILES)
                 print(f"{name:{width}s} {exp.description} (units: {sizes})")
             return 0
         profile = get_profile(args.profile)
@@ -73,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(results)} units of {args.experiment} stored under "
                   f"{store.root}/{profile.name}/{args.experiment}")
             return 0
-        for name, exp in EXPERIMENTS.items():
-            wanted = {unit_id(u) for u in exp.units(profile)}
+        for name in EXPERIMENTS:
+            wanted = {unit_id(u) for u in planned_units(profile, name)}
             have = set(store.units(name))
             print(f"{name:{width}s} {len(wanted & have):3d}/{len(wanted)} units stored"
                   + (f", missing: {', '.join(sorted(wanted - have)[:6])}"

@@ -646,6 +646,13 @@ def get_experiment(name: str) -> Experiment:
     return EXPERIMENTS[name]
 
 
+def planned_units(profile: Profile, experiment: str) -> list[Unit]:
+    """Every unit of an experiment at the profile it runs at (``profile.for_lottery()`` for the
+    lottery experiments, whose tasks and schedule may differ)."""
+    exp = get_experiment(experiment)
+    return exp.units(profile.for_lottery() if exp.lottery else profile)
+
+
 def select(units: list[Unit], **wanted) -> list[Unit]:
     """The units whose keys match, e.g. ``select(units, task=["rte"], optimizer=["adam"])``."""
     return [u for u in units

@@ -434,14 +434,12 @@ def overlap_table(analyses: list[dict]) -> pd.DataFrame:
 
 def coverage_table(profile: Profile, experiments: tuple[str, ...]) -> pd.DataFrame:
     """Per experiment: how many of the profile's units are stored, and which tasks are complete."""
-    from flatcomp.experiments import get_experiment, unit_id
+    from flatcomp.experiments import planned_units, unit_id
     from flatcomp.results import ResultsStore
 
-    rows = {}
+    store, rows = ResultsStore(profile), {}
     for name in experiments:
-        exp = get_experiment(name)
-        at = profile.for_lottery() if exp.lottery else profile
-        store, units = ResultsStore(at), exp.units(at)
+        units = planned_units(profile, name)
         have = [store.path(name, unit_id(u)).exists() for u in units]
         tasks = dict.fromkeys(u["task"] for u in units)
         complete = [TASK_NAMES[t] for t in tasks

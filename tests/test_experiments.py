@@ -162,6 +162,16 @@ def test_cli_report_on_an_empty_results_folder(capsys):
                          out, re.MULTILINE), out
 
 
+def test_cli_report_counts_lottery_units_at_the_lottery_profile(capsys):
+    from flatcomp.config import SMALL
+
+    assert main(["report", "--profile", "small"]) == 0
+    planned = len(get_experiment("imp").units(SMALL.for_lottery()))
+    assert planned != len(get_experiment("imp").units(SMALL))  # small's lottery has more tasks
+    assert re.search(rf"^imp\s+0/\s*{planned} units stored", capsys.readouterr().out,
+                     re.MULTILINE)
+
+
 def test_cli_unknown_experiment_exits_non_zero(capsys):
     with pytest.raises(SystemExit) as info:
         main(["run", "nosuch"])
