@@ -319,13 +319,19 @@ def theory_table(theory: list[dict]) -> pd.DataFrame:
     return table
 
 
-def mask_table(tickets: list[dict]) -> pd.DataFrame:
-    """The paper's Table 2 layout: one row per (task, sparsity, mask), the dev score of Adam and
-    of SAM fine-tuning under that mask, mean ± std over seeds, beside the paper's values."""
+def _ticket_scores(tickets: list[dict]) -> dict[tuple, list[float]]:
+    """The tickets' dev scores over seeds, by (task, sparsity, mask, optimizer)."""
     groups = defaultdict(list)
     for r in tickets:
         groups[(r["task"], round(r["sparsity"], 2), r["mask"], r["optimizer"])].append(
             recorded_score(r))
+    return groups
+
+
+def mask_table(tickets: list[dict]) -> pd.DataFrame:
+    """The paper's Table 2 layout: one row per (task, sparsity, mask), the dev score of Adam and
+    of SAM fine-tuning under that mask, mean ± std over seeds, beside the paper's values."""
+    groups = _ticket_scores(tickets)
     rows = defaultdict(dict)
     for (task, sparsity, mask, optimizer), scores in groups.items():
         row = rows[(TASK_NAMES[task], f"{100 * sparsity:.0f}%", f"{mask} mask")]
@@ -361,10 +367,7 @@ def mask_effects(tickets: list[dict]) -> pd.DataFrame:
     """The two questions of the paper's Table 2, in points (mean difference ± its standard error
     over seeds, beside the paper's difference of means): does the SAM *mask* beat the Adam mask
     under a fixed optimizer, and does SAM *fine-tuning* beat Adam under a fixed mask?"""
-    groups = defaultdict(list)
-    for r in tickets:
-        groups[(r["task"], round(r["sparsity"], 2), r["mask"], r["optimizer"])].append(
-            recorded_score(r))
+    groups = _ticket_scores(tickets)
     comparisons = [(f"SAM mask − Adam mask, {o} fine-tuning", ("sam", o), ("adam", o))
                    for o in ("adam", "sam")]
     comparisons += [(f"SAM − Adam fine-tuning, {m} mask", (m, "sam"), (m, "adam"))
