@@ -5,6 +5,7 @@
     python -m flatcomp run imp --profile small --task mrpc --optimizer sam --round 0 1 2
     python -m flatcomp report --profile small
     python -m flatcomp lottery --profile small --workers 12 --stop-after 480 --kill-after 540
+    python -m flatcomp ticket --profile small --task rte --mask sam --out rte-sam-ticket.safetensors
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import sys
 from pathlib import Path
 
 from flatcomp import schedule
-from flatcomp.config import PROFILES, get_profile
-from flatcomp.experiments import EXPERIMENTS, load_or_run, planned_units, unit_id
+from flatcomp.config import GLUE_TASKS, PROFILES, Profile, get_profile
+from flatcomp.experiments import (EXPERIMENTS, load_or_run, planned_units, ticket_masks,
+                                  ticket_origin, unit_id)
+from flatcomp.pruning import save_masks, sparsity_report
 from flatcomp.results import CorruptResultError, ResultsStore
 
 
@@ -46,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
                          help="kill the jobs still running after this")
     lottery.add_argument("--logs", type=Path, default=Path("lottery-logs"),
                          help="one log per job (default lottery-logs/)")
-    for p in (run, report, lottery):
+    ticket = sub.add_parser("ticket", help="a task's Adam or SAM winning ticket (IMP with "
+                            "rewinding at the lottery schedule), trained or remade if missing")
+    ticket.add_argument("--task", required=True, choices=GLUE_TASKS)
+    ticket.add_argument("--mask", required=True, choices=("adam", "sam"),
+                        help="the optimizer that found it")
+    ticket.add_argument("--out", type=Path, help="also write its masks here (safetensors)")
+    for p in (run, report, lottery, ticket):
         p.add_argument("--profile", choices=sorted(PROFILES),
                        help="default: $FLATCOMP_PROFILE, else small")
     for key, kind in UNIT_FILTERS.items():
@@ -67,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                                          args.logs, args.stop_after, args.kill_after)
             print(schedule.summary(outcomes))
             return 0 if all(o.status == "done" for o in outcomes) else 1
+        if args.command == "ticket":
+            return _ticket(profile, args.task, args.mask, args.out)
         store = ResultsStore(profile)
         if args.command == "run":
             results = load_or_run(profile, args.experiment, store,
@@ -84,6 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, CorruptResultError) as error:
         print(f"flatcomp: error: {error}", file=sys.stderr)
         return 2
+
+
+def _ticket(profile: Profile, task: str, mask: str, out: Path | None) -> int:
+    lottery = profile.for_lottery()
+    masks = ticket_masks(lottery, task, mask, seed=lottery.seeds[0])
+    origin = ticket_origin(lottery, task, mask)
+    print(f"{task} {mask} ticket: {100 * sparsity_report(masks)['sparsity']:.1f}% of the prunable "
+          f"weights pruned, by IMP round {origin['imp_round']} (trained on {origin['device']}, "
+          f"dev score {origin['round_score']:.4f})")
+    if out:
+        save_masks(masks, out, {"task": task, "mask": mask, "profile": lottery.name, **origin})
+        print(f"masks written to {out}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import itertools
 import json
 import shutil
 import statistics
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -79,6 +80,12 @@ def finetuned(profile: Profile, task: str, optimizer: str, seed: int, lr: float 
     save_weights(result.model, weights)
     atomic_write_json(summary_path, summary)
     return result.model, summary
+
+
+def finetuned_file(profile: Profile, task: str, optimizer: str, seed: int) -> Path:
+    """Where :func:`finetuned` caches the weights of a fine-tune at the profile's schedule."""
+    return _checkpoint_paths(profile, task, optimizer, seed, profile.lr_for(task),
+                             profile.epochs_for(task))[0]
 
 
 def encoded_task(profile: Profile, task: str,
@@ -380,9 +387,10 @@ def _run_imp(profile: Profile, unit: Unit) -> dict:
         previous = {**unit, "round": k - 1}
         ResultsStore(profile).load_or_run("imp", unit_id(previous),
                                           lambda: _run_imp(profile, previous), seed)
-        masks, _ = pruning.load_masks(_cached(_imp_path(profile, unit, k, "masks"), previous))
+        masks, _ = pruning.load_masks(_cached(profile, _imp_path(profile, unit, k, "masks"),
+                                              previous))
         start_state = None if unit["rewind"] else load_file(
-            _cached(_imp_path(profile, unit, k - 1, "weights"), previous))
+            _cached(profile, _imp_path(profile, unit, k - 1, "weights"), previous))
         train, dev, cut = encoded_task(profile, task)
         train_fn = lambda model, m: fine_tune(model, train, dev, task, profile, optimizer, seed,
                                               masks=m, epochs=epochs, lr=lr)
@@ -396,7 +404,8 @@ def _run_imp(profile: Profile, unit: Unit) -> dict:
         next_masks = pruning.magnitude_masks(pruning.prunable_weights(model),
                                              round((k + 1) * profile.imp_rate, 12), masks)
         pruning.save_masks(next_masks, _imp_path(profile, unit, k + 1, "masks"),
-                           {"unit": unit_id(unit), "pruned_after_round": k})
+                           {"unit": unit_id(unit), "pruned_after_round": k,
+                            "device": summary["device"], "round_score": summary["best_score"]})
     save_weights(model, _imp_path(profile, unit, k, "weights"))
     return {**unit, **_finetune_record(summary),
             "sparsity": pruning.sparsity_report(model)["sparsity"]}
@@ -423,20 +432,23 @@ def _run_ticket(profile: Profile, unit: Unit) -> dict:
 
     A ticket fine-tuned with the optimizer that found it, with IMP's seed, is IMP's own round
     at the ticket sparsity (the same computation): that round's result and weights are reused.
+    The record says where the mask came from (:func:`ticket_origin`).
     """
-    task = unit["task"]
-    masks = ticket_masks(profile, unit.get("source", task), unit["mask"], unit["seed"])
-    if (unit.get("source", task) == task and unit["mask"] == unit["optimizer"]
-            and unit["seed"] == profile.seeds[0]):
+    task, source = unit["task"], unit.get("source", unit["task"])
+    masks = ticket_masks(profile, source, unit["mask"], unit["seed"])
+    origin = {"ticket": ticket_origin(profile, source, unit["mask"])}
+    if source == task and unit["mask"] == unit["optimizer"] and unit["seed"] == profile.seeds[0]:
         imp_unit = ticket_imp_unit(profile, task, unit["mask"])
         imp_unit["round"] += 1
         record = ResultsStore(profile).load_or_run("imp", unit_id(imp_unit),
                                                    lambda: _run_imp(profile, imp_unit), unit["seed"])
         path = _masked_weights_path(profile, unit)
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_imp_path(profile, imp_unit, imp_unit["round"], "weights"), path)
-        return {**unit, **{k: v for k, v in record.items() if k not in ("rewind", "round")}}
-    return _fine_tune_masked(profile, unit, masks)
+        shutil.copyfile(_cached(profile, _imp_path(profile, imp_unit, imp_unit["round"],
+                                                   "weights"), imp_unit), path)
+        return {**unit, **{k: v for k, v in record.items() if k not in ("rewind", "round")},
+                **origin}
+    return {**_fine_tune_masked(profile, unit, masks), **origin}
 
 
 def ticket_masks(profile: Profile, task: str, mask: str, seed: int) -> dict[str, torch.Tensor]:
@@ -445,23 +457,53 @@ def ticket_masks(profile: Profile, task: str, mask: str, seed: int) -> dict[str,
     as many weights per layer as the Adam ticket, at positions drawn with ``seed``."""
     from flatcomp import pruning
 
-    source = ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
-    ResultsStore(profile).load_or_run("imp", unit_id(source), lambda: _run_imp(profile, source),
-                                      source["seed"])
-    masks, _ = pruning.load_masks(_cached(_imp_path(profile, source, source["round"] + 1,
-                                                    "masks"), source))
+    masks, _ = pruning.load_masks(_ticket_path(profile, task, mask))
     return pruning.random_masks(masks, seed=seed) if mask == "random" else masks
 
 
-def _cached(path: Path, maker: Unit) -> Path:
-    """``path``, which the stored IMP round ``maker`` left in the checkpoint cache; a clear error
-    if the round was stored on another machine (or the cache was cleared) and the file is gone."""
+def ticket_origin(profile: Profile, task: str, mask: str) -> dict:
+    """Which IMP round pruned ``task``'s ``mask`` ticket (a random mask: the Adam ticket's), on
+    which device and with what dev score, beside the score in that round's stored record: the
+    two differ when the masks were remade on another machine (see :func:`_cached`)."""
+    from flatcomp import pruning
+
+    _, meta = pruning.load_masks(_ticket_path(profile, task, mask))
+    maker = ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
+    stored = ResultsStore(profile).load("imp", unit_id(maker))
+    return {"imp_round": unit_id(maker), "device": meta.get("device"),
+            "round_score": meta.get("round_score"),
+            "stored_round_score": stored["best_score"] if stored else None}
+
+
+def ticket_file(profile: Profile, task: str, mask: str) -> Path:
+    """Where the checkpoint cache keeps ``task``'s Adam or SAM ticket (for ``random``: Adam's,
+    from which the random masks are drawn). It may not exist yet: see :func:`ticket_masks`."""
+    source = ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
+    return _imp_path(profile, source, source["round"] + 1, "masks")
+
+
+def _ticket_path(profile: Profile, task: str, mask: str) -> Path:
+    """:func:`ticket_file`, made first if missing (IMP trained, or remade, up to the ticket)."""
+    source = ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
+    ResultsStore(profile).load_or_run("imp", unit_id(source), lambda: _run_imp(profile, source),
+                                      source["seed"])
+    return _cached(profile, ticket_file(profile, task, mask), source)
+
+
+def _cached(profile: Profile, path: Path, maker: Unit) -> Path:
+    """``path``, which the stored IMP round ``maker`` left in the checkpoint cache.
+
+    If the round was stored on another machine (or the cache was cleared) the file is gone: the
+    round is trained again to remake it (and, recursively, the rounds before it), with a warning.
+    Its stored record is kept. On a CPU the remade files are identical; after a GPU they may
+    differ slightly (nondeterministic kernels), which :func:`ticket_origin` makes visible.
+    """
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path.name} is not in the checkpoint cache ({path.parent}), though IMP round "
-            f"{unit_id(maker)} is stored: it was computed on another machine or the cache was "
-            f"cleared. Point FLATCOMP_CACHE at that machine's cache, or move that task's stored "
-            f"imp results aside to train the chain again.")
+        warnings.warn(f"{path.name} is not in the checkpoint cache ({path.parent}), though IMP "
+                      f"round {unit_id(maker)} is stored (computed on another machine, or the "
+                      f"cache was cleared): training that round again to remake it",
+                      stacklevel=2)
+        _run_imp(profile, maker)
     return path
 
 

@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from flatcomp.metrics import MAIN_METRIC, recorded_score
-from flatcomp.tables import FLATNESS_MEASURES, TASK_NAMES
+from flatcomp.tables import (FLATNESS_MEASURES, TASK_NAMES, TRANSFER_PANELS,
+                             transfer_differences)
 
 OPTIMIZER_COLORS = {"adam": "tab:blue", "sam": "tab:orange", "swa": "tab:green"}
 
@@ -248,21 +249,14 @@ def transfer_heatmaps(cells: list[dict]) -> plt.Figure:
     points. Top: SAM ticket minus Adam ticket, fine-tuned with Adam (left) and with SAM (right).
     Bottom: SAM fine-tuning minus Adam fine-tuning, on the Adam ticket and on the SAM ticket.
     ``cells`` are transfer and ticket records (the diagonal), with ``source`` or not."""
-    score = {(r.get("source", r["task"]), r["task"], r["mask"], r["optimizer"]):
-             recorded_score(r) for r in cells if r["mask"] in ("adam", "sam")}
-    tasks = list(dict.fromkeys(t for key in score for t in key[:2]))
-    panels = [(f"SAM ticket − Adam ticket, {o} fine-tuning", ("sam", o), ("adam", o))
-              for o in ("adam", "sam")]
-    panels += [(f"SAM − Adam fine-tuning, {m} ticket", (m, "sam"), (m, "adam"))
-               for m in ("adam", "sam")]
+    differences = transfer_differences(cells)
+    tasks = list(dict.fromkeys(t for diffs in differences.values() for pair in diffs
+                               for t in pair))
     fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
-    for ax, (title, better, worse) in zip(axes.flat, panels):
+    for ax, (panel, (title, _, _)) in zip(axes.flat, TRANSFER_PANELS.items()):
         grid = np.full((len(tasks), len(tasks)), np.nan)
-        for i, source in enumerate(tasks):
-            for j, target in enumerate(tasks):
-                a, b = score.get((source, target, *better)), score.get((source, target, *worse))
-                if a is not None and b is not None:
-                    grid[i, j] = 100 * (a - b)
+        for (source, target), value in differences[panel].items():
+            grid[tasks.index(source), tasks.index(target)] = value
         limit = max(1.0, np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
         image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit)
         for (i, j), value in np.ndenumerate(grid):

@@ -8,8 +8,9 @@ then the curves, the transfer grid, the rest), each naming the stored units it n
 MiniLM fine-tune leaves a large GPU mostly idle, so several share it. (On an H200, 14 processes
 at once took about half a minute per 3-epoch MRPC fine-tune, and about 13 s to start a job.)
 
-Trained weights and masks stay in the checkpoint cache of the machine that ran them: bring the
-cache back, or finish the plan in one session, since the later jobs need the earlier masks.
+Trained weights and masks stay in the checkpoint cache of the machine that ran them. Where the
+IMP rounds are stored but their masks are not in this machine's cache, one ``ticket`` job per
+chain remakes them (:func:`flatcomp.experiments.ticket_masks`) before the jobs that need them.
 
 Every job is ``python -m flatcomp run ...``: it stores each unit as it finishes, so a job killed
 at the deadline loses only the unit it was training, and a later run resumes from the store.
@@ -25,15 +26,18 @@ from pathlib import Path
 from typing import IO
 
 from flatcomp.config import Profile
-from flatcomp.experiments import get_experiment, ticket_imp_unit, unit_id
+from flatcomp.experiments import (finetuned_file, get_experiment, ticket_file, ticket_imp_unit,
+                                  unit_id)
 from flatcomp.results import ResultsStore
 
-Need = tuple[str, str]  # (experiment, unit id) that must be stored before a job starts
+# What must exist before a job starts: a stored unit (experiment, unit id), or a file.
+Need = tuple[str, str] | Path
 
 
 @dataclass(frozen=True)
 class Job:
-    """``python -m flatcomp run <experiment>`` on the units that match ``filters``."""
+    """``python -m flatcomp run <experiment>`` on the units that match ``filters``; or, for the
+    experiment ``"ticket"``, ``python -m flatcomp ticket`` (one task's ticket, made if missing)."""
 
     experiment: str
     filters: dict[str, list]
@@ -45,7 +49,8 @@ class Job:
         return f"{self.experiment}-{values}"
 
     def command(self, profile: Profile) -> list[str]:
-        args = [sys.executable, "-m", "flatcomp", "run", self.experiment, "--profile", profile.name]
+        verb = ["ticket"] if self.experiment == "ticket" else ["run", self.experiment]
+        args = [sys.executable, "-m", "flatcomp", *verb, "--profile", profile.name]
         for key, values in self.filters.items():
             args += [f"--{key}", *map(str, values)]
         return args
@@ -53,9 +58,9 @@ class Job:
 
 def lottery_jobs(profile: Profile) -> list[Job]:
     """Every unit of the lottery experiments, as jobs in the order they should start:
-    IMP with rewinding (one chain per task and optimizer), then per task the mask x optimizer
-    table, the mask analysis and compound compression, then ticket transfer, IMP without
-    rewinding, and the tickets' flatness."""
+    IMP with rewinding (one chain per task and optimizer) and its ticket, then per task the mask x
+    optimizer table, the mask analysis and compound compression, then ticket transfer, IMP
+    without rewinding, and the tickets' flatness."""
     lot = profile.for_lottery()
     seed = lot.seeds[0]
 
@@ -71,24 +76,33 @@ def lottery_jobs(profile: Profile) -> list[Job]:
         return "tickets", unit_id(unit)
 
     chains = [(t, o) for t in lot.tasks for o in ("adam", "sam")]
-    jobs = [Job("imp", dict(task=[t], optimizer=[o], rewind=[True])) for t, o in chains
-            if True in lot.imp_rewind]
+    jobs = []
+    if True in lot.imp_rewind:
+        jobs += [Job("imp", dict(task=[t], optimizer=[o], rewind=[True])) for t, o in chains]
+    # The ticket file: made by its chain here, or remade where the chain is stored from elsewhere.
+    jobs += [Job("ticket", dict(task=[t], mask=[o]), (pruned(t, o),)) for t, o in chains]
+    found = {(t, o): ticket_file(lot, t, o) for t, o in chains}
     tickets = get_experiment("tickets").units(lot)
     for task in lot.tasks:
         for mask in ("random", "adam", "sam"):
             for optimizer in ("adam", "sam"):  # every seed; IMP's own round if mask = optimizer
+                needs = (found[task, "adam" if mask == "random" else mask],)
+                if mask == optimizer:
+                    needs += (pruned(task, mask, later=1),)
                 jobs.append(Job("tickets", dict(task=[task], mask=[mask], optimizer=[optimizer]),
-                                (pruned(task, mask, later=int(mask == optimizer)),)))
+                                needs))
         jobs.append(Job("mask_analysis", dict(task=[task]),
-                        (pruned(task, "adam"), pruned(task, "sam"))))
+                        (found[task, "adam"], found[task, "sam"])))
         jobs.append(Job("compound", dict(task=[task]), tuple(
             ticket(u) for u in get_experiment("compound").units(lot) if u["task"] == task)))
     for source in lot.tasks:
         for task in lot.tasks:
             if task != source:
                 jobs.append(Job("transfer", dict(source=[source], task=[task]),
-                                (pruned(source, "adam"), pruned(source, "sam"))))
-    jobs += [Job("imp", dict(task=[t], optimizer=[o], rewind=[False]), (imp(t, o, True, 0),))
+                                (found[source, "adam"], found[source, "sam"])))
+    # Without rewinding, round 1 starts from the dense model (round 0) of the ticket's chain.
+    jobs += [Job("imp", dict(task=[t], optimizer=[o], rewind=[False]),
+                 (finetuned_file(lot, t, o, seed),))
              for t, o in chains if False in lot.imp_rewind]
     jobs += [Job("ticket_flatness", dict(task=[task]),
                  tuple(ticket(u) for u in tickets if u["task"] == task)) for task in lot.tasks]
@@ -126,7 +140,8 @@ def run_jobs(profile: Profile, jobs: list[Job], workers: int, log_dir: Path,
     waiting, running, start = list(outcomes), [], time.monotonic()
 
     def ready(outcome: Outcome) -> bool:
-        return all(store.path(e, u).exists() for e, u in outcome.job.needs)
+        return all((need if isinstance(need, Path) else store.path(*need)).exists()
+                   for need in outcome.job.needs)
 
     while True:
         elapsed = time.monotonic() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 
 import pandas as pd
@@ -9,7 +10,8 @@ import pandas as pd
 from flatcomp.config import PROFILES, Profile
 from flatcomp.experiments import mean_std
 from flatcomp.metrics import MAIN_METRIC, recorded_score
-from flatcomp.paper import FULL_BERT_BASE, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER
+from flatcomp.paper import (FULL_BERT_BASE, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER,
+                            TRANSFER)
 
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
               "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD"}
@@ -388,6 +390,65 @@ def mask_effects(tickets: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.names = ["task", "sparsity", "comparison (points)"]
     return table
+
+
+# The four differences of the paper's transfer figures, in points: ("ticket", o) is the SAM
+# ticket minus the Adam ticket under optimizer o (Figure 8), ("optimizer", m) SAM minus Adam
+# fine-tuning on the m-found ticket (Figure 9). Each: (label, (mask, optimizer) - (mask, optimizer)).
+TRANSFER_PANELS = {
+    ("ticket", "adam"): ("SAM − Adam ticket, Adam fine-tuning", ("sam", "adam"), ("adam", "adam")),
+    ("ticket", "sam"): ("SAM − Adam ticket, SAM fine-tuning", ("sam", "sam"), ("adam", "sam")),
+    ("optimizer", "adam"): ("SAM − Adam fine-tuning, Adam ticket", ("adam", "sam"),
+                            ("adam", "adam")),
+    ("optimizer", "sam"): ("SAM − Adam fine-tuning, SAM ticket", ("sam", "sam"), ("sam", "adam")),
+}
+
+
+def transfer_differences(cells: list[dict]) -> dict[tuple[str, str], dict[tuple[str, str], float]]:
+    """Per panel of :data:`TRANSFER_PANELS`, the difference in points on each (source, target)
+    pair where both runs are stored. ``cells`` are transfer records and, for the diagonal
+    (source = target), ticket records; random masks are ignored."""
+    score = {(r.get("source", r["task"]), r["task"], r["mask"], r["optimizer"]): recorded_score(r)
+             for r in cells if r["mask"] in ("adam", "sam")}
+    pairs = dict.fromkeys(key[:2] for key in score)
+    return {panel: {(s, t): 100 * (score[(s, t, *better)] - score[(s, t, *worse)])
+                    for s, t in pairs if (s, t, *better) in score and (s, t, *worse) in score}
+            for panel, (_, better, worse) in TRANSFER_PANELS.items()}
+
+
+def transfer_table(cells: list[dict]) -> pd.DataFrame:
+    """Each measured (source, target) pair's four differences in points beside the paper's (its
+    Figures 8 and 9, BERT-base), and their means over the pairs shown."""
+    ours = transfer_differences(cells)
+    pairs = list(dict.fromkeys(pair for diffs in ours.values() for pair in diffs))
+    rows = {}
+    for label, chosen in [(f"{TASK_NAMES[s]} → {TASK_NAMES[t]}", [(s, t)]) for s, t in pairs] + [
+            ("mean", pairs)]:
+        row = {}
+        for panel, (name, _, _) in TRANSFER_PANELS.items():
+            mine = [ours[panel][p] for p in chosen if p in ours[panel]]
+            theirs = [TRANSFER[panel][p] for p in chosen if p in TRANSFER[panel]]
+            row[(name, "ours")] = f"{statistics.fmean(mine):+.1f}" if mine else "-"
+            row[(name, "paper")] = f"{statistics.fmean(theirs):+.1f}" if theirs else "-"
+        rows[label] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table.rename_axis("source → target")
+
+
+def ticket_origin_table(records: list[dict]) -> pd.DataFrame:
+    """Where the tickets of ticket or transfer records came from: the IMP round that pruned each,
+    the device it trained on and its dev score there, beside the score stored for that round (the
+    two differ where the ticket was remade on another machine)."""
+    rows = {}
+    for r in records:
+        origin = r.get("ticket")
+        if origin:
+            stored = origin["stored_round_score"]
+            rows[origin["imp_round"]] = {
+                "trained on": origin["device"], "dev score": pct(origin["round_score"]),
+                "stored record's score": pct(stored) if stored is not None else "-"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("IMP round").sort_index()
 
 
 def overhead_table(timings: list[dict]) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import math
 import re
 
 import pytest
+import torch
 
 import flatcomp.experiments as E
 from flatcomp.__main__ import main
@@ -416,12 +417,36 @@ def test_the_command_line_selects_on_rewind(capsys):
         main(["run", "imp", "--profile", "smoke", "--rewind", "maybe"])
 
 
-def test_a_stored_imp_round_without_its_cached_masks_says_what_to_do(smoke, tmp_path,
-                                                                       monkeypatch):
-    from flatcomp.experiments import load_or_run, ticket_masks
+def test_a_stored_imp_round_whose_masks_left_the_cache_is_trained_again(smoke, tmp_path,
+                                                                        monkeypatch):
+    """Stored IMP records without their cached masks (made on another machine): the rounds are
+    trained again, with a warning, and on a CPU the remade ticket is the same one."""
+    from flatcomp.experiments import load_or_run, ticket_masks, ticket_origin
 
-    load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True], round=[0, 1],
-                progress=False)
+    lottery = smoke.for_lottery()
+    stored = load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True],
+                         round=[0, 1], progress=False)
+    here = ticket_masks(lottery, "mrpc", "adam", seed=0)
     monkeypatch.setenv("FLATCOMP_CACHE", str(tmp_path / "another machine"))
-    with pytest.raises(FileNotFoundError, match="mrpc-adam-rewind-seed0-round1 is stored"):
-        ticket_masks(smoke.for_lottery(), "mrpc", "adam", seed=0)
+    with pytest.warns(UserWarning, match="mrpc-adam-rewind-seed0-round1 is stored"):
+        remade = ticket_masks(lottery, "mrpc", "adam", seed=0)
+    assert remade.keys() == here.keys()
+    assert all(torch.equal(remade[k], here[k]) for k in here)
+    origin = ticket_origin(lottery, "mrpc", "adam")
+    assert origin["imp_round"] == "mrpc-adam-rewind-seed0-round1"
+    assert origin["round_score"] == origin["stored_round_score"] == stored[1]["best_score"]
+    assert origin["device"] == "cpu"
+
+
+def test_the_command_line_writes_a_tasks_ticket(tmp_path, capsys):
+    from flatcomp.pruning import load_masks
+
+    out = tmp_path / "mrpc-sam.safetensors"
+    assert main(["ticket", "--profile", "smoke", "--task", "mrpc", "--mask", "sam",
+                 "--out", str(out)]) == 0
+    assert "pruned, by IMP round mrpc-sam-rewind-seed0-round1" in capsys.readouterr().out
+    masks, meta = load_masks(out)
+    assert (meta["task"], meta["mask"], meta["profile"]) == ("mrpc", "sam", "smoke")
+    assert meta["sparsity"] == pytest.approx(0.2, abs=1e-3)   # smoke: 2 rounds of 10%
+    with pytest.raises(SystemExit):
+        main(["ticket", "--profile", "smoke", "--task", "mrcp", "--mask", "sam"])

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from flatcomp.config import PROFILES
-from flatcomp.experiments import get_experiment, select, unit_id
+from flatcomp.experiments import (finetuned_file, get_experiment, select, ticket_file,
+                                  unit_id)
 from flatcomp.results import ResultsStore
 from flatcomp.schedule import Job, lottery_jobs, run_jobs, summary
 
@@ -28,20 +29,34 @@ def test_every_lottery_unit_is_in_exactly_one_job(name):
 
 @pytest.mark.parametrize("name", ["smoke", "small"])
 def test_every_need_is_made_by_an_earlier_job(name):
+    """A run job makes its units (IMP's round 0 also the dense checkpoint); a ticket job its
+    ticket file."""
     profile = PROFILES[name].for_lottery()
     made: set = set()
     for job in lottery_jobs(PROFILES[name]):
         assert set(job.needs) <= made, job.name
+        if job.experiment == "ticket":
+            made.add(ticket_file(profile, job.filters["task"][0], job.filters["mask"][0]))
+            continue
         units = select(get_experiment(job.experiment).units(profile), **job.filters)
         made |= {(job.experiment, unit_id(u)) for u in units}
+        made |= {finetuned_file(profile, u["task"], u["optimizer"], u["seed"]) for u in units
+                 if job.experiment == "imp" and u["round"] == 0}
 
 
-def test_a_ticket_trained_by_its_own_optimizer_waits_for_imps_next_round(smoke):
+def test_a_ticket_job_per_chain_and_the_tickets_wait_for_its_file(smoke):
+    lot = smoke.for_lottery()
     jobs = {j.name: j for j in lottery_jobs(smoke)}
     # smoke: 2 rounds of 10%, ticket sparsity capped at 20%: masks pruned after round 1
-    assert jobs["tickets-mrpc-adam-sam"].needs == (("imp", "mrpc-adam-rewind-seed0-round1"),)
-    assert jobs["tickets-mrpc-adam-adam"].needs == (("imp", "mrpc-adam-rewind-seed0-round2"),)
-    assert jobs["tickets-mrpc-random-sam"].needs == (("imp", "mrpc-adam-rewind-seed0-round1"),)
+    assert jobs["ticket-mrpc-adam"].needs == (("imp", "mrpc-adam-rewind-seed0-round1"),)
+    assert jobs["ticket-mrpc-adam"].command(smoke)[3:] == ["ticket", "--profile", "smoke",
+                                                          "--task", "mrpc", "--mask", "adam"]
+    adam = ticket_file(lot, "mrpc", "adam")
+    assert jobs["tickets-mrpc-adam-sam"].needs == (adam,)
+    assert jobs["tickets-mrpc-adam-adam"].needs == (adam, ("imp", "mrpc-adam-rewind-seed0-round2"))
+    assert jobs["tickets-mrpc-random-sam"].needs == (adam,)
+    assert jobs["transfer-stsb-mrpc"].needs == (ticket_file(lot, "stsb", "adam"),
+                                                ticket_file(lot, "stsb", "sam"))
 
 
 def test_job_command_selects_its_units(smoke):

@@ -172,3 +172,46 @@ def test_coverage_table_counts_stored_units_and_complete_tasks(smoke):
     assert table.loc["imp", "planned"] == 2 * 2 * len(smoke.imp_rewind) * rounds
     assert table.loc["imp", "complete for"] == "-"
     assert (table.loc["transfer", "stored"], table.loc["transfer", "complete for"]) == (0, "-")
+
+
+def test_transfer_table_sets_each_pair_and_the_mean_beside_the_paper():
+    """MRPC -> RTE and RTE -> MRPC, the SAM ticket 2 (resp. 4) points ahead under both optimizers
+    and SAM fine-tuning 1 point ahead: ours beside the paper's cells of the same pairs."""
+    cells = [{"source": s, "task": t, "mask": m, "optimizer": o,
+              "best_score": 0.6 + (gain if m == "sam" else 0) + (0.01 if o == "sam" else 0)}
+             for s, t, gain in (("mrpc", "rte", 0.02), ("rte", "mrpc", 0.04))
+             for m in ("adam", "sam") for o in ("adam", "sam")]
+    table = tables.transfer_table(cells)
+    ticket = "SAM − Adam ticket, SAM fine-tuning"
+    assert list(table.index) == ["MRPC → RTE", "RTE → MRPC", "mean"]
+    assert list(table[(ticket, "ours")]) == ["+2.0", "+4.0", "+3.0"]
+    assert list(table[(ticket, "paper")]) == ["+1.8", "+3.9", "+2.9"]   # poster Figure 8
+    assert set(table[("SAM − Adam fine-tuning, Adam ticket", "ours")]) == {"+1.0"}
+
+
+def test_the_transcribed_transfer_grids_agree_with_the_posters_averages():
+    """Row means of Figure 8 and column means of Figure 9 as printed beside the grids (the
+    grids' entries are rounded to 0.1, so their means may differ by up to 0.1)."""
+    from statistics import fmean
+
+    from flatcomp.paper import TRANSFER, TRANSFER_TASKS as T
+
+    printed = {("ticket", "sam"): [0.6, 1.4, 0.7, 0.6, 0.2, 1.6, -0.4, -0.1],
+               ("ticket", "adam"): [0.3, -0.3, -0.1, 0.2, 0.2, 1.3, 0.4, 0.0]}
+    for panel, averages in printed.items():
+        for source, average in zip(T, averages):
+            assert abs(fmean(TRANSFER[panel][source, t] for t in T) - average) <= 0.1
+    printed = {("optimizer", "sam"): [0.3, 0.1, 0.4, -0.3, -1.8, -2.7, 0.9, 0.5],
+               ("optimizer", "adam"): [0.1, 0.0, 0.0, -0.5, -2.5, -2.8, 1.1, -0.8]}
+    for panel, averages in printed.items():
+        for target, average in zip(T, averages):
+            assert abs(fmean(TRANSFER[panel][s, target] for s in T) - average) <= 0.1
+
+
+def test_ticket_origin_table_sets_a_remade_rounds_score_beside_the_stored_one():
+    origin = {"imp_round": "rte-sam-rewind-seed0-round5", "device": "cpu", "round_score": 0.5271,
+              "stored_round_score": 0.5307}
+    records = [{"task": t, "ticket": origin} for t in ("mrpc", "stsb")] + [{"task": "rte"}]
+    table = tables.ticket_origin_table(records)
+    assert list(table.index) == ["rte-sam-rewind-seed0-round5"]
+    assert table.iloc[0].tolist() == ["cpu", "52.7", "53.1"]
