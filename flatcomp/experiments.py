@@ -468,7 +468,7 @@ def ticket_origin(profile: Profile, task: str, mask: str) -> dict:
     from flatcomp import pruning
 
     _, meta = pruning.load_masks(_ticket_path(profile, task, mask))
-    maker = ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
+    maker = _ticket_maker(profile, task, mask)
     stored = ResultsStore(profile).load("imp", unit_id(maker))
     return {"imp_round": unit_id(maker), "device": meta.get("device"),
             "round_score": meta.get("round_score"),
@@ -478,16 +478,21 @@ def ticket_origin(profile: Profile, task: str, mask: str) -> dict:
 def ticket_file(profile: Profile, task: str, mask: str) -> Path:
     """Where the checkpoint cache keeps ``task``'s Adam or SAM ticket (for ``random``: Adam's,
     from which the random masks are drawn). It may not exist yet: see :func:`ticket_masks`."""
-    source = ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
+    source = _ticket_maker(profile, task, mask)
     return _imp_path(profile, source, source["round"] + 1, "masks")
 
 
 def _ticket_path(profile: Profile, task: str, mask: str) -> Path:
     """:func:`ticket_file`, made first if missing (IMP trained, or remade, up to the ticket)."""
-    source = ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
+    source = _ticket_maker(profile, task, mask)
     ResultsStore(profile).load_or_run("imp", unit_id(source), lambda: _run_imp(profile, source),
                                       source["seed"])
     return _cached(profile, ticket_file(profile, task, mask), source)
+
+
+def _ticket_maker(profile: Profile, task: str, mask: str) -> Unit:
+    """The IMP round that pruned ``task``'s ``mask`` ticket (for a random mask: Adam's)."""
+    return ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
 
 
 def _cached(profile: Profile, path: Path, maker: Unit) -> Path:

@@ -451,13 +451,8 @@ def toy_noise(tests: dict) -> plt.Figure:
                 label=rf"{name}: predicted $\sigma^2\,\mathrm{{tr}}\,H\,/\,2$")
         ax.errorbar(df.index, df["measured"], yerr=2 * df["stderr"], color=color, marker="o",
                     linestyle="none", capsize=3, label=f"{name}: measured (± 2 s.e.)")
-    _plain_log_axes(ax, df.index)
-    ax.set_xlabel(r"noise scale $\sigma$ (weight units)")
-    ax.set_ylabel(r"mean loss increase $E[\Delta L]$")
-    ax.legend(fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    return fig
+    return _finish_toy(fig, ax, df.index, r"noise scale $\sigma$ (weight units)",
+                       r"mean loss increase $E[\Delta L]$")
 
 
 def toy_quantization(tests: dict) -> plt.Figure:
@@ -472,9 +467,15 @@ def toy_quantization(tests: dict) -> plt.Figure:
                 linestyle="none", label=f"{name}: mean over random grids")
         ax.plot(df.index, df["increase"], color=color, marker="x", markersize=9,
                 linestyle="none", label=f"{name}: the grid through 0")
-    _plain_log_axes(ax, df.index)
-    ax.set_xlabel(r"grid step $\Delta$ (weight units)")
-    ax.set_ylabel(r"loss increase $\Delta L$")
+    return _finish_toy(fig, ax, df.index, r"grid step $\Delta$ (weight units)",
+                       r"loss increase $\Delta L$")
+
+
+def _finish_toy(fig: plt.Figure, ax: plt.Axes, steps, xlabel: str, ylabel: str) -> plt.Figure:
+    """Log axes with plain tick labels at ``steps``, labels, legend and grid."""
+    _plain_log_axes(ax, steps)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=9)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

@@ -68,9 +68,8 @@ def lottery_jobs(profile: Profile) -> list[Job]:
         return "imp", unit_id(dict(task=task, optimizer=optimizer, rewind=rewind, seed=seed,
                                    round=k))
 
-    def pruned(task: str, mask: str, later: int = 0) -> Need:  # the round that pruned the ticket
-        unit = ticket_imp_unit(lot, task, "adam" if mask == "random" else mask)
-        return imp(task, unit["optimizer"], True, unit["round"] + later)
+    def pruned(task: str, optimizer: str, later: int = 0) -> Need:  # the round that pruned it
+        return imp(task, optimizer, True, ticket_imp_unit(lot, task, optimizer)["round"] + later)
 
     def ticket(unit: dict) -> Need:
         return "tickets", unit_id(unit)
