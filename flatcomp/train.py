@@ -5,9 +5,12 @@ once, SAM twice (see :mod:`flatcomp.sam`). SWA (Izmailov et al., UAI 2018) is a 
 flat region: Adam steps, and from epoch ``SWA_START_EPOCH`` on the model evaluated and kept is the
 running average of the weights after every step (``torch.optim.swa_utils.AveragedModel``).
 
-Optional masks (``{parameter name: bool tensor}``) hold pruned weights at exactly zero: their
-gradients are zeroed inside the closure, so SAM's perturbation cannot revive them, and the weights
-are re-masked after every step.
+Optional masks (``{parameter name: bool tensor}``) hold pruned weights at exactly zero. The
+weights are masked once, before training; their gradients are zeroed inside the closure, so SAM's
+perturbation leaves them at zero too. That is enough: Adam's moments of a weight whose gradient is
+always zero stay zero, so its update is exactly 0 (weight decay, L2 or decoupled, scales a zero),
+and SWA averages zeros. Re-masking the weights after every step would only add work (the tests
+check that no step revives a pruned weight).
 """
 
 from __future__ import annotations
@@ -107,8 +110,6 @@ def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, p
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = opt.step(_closure(model, batch, opt, masks, device, profile.bf16))
             scheduler.step()
-            if masks:
-                apply_masks(model, masks)
             if average is not None and epoch >= SWA_START_EPOCH:
                 average.update_parameters(model)
             losses.append(float(loss))
@@ -202,8 +203,6 @@ def time_steps(model: torch.nn.Module, batch_list: list[dict], optimizer: str, p
 
     def step(batch: dict) -> None:
         opt.step(_closure(model, batch, opt, masks, device, profile.bf16))
-        if masks:
-            apply_masks(model, masks)
 
     for batch in batch_list[:warmup]:
         step(batch)

@@ -100,26 +100,22 @@ def test_swa_keeps_the_running_average_of_the_weights(batch8, rows, monkeypatch)
     """From SWA_START_EPOCH (2) on, the evaluated and returned model is the mean of the weights
     after every step of those epochs, not the last weights."""
     snapshots = []
-    real_apply = T.apply_masks
 
-    def spy(model, masks):  # called once before training and after every optimizer step
-        real_apply(model, masks)
-        snapshots.append(dict(model.named_parameters())[MASKED].detach().clone())
+    class Recording(T.AveragedModel):  # sees the weights after every step it averages
+        def update_parameters(self, model):
+            snapshots.append(dict(model.named_parameters())[MASKED].detach().clone())
+            super().update_parameters(model)
 
     epochs_seen = iter(range(100))
-    monkeypatch.setattr(T, "apply_masks", spy)
+    monkeypatch.setattr(T, "AveragedModel", Recording)
     monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"accuracy": next(epochs_seen) / 100})
-    model = load_model(batch8, TASK, 0)
-    keep_all = {MASKED: torch.ones_like(dict(model.named_parameters())[MASKED], dtype=torch.bool)}
-    result = fine_tune(model, rows[32], rows[32], TASK, batch8, "swa", 0, masks=keep_all,
+    result = fine_tune(load_model(batch8, TASK, 0), rows[32], rows[32], TASK, batch8, "swa", 0,
                        epochs=2, lr=1e-3, progress=False, device=torch.device("cpu"))
 
-    steps_per_epoch = 32 // batch8.batch_size
-    after_steps = snapshots[1:]
     got = dict(result.model.named_parameters())[MASKED].detach()
-    assert result.best_epoch == 2
-    torch.testing.assert_close(got, torch.stack(after_steps[steps_per_epoch:]).mean(0))
-    assert not torch.allclose(got, after_steps[-1])
+    assert result.best_epoch == 2 and len(snapshots) == 32 // batch8.batch_size
+    torch.testing.assert_close(got, torch.stack(snapshots).mean(0))
+    assert not torch.allclose(got, snapshots[-1])
 
 
 # ---------------------------------------------------------------- errors
