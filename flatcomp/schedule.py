@@ -12,8 +12,8 @@ Trained weights and masks stay in the checkpoint cache of the machine that ran t
 IMP rounds are stored but their masks are not in this machine's cache, one ``ticket`` job per
 chain remakes them (:func:`flatcomp.experiments.ticket_masks`) before the jobs that need them.
 
-Every job is ``python -m flatcomp run ...``: it stores each unit as it finishes, so a job killed
-at the deadline loses only the unit it was training, and a later run resumes from the store.
+Every job is a ``python -m flatcomp`` command that stores each unit (or ticket) as it finishes,
+so a job killed at the deadline loses only what it was training, and a later run resumes.
 """
 
 from __future__ import annotations
