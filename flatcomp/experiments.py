@@ -217,7 +217,7 @@ def _mask_overhead_units(profile: Profile) -> list[Unit]:
     return [dict(task=profile.tasks[0], optimizer=o) for o in ("adam", "sam")]
 
 
-def _run_mask_overhead(profile: Profile, unit: Unit, steps: int = 12, repeats: int = 4) -> dict:
+def _run_mask_overhead(profile: Profile, unit: Unit, steps: int = 12, repeats: int = 2) -> dict:
     """Seconds per step with and without 50% magnitude masks, on the same batches from the same
     pre-trained weights, alternating the two ``repeats`` times and keeping each one's fastest (a
     busy machine only ever adds time)."""
