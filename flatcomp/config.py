@@ -138,7 +138,10 @@ SMALL = Profile(
                    "first attempt at 5e-5 left SAM's dense MRPC model barely above the majority "
                    "class after 3 epochs (SAM converges more slowly, see the SAM chapter). IMP's "
                    "dense round 0 is trained at the same schedule, so every comparison in the "
-                   "lottery chapter is within it",
+                   "lottery chapter is within it. Ticket transfer came later, on the 2-core CPU: "
+                   "the GPU's masks had stayed on that machine, so the IMP chains of the source "
+                   "tasks' tickets were trained again there, from MiniLM's fp32 weights (each "
+                   "transfer record names the round that pruned its ticket and its score)",
     },
     lottery={"tasks": ("mrpc", "sst2", "rte", "stsb", "cola"),
              "epochs": {"default": 3}, "max_length": 64, "lr": {"default": 1e-4}},
