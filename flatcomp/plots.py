@@ -260,8 +260,9 @@ def transfer_heatmaps(cells: list[dict]) -> plt.Figure:
         limit = max(1.0, np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
         image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit)
         for (i, j), value in np.ndenumerate(grid):
-            if np.isfinite(value):
-                ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=8)
+            if np.isfinite(value):  # white on the darkest cells
+                ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=8,
+                        color="white" if abs(value) > 0.6 * limit else "black")
         names = [TASK_NAMES[t] for t in tasks]
         ax.set_xticks(range(len(tasks)), names)
         ax.set_yticks(range(len(tasks)), names)
