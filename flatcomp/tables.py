@@ -421,9 +421,10 @@ def transfer_table(cells: list[dict]) -> pd.DataFrame:
     Figures 8 and 9, BERT-base), and their means over the pairs shown."""
     ours = transfer_differences(cells)
     pairs = list(dict.fromkeys(pair for diffs in ours.values() for pair in diffs))
+    groups = {f"{TASK_NAMES[s]} → {TASK_NAMES[t]}": [(s, t)] for s, t in pairs}
+    groups["mean"] = pairs
     rows = {}
-    for label, chosen in [(f"{TASK_NAMES[s]} → {TASK_NAMES[t]}", [(s, t)]) for s, t in pairs] + [
-            ("mean", pairs)]:
+    for label, chosen in groups.items():
         row = {}
         for panel, (name, _, _) in TRANSFER_PANELS.items():
             mine = [ours[panel][p] for p in chosen if p in ours[panel]]
