@@ -16,8 +16,8 @@ from pathlib import Path
 
 from flatcomp import schedule
 from flatcomp.config import GLUE_TASKS, PROFILES, Profile, get_profile
-from flatcomp.experiments import (EXPERIMENTS, load_or_run, planned_units, ticket_masks,
-                                  ticket_origin, unit_id)
+from flatcomp.experiments import (EXPERIMENTS, load_or_run, planned_units, ticket_and_origin,
+                                  unit_id)
 from flatcomp.pruning import save_masks, sparsity_report
 from flatcomp.results import CorruptResultError, ResultsStore
 
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _ticket(profile: Profile, task: str, mask: str, out: Path | None) -> int:
     lottery = profile.for_lottery()
-    masks = ticket_masks(lottery, task, mask, seed=lottery.seeds[0])
-    origin = ticket_origin(lottery, task, mask)
+    masks, origin = ticket_and_origin(lottery, task, mask, seed=lottery.seeds[0])
     print(f"{task} {mask} ticket: {100 * sparsity_report(masks)['sparsity']:.1f}% of the prunable "
           f"weights pruned, by IMP round {origin['imp_round']} (trained on {origin['device']}, "
           f"dev score {origin['round_score']:.4f})")

@@ -432,11 +432,11 @@ def _run_ticket(profile: Profile, unit: Unit) -> dict:
 
     A ticket fine-tuned with the optimizer that found it, with IMP's seed, is IMP's own round
     at the ticket sparsity (the same computation): that round's result and weights are reused.
-    The record says where the mask came from (:func:`ticket_origin`).
+    The record says where the mask came from (:func:`ticket_and_origin`).
     """
     task, source = unit["task"], unit.get("source", unit["task"])
-    masks = ticket_masks(profile, source, unit["mask"], unit["seed"])
-    origin = {"ticket": ticket_origin(profile, source, unit["mask"])}
+    masks, origin = ticket_and_origin(profile, source, unit["mask"], unit["seed"])
+    origin = {"ticket": origin}
     if source == task and unit["mask"] == unit["optimizer"] and unit["seed"] == profile.seeds[0]:
         imp_unit = ticket_imp_unit(profile, task, unit["mask"])
         imp_unit["round"] += 1
@@ -455,24 +455,24 @@ def ticket_masks(profile: Profile, task: str, mask: str, seed: int) -> dict[str,
     """The ``adam`` or ``sam`` ticket of ``task``: the mask that IMP with rewinding (first seed)
     trains with at :func:`ticket_sparsity`, computed first if missing; or a ``random`` mask with
     as many weights per layer as the Adam ticket, at positions drawn with ``seed``."""
+    return ticket_and_origin(profile, task, mask, seed)[0]
+
+
+def ticket_and_origin(profile: Profile, task: str, mask: str,
+                      seed: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """:func:`ticket_masks`, and where the ticket came from: the IMP round that pruned it (a random
+    mask: the Adam ticket's), the device it trained on and its dev score there, beside the score
+    in that round's stored record (the two differ when the masks were remade on another machine,
+    see :func:`_cached`)."""
     from flatcomp import pruning
 
-    masks, _ = pruning.load_masks(_ticket_path(profile, task, mask))
-    return pruning.random_masks(masks, seed=seed) if mask == "random" else masks
-
-
-def ticket_origin(profile: Profile, task: str, mask: str) -> dict:
-    """Which IMP round pruned ``task``'s ``mask`` ticket (a random mask: the Adam ticket's), on
-    which device and with what dev score, beside the score in that round's stored record: the
-    two differ when the masks were remade on another machine (see :func:`_cached`)."""
-    from flatcomp import pruning
-
-    _, meta = pruning.load_masks(_ticket_path(profile, task, mask))
+    masks, meta = pruning.load_masks(_ticket_path(profile, task, mask))
     maker = _ticket_maker(profile, task, mask)
     stored = ResultsStore(profile).load("imp", unit_id(maker))
-    return {"imp_round": unit_id(maker), "device": meta.get("device"),
-            "round_score": meta.get("round_score"),
-            "stored_round_score": stored["best_score"] if stored else None}
+    origin = {"imp_round": unit_id(maker), "device": meta.get("device"),
+              "round_score": meta.get("round_score"),
+              "stored_round_score": stored["best_score"] if stored else None}
+    return (pruning.random_masks(masks, seed=seed) if mask == "random" else masks), origin
 
 
 def ticket_file(profile: Profile, task: str, mask: str) -> Path:
@@ -501,7 +501,7 @@ def _cached(profile: Profile, path: Path, maker: Unit) -> Path:
     If the round was stored on another machine (or the cache was cleared) the file is gone: the
     round is trained again to remake it (and, recursively, the rounds before it), with a warning.
     Its stored record is kept. On a CPU the remade files are identical; after a GPU they may
-    differ slightly (nondeterministic kernels), which :func:`ticket_origin` makes visible.
+    differ slightly (nondeterministic kernels), which :func:`ticket_and_origin` shows.
     """
     if not path.exists():
         warnings.warn(f"{path.name} is not in the checkpoint cache ({path.parent}), though IMP "

@@ -421,7 +421,7 @@ def test_a_stored_imp_round_whose_masks_left_the_cache_is_trained_again(smoke, t
                                                                         monkeypatch):
     """Stored IMP records without their cached masks (made on another machine): the rounds are
     trained again, with a warning, and on a CPU the remade ticket is the same one."""
-    from flatcomp.experiments import load_or_run, ticket_masks, ticket_origin
+    from flatcomp.experiments import load_or_run, ticket_and_origin, ticket_masks
 
     lottery = smoke.for_lottery()
     stored = load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True],
@@ -432,7 +432,7 @@ def test_a_stored_imp_round_whose_masks_left_the_cache_is_trained_again(smoke, t
         remade = ticket_masks(lottery, "mrpc", "adam", seed=0)
     assert remade.keys() == here.keys()
     assert all(torch.equal(remade[k], here[k]) for k in here)
-    origin = ticket_origin(lottery, "mrpc", "adam")
+    _, origin = ticket_and_origin(lottery, "mrpc", "adam", seed=0)
     assert origin["imp_round"] == "mrpc-adam-rewind-seed0-round1"
     assert origin["round_score"] == origin["stored_round_score"] == stored[1]["best_score"]
     assert origin["device"] == "cpu"
