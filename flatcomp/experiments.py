@@ -575,16 +575,49 @@ def _run_compound(profile: Profile, unit: Unit) -> dict:
 def _run_ticket_flatness(profile: Profile, unit: Unit) -> dict:
     """Sharpness of a ticket's subnetwork (the perturbation masked like the weights) on the
     profile's fixed flatness rows, beside the ticket's dev score."""
+    model, record = _ticket_model(profile, unit)
+    masks = ticket_masks(profile, unit["task"], unit["mask"], unit["seed"])
+    return {**unit, **_subnetwork_sharpness(profile, unit["task"], model, masks),
+            "best_score": record["best_score"], "sparsity": record["sparsity"]}
+
+
+def _imp_flatness_units(profile: Profile) -> list[Unit]:
+    """Every round of IMP with rewinding: a ticket at each sparsity, with the mask and optimizer
+    of its chain."""
+    return [u for u in _imp_units(profile) if u["rewind"]]
+
+
+def _run_imp_flatness(profile: Profile, unit: Unit) -> dict:
+    """Sharpness of an IMP round's trained subnetwork (under the masks it trained with) beside
+    the dev score of the same weights (fp32 on the CPU). It reads the weights IMP left in the
+    cache, or trains the round again (:func:`_cached`); a remade round's weights may differ from
+    those behind the stored IMP record (another machine), so its score is measured afresh and the
+    record's kept beside it."""
+    from flatcomp.pruning import load_masks
+
+    record = ResultsStore(profile).load_or_run("imp", unit_id(unit),
+                                               lambda: _run_imp(profile, unit), unit["seed"])
+    task, k = unit["task"], unit["round"]
+    weights = _cached(profile, _imp_path(profile, unit, k, "weights"), unit)
+    model = load_weights(load_model(profile, task, unit["seed"]), weights).cpu().eval()
+    masks = load_masks(_imp_path(profile, unit, k, "masks"))[0] if k else None
+    _, dev, _ = encoded_task(profile, task)
+    return {**unit, **_subnetwork_sharpness(profile, task, model, masks),
+            "best_score": _cpu_fp32_scorer(profile, task, dev)(model),
+            "imp_record_score": record["best_score"], "sparsity": record["sparsity"],
+            "device": str(default_device())}
+
+
+def _subnetwork_sharpness(profile: Profile, task: str, model: torch.nn.Module,
+                          masks: dict[str, torch.Tensor] | None) -> dict:
+    """S_rho of ``model`` on the profile's fixed flatness rows, perturbing only inside ``masks``."""
     from flatcomp.flatness import sharpness
 
     settings = FLATNESS_SETTINGS[profile.name]
-    model, record = _ticket_model(profile, unit)
-    masks = ticket_masks(profile, unit["task"], unit["mask"], unit["seed"])
-    sharp = sharpness(model.to(default_device()), _fixed_rows_loss(profile, unit["task"]),
+    sharp = sharpness(model.to(default_device()).eval(), _fixed_rows_loss(profile, task),
                       rho=profile.sam_rho, steps=settings["sharpness_steps"], masks=masks)
-    return {**unit, "rows": settings["rows"], "rho": profile.sam_rho, "loss": sharp["loss"],
-            "sharpness": sharp["sharpness"], "best_score": record["best_score"],
-            "sparsity": record["sparsity"]}
+    return {"rows": settings["rows"], "rho": profile.sam_rho, "loss": sharp["loss"],
+            "sharpness": sharp["sharpness"]}
 
 
 def _mask_analysis_units(profile: Profile) -> list[Unit]:
@@ -676,6 +709,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _mask_analysis_units, _run_mask_analysis, lottery=True),
     Experiment("ticket_flatness", "sharpness of every ticket's subnetwork beside its score",
                _ticket_units, _run_ticket_flatness, lottery=True),
+    Experiment("imp_flatness", "sharpness of every IMP round's subnetwork beside its score",
+               _imp_flatness_units, _run_imp_flatness, lottery=True),
     Experiment("transfer", "tickets of one task fine-tuned on another",
                _transfer_units, _run_ticket, lottery=True),
     Experiment("mask_overhead", "seconds per step with and without pruning masks",

@@ -297,6 +297,28 @@ def ticket_sharpness(records: list[dict]) -> plt.Figure:
     return fig
 
 
+def imp_sharpness(records: list[dict]) -> plt.Figure:
+    """Each IMP round's dev score against the sharpness of its subnetwork (log x), one panel per
+    task: one path per optimizer, from the dense round to the sparsest, its sparsities labelled."""
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    fig, axes = _task_panels(tasks, height=3.8)
+    for ax, task in zip(axes, tasks):
+        for optimizer in dict.fromkeys(r["optimizer"] for r in records):
+            chain = sorted((r for r in records if (r["task"], r["optimizer"]) == (task, optimizer)),
+                           key=lambda r: r["round"])
+            x, y = [r["sharpness"] for r in chain], [100 * recorded_score(r) for r in chain]
+            ax.plot(x, y, marker="o", markersize=4, color=OPTIMIZER_COLORS[optimizer],
+                    label=f"{optimizer} chain")
+            for r, xi, yi in zip(chain, x, y):
+                ax.annotate(f"{100 * r['sparsity']:.0f}%", (xi, yi), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        _label_task_panel(ax, task, f"sharpness of the subnetwork (rho = {records[0]['rho']:g})",
+                          fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 _SUBLAYER_ORDER = ("query", "key", "value", "attention.output", "intermediate", "output")
 
 

@@ -60,7 +60,7 @@ def lottery_jobs(profile: Profile) -> list[Job]:
     """Every unit of the lottery experiments, as jobs in the order they should start:
     IMP with rewinding (one chain per task and optimizer) and its ticket, then per task the mask x
     optimizer table, the mask analysis and compound compression, then ticket transfer, IMP
-    without rewinding, and the tickets' flatness."""
+    without rewinding, and the flatness of IMP's rounds and of the tickets."""
     lot = profile.for_lottery()
     seed = lot.seeds[0]
 
@@ -103,6 +103,8 @@ def lottery_jobs(profile: Profile) -> list[Job]:
     jobs += [Job("imp", dict(task=[t], optimizer=[o], rewind=[False]),
                  (finetuned_file(lot, t, o, seed),))
              for t, o in chains if False in lot.imp_rewind]
+    jobs += [Job("imp_flatness", dict(task=[t], optimizer=[o]), (imp(t, o, True, lot.imp_rounds),))
+             for t, o in chains if True in lot.imp_rewind]
     jobs += [Job("ticket_flatness", dict(task=[task]),
                  tuple(ticket(u) for u in tickets if u["task"] == task)) for task in lot.tasks]
     return jobs

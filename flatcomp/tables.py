@@ -484,6 +484,31 @@ def sharpness_correlation(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
 
 
+def imp_sharpness_table(records: list[dict]) -> pd.DataFrame:
+    """Per task, IMP's rounds with rewinding: at how many sparsities the SAM chain's subnetwork is
+    the flatter of the two, at how many the flatter one scores higher, and Spearman's rank
+    correlation between sharpness and dev score over every round of both chains (negative:
+    flatter scores higher; sparsity moves both, so this one mixes its effect in)."""
+    from scipy.stats import spearmanr
+
+    rows = {}
+    for task in dict.fromkeys(r["task"] for r in records):
+        mine = [r for r in records if r["task"] == task]
+        pairs = [(a, s) for a in mine for s in mine if a["optimizer"] == "adam"
+                 and s["optimizer"] == "sam" and a["round"] == s["round"]]
+        flatter_sam = sum(s["sharpness"] < a["sharpness"] for a, s in pairs)
+        decided = [(a, s) for a, s in pairs if recorded_score(s) != recorded_score(a)]
+        flatter_wins = sum((s["sharpness"] < a["sharpness"]) == (recorded_score(s) > recorded_score(a))
+                           for a, s in decided)
+        rho = spearmanr([r["sharpness"] for r in mine], [recorded_score(r) for r in mine]).statistic \
+            if len(mine) > 2 else None
+        rows[TASK_NAMES[task]] = {
+            "sparsities": len(pairs), "SAM's subnetwork flatter": f"{flatter_sam} of {len(pairs)}",
+            "the flatter one scores higher": f"{flatter_wins} of {len(decided)}",
+            "rounds": len(mine), "Spearman, all rounds": f"{rho:+.2f}" if rho is not None else "-"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
+
+
 def overlap_table(analyses: list[dict]) -> pd.DataFrame:
     """Per task, how much the Adam and SAM tickets agree: the fraction of prunable weights on
     which the two masks agree, and the Jaccard overlap of what they keep, each beside two

@@ -398,6 +398,21 @@ def test_ticket_flatness_measures_the_stored_tickets_subnetwork(smoke):
     assert r["sharpness"] >= 0 and r["loss"] > 0
 
 
+def test_imp_flatness_measures_each_rounds_trained_subnetwork(smoke):
+    from flatcomp.experiments import load_or_run
+
+    wanted = dict(task=["mrpc"], optimizer=["sam"], rewind=[True], round=[0, 2])
+    dense, pruned = load_or_run(smoke, "imp_flatness", progress=False, **wanted)
+    rounds = load_or_run(smoke, "imp", progress=False, **wanted)
+    assert [(r["imp_record_score"], r["sparsity"]) for r in (dense, pruned)] == \
+        [(r["best_score"], r["sparsity"]) for r in rounds]
+    assert pruned["sparsity"] == pytest.approx(0.2, abs=1e-3)
+    # the same weights scored again: on the machine that trained them (fp32), the same score
+    assert pruned["best_score"] == pytest.approx(pruned["imp_record_score"], abs=1e-6)
+    assert all(r["sharpness"] >= 0 and r["loss"] > 0 for r in (dense, pruned))
+    assert dense["loss"] != pruned["loss"]  # each round's own weights, not the dense model's
+
+
 def test_load_or_run_can_show_only_what_is_stored(smoke):
     from flatcomp.experiments import load_or_run
 

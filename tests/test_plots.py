@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 
@@ -57,6 +58,16 @@ def test_ticket_sharpness_draws_one_series_per_mask_and_optimizer():
                     [(m, o) for m in ("random", "adam", "sam") for o in ("adam", "sam")])]
     fig = plots.ticket_sharpness(records)
     assert len(fig.axes[0].collections) == 6 and fig.axes[0].get_xscale() == "log"
+
+
+def test_imp_sharpness_draws_one_path_per_chain_with_its_sparsities():
+    records = [{"task": "rte", "optimizer": o, "round": k, "sparsity": k / 10,
+                "sharpness": 0.1 * (k + 1), "rho": 0.05, "best_score": 0.6}
+               for o in ("adam", "sam") for k in (2, 0, 1)]
+    ax = plots.imp_sharpness(records).axes[0]
+    assert [len(line.get_xdata()) for line in ax.get_lines()] == [3, 3]
+    assert np.allclose(ax.get_lines()[0].get_xdata(), [0.1, 0.2, 0.3])  # in round order
+    assert [t.get_text() for t in ax.texts[:3]] == ["0%", "10%", "20%"]
 
 
 def test_task_panels_wrap_after_three_tasks():

@@ -13,7 +13,8 @@ from flatcomp.experiments import (finetuned_file, get_experiment, select, ticket
 from flatcomp.results import ResultsStore
 from flatcomp.schedule import Job, lottery_jobs, run_jobs, summary
 
-LOTTERY = ("imp", "tickets", "transfer", "compound", "mask_analysis", "ticket_flatness")
+LOTTERY = ("imp", "tickets", "transfer", "compound", "mask_analysis", "ticket_flatness",
+           "imp_flatness")
 
 
 @pytest.mark.parametrize("name", ["smoke", "small", "paper"])
