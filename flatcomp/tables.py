@@ -488,7 +488,8 @@ def imp_sharpness_table(records: list[dict]) -> pd.DataFrame:
     """Per task, IMP's rounds with rewinding: at how many sparsities the SAM chain's subnetwork is
     the flatter of the two, at how many the flatter one scores higher, and Spearman's rank
     correlation between sharpness and dev score over every round of both chains (negative:
-    flatter scores higher; sparsity moves both, so this one mixes its effect in)."""
+    flatter scores higher; sparsity moves both, so this one mixes its effect in), and each
+    chain's median loss on the flatness rows (a model that has not fitted them can be flat)."""
     from scipy.stats import spearmanr
 
     rows = {}
@@ -505,7 +506,10 @@ def imp_sharpness_table(records: list[dict]) -> pd.DataFrame:
         rows[TASK_NAMES[task]] = {
             "sparsities": len(pairs), "SAM's subnetwork flatter": f"{flatter_sam} of {len(pairs)}",
             "the flatter one scores higher": f"{flatter_wins} of {len(decided)}",
-            "rounds": len(mine), "Spearman, all rounds": f"{rho:+.2f}" if rho is not None else "-"}
+            "rounds": len(mine), "Spearman, all rounds": f"{rho:+.2f}" if rho is not None else "-",
+            "median training loss, Adam / SAM": " / ".join(
+                f"{statistics.median(r['loss'] for r in mine if r['optimizer'] == o):.2f}"
+                for o in ("adam", "sam"))}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
 
 

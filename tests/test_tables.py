@@ -123,12 +123,13 @@ def test_sharpness_correlation_is_negative_when_flatter_tickets_score_higher():
 def test_imp_sharpness_table_counts_the_sparsities_where_the_flatter_chain_wins():
     # (round, Adam sharpness, Adam score, SAM sharpness, SAM score)
     chains = ((0, 0.5, 0.80, 0.2, 0.82), (1, 0.6, 0.80, 0.3, 0.79), (2, 0.4, 0.75, 0.5, 0.75))
-    records = [{"task": "mrpc", "optimizer": o, "round": k, "sharpness": sh, "best_score": b}
+    records = [{"task": "mrpc", "optimizer": o, "round": k, "sharpness": sh, "best_score": b,
+                "loss": 0.1 * k + (o == "sam")}
                for k, a, ab, s, sb in chains for o, sh, b in (("adam", a, ab), ("sam", s, sb))]
     row = tables.imp_sharpness_table(records).loc["MRPC"]
     assert row["SAM's subnetwork flatter"] == "2 of 3"
     assert row["the flatter one scores higher"] == "1 of 2"  # round 2 is a tie in score
-    assert row["rounds"] == 6
+    assert row["rounds"] == 6 and row["median training loss, Adam / SAM"] == "0.10 / 1.10"
 
 
 def test_pm_names_a_single_seed_instead_of_a_zero_spread():
