@@ -602,8 +602,8 @@ def _run_imp_flatness(profile: Profile, unit: Unit) -> dict:
     model = load_weights(load_model(profile, task, unit["seed"]), weights).cpu().eval()
     masks = load_masks(_imp_path(profile, unit, k, "masks"))[0] if k else None
     _, dev, _ = encoded_task(profile, task)
-    return {**unit, **_subnetwork_sharpness(profile, task, model, masks),
-            "best_score": _cpu_fp32_scorer(profile, task, dev)(model),
+    score = _cpu_fp32_scorer(profile, task, dev)(model)  # before sharpness moves it to the device
+    return {**unit, **_subnetwork_sharpness(profile, task, model, masks), "best_score": score,
             "imp_record_score": record["best_score"], "sparsity": record["sparsity"],
             "device": str(default_device())}
 
