@@ -141,7 +141,8 @@ SMALL = Profile(
                    "lottery chapter is within it. Ticket transfer came later, on the 2-core CPU: "
                    "the GPU's masks had stayed on that machine, so the IMP chains of the source "
                    "tasks' tickets were trained again there, from MiniLM's fp32 weights (each "
-                   "transfer record names the round that pruned its ticket and its score)",
+                   "transfer record names the round that pruned its ticket and its score); the "
+                   "flatness of IMP's rounds was measured on those CPU chains",
     },
     lottery={"tasks": ("mrpc", "sst2", "rte", "stsb", "cola"),
              "epochs": {"default": 3}, "max_length": 64, "lr": {"default": 1e-4}},
