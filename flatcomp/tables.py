@@ -467,19 +467,14 @@ def sharpness_correlation(records: list[dict]) -> pd.DataFrame:
     """Per task: Spearman's rank correlation between the sharpness of the tickets' subnetworks and
     their dev scores, over all tickets and over the found (Adam and SAM) ones only. Negative:
     flatter tickets score higher."""
-    from scipy.stats import spearmanr
-
     rows = {}
     for task in dict.fromkeys(r["task"] for r in records):
         mine = [r for r in records if r["task"] == task]
         found = [r for r in mine if r["mask"] != "random"]
         row = {}
         for label, group in (("all tickets", mine), ("Adam and SAM masks", found)):
-            rho = spearmanr([r["sharpness"] for r in group],
-                            [recorded_score(r) for r in group]).statistic \
-                if len(group) > 2 else None
             row[f"{label}: models"] = len(group)
-            row[f"{label}: Spearman"] = f"{rho:+.2f}" if rho is not None else "-"
+            row[f"{label}: Spearman"] = _sharpness_spearman(group)
         rows[TASK_NAMES[task]] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
 
@@ -490,8 +485,6 @@ def imp_sharpness_table(records: list[dict]) -> pd.DataFrame:
     correlation between sharpness and dev score over every round of both chains (negative:
     flatter scores higher; sparsity moves both, so this one mixes its effect in), and each
     chain's median loss on the flatness rows (a model that has not fitted them can be flat)."""
-    from scipy.stats import spearmanr
-
     rows = {}
     for task in dict.fromkeys(r["task"] for r in records):
         mine = [r for r in records if r["task"] == task]
@@ -501,16 +494,25 @@ def imp_sharpness_table(records: list[dict]) -> pd.DataFrame:
         decided = [(a, s) for a, s in pairs if recorded_score(s) != recorded_score(a)]
         flatter_wins = sum((s["sharpness"] < a["sharpness"]) == (recorded_score(s) > recorded_score(a))
                            for a, s in decided)
-        rho = spearmanr([r["sharpness"] for r in mine], [recorded_score(r) for r in mine]).statistic \
-            if len(mine) > 2 else None
+        losses = {o: [r["loss"] for r in mine if r["optimizer"] == o] for o in ("adam", "sam")}
         rows[TASK_NAMES[task]] = {
             "sparsities": len(pairs), "SAM's subnetwork flatter": f"{flatter_sam} of {len(pairs)}",
             "the flatter one scores higher": f"{flatter_wins} of {len(decided)}",
-            "rounds": len(mine), "Spearman, all rounds": f"{rho:+.2f}" if rho is not None else "-",
+            "rounds": len(mine), "Spearman, all rounds": _sharpness_spearman(mine),
             "median training loss, Adam / SAM": " / ".join(
-                f"{statistics.median(r['loss'] for r in mine if r['optimizer'] == o):.2f}"
-                for o in ("adam", "sam"))}
+                f"{statistics.median(v):.2f}" if v else "-" for v in losses.values())}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
+
+
+def _sharpness_spearman(records: list[dict]) -> str:
+    """Spearman's rank correlation between sharpness and dev score over ``records`` ("-" for
+    fewer than three)."""
+    from scipy.stats import spearmanr
+
+    if len(records) < 3:
+        return "-"
+    rho = spearmanr([r["sharpness"] for r in records], [recorded_score(r) for r in records])
+    return f"{rho.statistic:+.2f}"
 
 
 def overlap_table(analyses: list[dict]) -> pd.DataFrame:

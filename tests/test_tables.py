@@ -132,6 +132,14 @@ def test_imp_sharpness_table_counts_the_sparsities_where_the_flatter_chain_wins(
     assert row["rounds"] == 6 and row["median training loss, Adam / SAM"] == "0.10 / 1.10"
 
 
+def test_imp_sharpness_table_shows_a_chain_whose_partner_is_not_stored_yet():
+    records = [{"task": "sst2", "optimizer": "adam", "round": k, "sharpness": 0.1 * k,
+                "best_score": 0.8, "loss": 0.2} for k in range(2)]
+    row = tables.imp_sharpness_table(records).loc["SST-2"]
+    assert row["sparsities"] == 0 and row["Spearman, all rounds"] == "-"
+    assert row["median training loss, Adam / SAM"] == "0.20 / -"
+
+
 def test_pm_names_a_single_seed_instead_of_a_zero_spread():
     assert tables.pm([0.8, 0.82]) == "81.0 ± 1.4"
     assert tables.pm([0.861]) == "86.1 (1 seed)"
