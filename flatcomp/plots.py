@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from flatcomp.metrics import MAIN_METRIC, recorded_score
-from flatcomp.tables import (FLATNESS_MEASURES, TASK_NAMES, TRANSFER_PANELS,
+from flatcomp.tables import (FLATNESS_MEASURES, OPTIMIZER_NAMES, TASK_NAMES, TRANSFER_PANELS,
                              transfer_differences)
 
 OPTIMIZER_COLORS = {"adam": "tab:blue", "sam": "tab:orange", "swa": "tab:green"}
@@ -308,7 +308,7 @@ def imp_sharpness(records: list[dict]) -> plt.Figure:
                            key=lambda r: r["round"])
             x, y = [r["sharpness"] for r in chain], [100 * recorded_score(r) for r in chain]
             ax.plot(x, y, marker="o", markersize=4, color=OPTIMIZER_COLORS[optimizer],
-                    label=f"{optimizer} chain")
+                    label=f"{OPTIMIZER_NAMES[optimizer]} chain")
             for r, xi, yi in zip(chain, x, y):
                 ax.annotate(f"{100 * r['sparsity']:.0f}%", (xi, yi), fontsize=6,
                             xytext=(3, 3), textcoords="offset points")
