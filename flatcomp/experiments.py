@@ -600,12 +600,12 @@ def _run_imp_flatness(profile: Profile, unit: Unit) -> dict:
     task, k = unit["task"], unit["round"]
     weights = _cached(profile, _imp_path(profile, unit, k, "weights"), unit)
     model = load_weights(load_model(profile, task, unit["seed"]), weights).cpu().eval()
-    masks = load_masks(_imp_path(profile, unit, k, "masks"))[0] if k else None
+    masks = load_masks(_cached(profile, _imp_path(profile, unit, k, "masks"),
+                               {**unit, "round": k - 1}))[0] if k else None
     _, dev, _ = encoded_task(profile, task)
     score = _cpu_fp32_scorer(profile, task, dev)(model)  # before sharpness moves it to the device
     return {**unit, **_subnetwork_sharpness(profile, task, model, masks), "best_score": score,
-            "imp_record_score": record["best_score"], "sparsity": record["sparsity"],
-            "device": str(default_device())}
+            "imp_record_score": record["best_score"], "sparsity": record["sparsity"]}
 
 
 def _subnetwork_sharpness(profile: Profile, task: str, model: torch.nn.Module,
