@@ -49,13 +49,14 @@ class Experiment:
 def unit_id(unit: Unit) -> str:
     """A readable file name: ``mrpc-adam-seed0`` (keys in a fixed order)."""
     parts = []
-    for key in ("source", "task", "mask", "optimizer", "rewind", "lr", "precision", "seed",
-                "round"):
+    for key in ("source", "task", "mask", "pooler", "optimizer", "rewind", "lr", "precision",
+                "seed", "round"):
         if key in unit:
             value = unit[key]
             parts.append(f"lr{value:g}" if key == "lr" else
                          f"{value}-to" if key == "source" else
                          f"{value}-mask" if key == "mask" else
+                         f"{value}-pooler" if key == "pooler" else
                          f"seed{value}" if key == "seed" else
                          f"round{value}" if key == "round" else
                          ("rewind" if value else "continue") if key == "rewind" else str(value))
@@ -451,6 +452,25 @@ def _run_ticket(profile: Profile, unit: Unit) -> dict:
     return {**_fine_tune_masked(profile, unit, masks), **origin}
 
 
+def _pooler_check_units(profile: Profile) -> list[Unit]:
+    """The Adam and SAM tickets of the mask x optimizer table, each again with its pooler dense."""
+    return [{**u, "pooler": "dense"} for u in _ticket_units(profile) if u["mask"] != "random"]
+
+
+def _run_pooler_check(profile: Profile, unit: Unit) -> dict:
+    """A ``tickets`` unit fine-tuned again with the pooler left out of its mask (dense, trained):
+    does the ticket fail because global magnitude pruning emptied the pooler? The record says how
+    many pooler weights the ticket itself keeps."""
+    from flatcomp.pruning import without_pooler
+
+    masks, origin = ticket_and_origin(profile, unit["task"], unit["mask"], unit["seed"])
+    kept = without_pooler(masks)
+    pooler = [m for name, m in masks.items() if name not in kept]
+    return {**_fine_tune_masked(profile, unit, kept), "ticket": origin,
+            "pooler_kept": sum(int(m.sum()) for m in pooler),
+            "pooler_size": sum(m.numel() for m in pooler)}
+
+
 def ticket_masks(profile: Profile, task: str, mask: str, seed: int) -> dict[str, torch.Tensor]:
     """The ``adam`` or ``sam`` ticket of ``task``: the mask that IMP with rewinding (first seed)
     trains with at :func:`ticket_sparsity`, computed first if missing; or a ``random`` mask with
@@ -713,6 +733,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
                _imp_flatness_units, _run_imp_flatness, lottery=True),
     Experiment("transfer", "tickets of one task fine-tuned on another",
                _transfer_units, _run_ticket, lottery=True),
+    Experiment("pooler_check", "the Adam and SAM tickets fine-tuned again with a dense pooler",
+               _pooler_check_units, _run_pooler_check, lottery=True),
     Experiment("mask_overhead", "seconds per step with and without pruning masks",
                _mask_overhead_units, _run_mask_overhead),
     Experiment("imp", "iterative magnitude pruning, one unit per round",

@@ -64,6 +64,12 @@ def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return weights
 
 
+def without_pooler(masks: Mapping[str, torch.Tensor]) -> Masks:
+    """``masks`` less the pooler's. Applied to a model they leave the pooler dense and every
+    encoder matrix pruned as before: a control for a ticket whose pooler was pruned away."""
+    return {name: mask for name, mask in masks.items() if "pooler" not in name.split(".")}
+
+
 def _kept(tensor: torch.Tensor) -> torch.Tensor:
     """A mask as is; for weights, the entries that are not exactly zero."""
     return tensor if tensor.dtype == torch.bool else tensor != 0

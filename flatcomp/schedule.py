@@ -60,7 +60,8 @@ def lottery_jobs(profile: Profile) -> list[Job]:
     """Every unit of the lottery experiments, as jobs in the order they should start:
     IMP with rewinding (one chain per task and optimizer) and its ticket, then per task the mask x
     optimizer table, the mask analysis and compound compression, then ticket transfer, IMP
-    without rewinding, and the flatness of IMP's rounds and of the tickets."""
+    without rewinding, the flatness of IMP's rounds and of the tickets, and the tickets again with
+    a dense pooler."""
     lot = profile.for_lottery()
     seed = lot.seeds[0]
 
@@ -107,6 +108,8 @@ def lottery_jobs(profile: Profile) -> list[Job]:
              for t, o in chains if True in lot.imp_rewind]
     jobs += [Job("ticket_flatness", dict(task=[task]),
                  tuple(ticket(u) for u in tickets if u["task"] == task)) for task in lot.tasks]
+    jobs += [Job("pooler_check", dict(task=[task]), (found[task, "adam"], found[task, "sam"]))
+             for task in lot.tasks]
     return jobs
 
 

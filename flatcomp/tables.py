@@ -452,6 +452,24 @@ def ticket_origin_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("IMP round").sort_index()
 
 
+def pooler_check_table(checks: list[dict], tickets: list[dict]) -> pd.DataFrame:
+    """Each ticket of the pooler check beside the same ticket, seed and optimizer in the mask x
+    optimizer table: the pooler weights the ticket keeps, and its dev score with that pooler and
+    with a dense one, in points."""
+    scores = {(r["task"], r["mask"], r["optimizer"], r["seed"]): recorded_score(r) for r in tickets}
+    rows = []
+    for r in checks:
+        ticket = scores.get((r["task"], r["mask"], r["optimizer"], r["seed"]))
+        dense = recorded_score(r)
+        rows.append({"task": TASK_NAMES[r["task"]], "mask": OPTIMIZER_NAMES[r["mask"]],
+                     "fine-tuning": OPTIMIZER_NAMES[r["optimizer"]], "seed": r["seed"],
+                     "pooler weights kept": f"{r['pooler_kept']:,} of {r['pooler_size']:,}",
+                     "ticket": pct(ticket) if ticket is not None else "-",
+                     "dense pooler": pct(dense),
+                     "difference": f"{100 * (dense - ticket):+.1f}" if ticket is not None else "-"})
+    return pd.DataFrame(rows).set_index(["task", "mask", "fine-tuning", "seed"])
+
+
 def overhead_table(timings: list[dict]) -> pd.DataFrame:
     """Seconds per step without and with pruning masks (every interleaved repeat), and the
     overhead of the fastest masked repeat over the fastest dense one."""

@@ -398,6 +398,24 @@ def test_ticket_flatness_measures_the_stored_tickets_subnetwork(smoke):
     assert r["sharpness"] >= 0 and r["loss"] > 0
 
 
+def test_pooler_check_trains_the_ticket_again_with_a_dense_pooler(smoke):
+    from flatcomp.experiments import load_or_run, ticket_masks
+
+    wanted = dict(task=["mrpc"], mask=["adam"], optimizer=["sam"], seed=[0])
+    [r] = load_or_run(smoke, "pooler_check", progress=False, **wanted)
+    [ticket] = load_or_run(smoke, "tickets", progress=False, **wanted)
+    masks = ticket_masks(smoke.for_lottery(), "mrpc", "adam", seed=0)
+    pooler = masks["bert.pooler.dense.weight"]
+    assert (r["pooler_kept"], r["pooler_size"]) == (int(pooler.sum()), pooler.numel())
+    assert r["pooler_kept"] < r["pooler_size"]  # the ticket prunes the pooler, the check does not
+    total = sum(m.numel() for m in masks.values())
+    assert r["sparsity"] == pytest.approx(ticket["sparsity"] - (pooler.numel() - pooler.sum().item())
+                                          / total, abs=1e-6)
+    assert r["history"] != ticket["history"]
+    assert unit_id({**{k: v[0] for k, v in wanted.items()}, "pooler": "dense"}) == \
+        "mrpc-adam-mask-dense-pooler-sam-seed0"
+
+
 def test_imp_flatness_measures_each_rounds_trained_subnetwork(smoke):
     from flatcomp.experiments import load_or_run
 

@@ -15,7 +15,8 @@ from flatcomp.data import encode, load_task
 from flatcomp.models import load_model
 from flatcomp.pruning import (ImpRound, apply_masks, imp_rounds, iterative_magnitude_pruning,
                               load_masks, magnitude_masks, mask_overlap, prunable_weights,
-                              random_masks, rewind, save_masks, snapshot, sparsity_report)
+                              random_masks, rewind, save_masks, snapshot, sparsity_report,
+                              without_pooler)
 from flatcomp.train import fine_tune
 
 TASK = "rte"
@@ -132,6 +133,17 @@ def test_apply_masks_zeros_only_the_pruned_prunable_entries(model):
         else:  # embeddings, LayerNorms, biases, the head
             assert torch.equal(p, before[name])
     assert sparsity_report(model)["pruned"] == sparsity_report(masks)["pruned"]
+
+
+def test_without_pooler_leaves_the_pooler_dense_and_the_encoder_masked(model):
+    masks = magnitude_masks(prunable_weights(model), 0.9)
+    assert sparsity_report(masks)["layers"]["bert.pooler.dense.weight"] > 0
+    kept = without_pooler(masks)
+    assert set(masks) - set(kept) == {"bert.pooler.dense.weight"}
+    apply_masks(model, kept)
+    report = sparsity_report(model)["layers"]
+    assert report.pop("bert.pooler.dense.weight") == 0
+    assert report == sparsity_report(kept)["layers"]
 
 
 # ---------------------------------------------------------------- random tickets and overlap

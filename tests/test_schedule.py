@@ -14,7 +14,7 @@ from flatcomp.results import ResultsStore
 from flatcomp.schedule import Job, lottery_jobs, run_jobs, summary
 
 LOTTERY = ("imp", "tickets", "transfer", "compound", "mask_analysis", "ticket_flatness",
-           "imp_flatness")
+           "imp_flatness", "pooler_check")
 
 
 @pytest.mark.parametrize("name", ["smoke", "small", "paper"])

@@ -235,3 +235,15 @@ def test_ticket_origin_table_sets_a_remade_rounds_score_beside_the_stored_one():
     table = tables.ticket_origin_table(records)
     assert list(table.index) == ["rte-sam-rewind-seed0-round5"]
     assert table.iloc[0].tolist() == ["cpu", "52.7", "53.1"]
+
+
+def test_pooler_check_table_sets_the_dense_pooler_beside_the_same_ticket():
+    """RTE's SAM ticket keeps no pooler weight and sits at the majority class; with its pooler
+    dense it learns. A check without its ticket in the table shows a dash."""
+    ticket = {"task": "rte", "mask": "sam", "optimizer": "adam", "seed": 0, "best_score": 0.527}
+    checks = [{**ticket, "best_score": 0.581, "pooler_kept": 0, "pooler_size": 147456},
+              {**ticket, "seed": 1, "best_score": float("-inf"), "pooler_kept": 12,
+               "pooler_size": 147456}]
+    table = tables.pooler_check_table(checks, [ticket])
+    assert table.loc[("RTE", "SAM", "Adam", 0)].tolist() == ["0 of 147,456", "52.7", "58.1", "+5.4"]
+    assert table.loc[("RTE", "SAM", "Adam", 1)].tolist() == ["12 of 147,456", "-", "0.0", "-"]
