@@ -461,13 +461,14 @@ def pooler_check_table(checks: list[dict], tickets: list[dict]) -> pd.DataFrame:
     for r in checks:
         ticket = scores.get((r["task"], r["mask"], r["optimizer"], r["seed"]))
         dense = recorded_score(r)
-        rows.append({"task": TASK_NAMES[r["task"]], "mask": OPTIMIZER_NAMES[r["mask"]],
-                     "fine-tuning": OPTIMIZER_NAMES[r["optimizer"]], "seed": r["seed"],
-                     "pooler weights kept": f"{r['pooler_kept']:,} of {r['pooler_size']:,}",
-                     "ticket": pct(ticket) if ticket is not None else "-",
-                     "dense pooler": pct(dense),
-                     "difference": f"{100 * (dense - ticket):+.1f}" if ticket is not None else "-"})
-    return pd.DataFrame(rows).set_index(["task", "mask", "fine-tuning", "seed"])
+        rows.append([TASK_NAMES[r["task"]], OPTIMIZER_NAMES[r["mask"]],
+                     OPTIMIZER_NAMES[r["optimizer"]], r["seed"],
+                     f"{r['pooler_kept']:,} of {r['pooler_size']:,}",
+                     pct(ticket) if ticket is not None else "-", pct(dense),
+                     f"{100 * (dense - ticket):+.1f}" if ticket is not None else "-"])
+    columns = ["task", "mask", "fine-tuning", "seed", "pooler weights kept", "ticket",
+               "dense pooler", "difference"]
+    return pd.DataFrame(rows, columns=columns).set_index(columns[:4])
 
 
 def overhead_table(timings: list[dict]) -> pd.DataFrame:

@@ -247,3 +247,4 @@ def test_pooler_check_table_sets_the_dense_pooler_beside_the_same_ticket():
     table = tables.pooler_check_table(checks, [ticket])
     assert table.loc[("RTE", "SAM", "Adam", 0)].tolist() == ["0 of 147,456", "52.7", "58.1", "+5.4"]
     assert table.loc[("RTE", "SAM", "Adam", 1)].tolist() == ["12 of 147,456", "-", "0.0", "-"]
+    assert tables.pooler_check_table([], [ticket]).empty
