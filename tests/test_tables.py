@@ -238,13 +238,17 @@ def test_ticket_origin_table_sets_a_remade_rounds_score_beside_the_stored_one():
 
 
 def test_pooler_check_table_sets_the_dense_pooler_beside_the_same_ticket():
-    """RTE's SAM ticket keeps no pooler weight and sits at the majority class; with its pooler
-    dense it learns. A check without its ticket in the table shows a dash."""
-    ticket = {"task": "rte", "mask": "sam", "optimizer": "adam", "seed": 0, "best_score": 0.527}
-    checks = [{**ticket, "best_score": 0.581, "pooler_kept": 0, "pooler_size": 147456},
+    """RTE's SAM ticket keeps no pooler weight and sits at the majority class with a chance-level
+    training loss; with its pooler dense it fits. A check without its ticket shows dashes."""
+    ticket = {"task": "rte", "mask": "sam", "optimizer": "adam", "seed": 0, "best_score": 0.527,
+              "history": [{"train_loss": 0.7}, {"train_loss": 0.693}]}
+    checks = [{**ticket, "best_score": 0.581, "history": [{"train_loss": 0.321}],
+               "pooler_kept": 0, "pooler_size": 147456},
               {**ticket, "seed": 1, "best_score": float("-inf"), "pooler_kept": 12,
                "pooler_size": 147456}]
     table = tables.pooler_check_table(checks, [ticket])
-    assert table.loc[("RTE", "SAM", "Adam", 0)].tolist() == ["0 of 147,456", "52.7", "58.1", "+5.4"]
-    assert table.loc[("RTE", "SAM", "Adam", 1)].tolist() == ["12 of 147,456", "-", "0.0", "-"]
+    assert table.loc[("RTE", "SAM", "Adam", 0)].tolist() == \
+        ["0 of 147,456", "52.7", "0.69", "58.1", "0.32", "+5.4"]
+    assert table.loc[("RTE", "SAM", "Adam", 1)].tolist() == \
+        ["12 of 147,456", "-", "-", "0.0", "0.69", "-"]
     assert tables.pooler_check_table([], [ticket]).empty
