@@ -142,7 +142,8 @@ SMALL = Profile(
                    "the GPU's masks had stayed on that machine, so the IMP chains of the source "
                    "tasks' tickets were trained again there, from MiniLM's fp32 weights (each "
                    "transfer record names the round that pruned its ticket and its score); the "
-                   "flatness of IMP's rounds was measured on those CPU chains",
+                   "flatness of IMP's rounds and the pooler check were measured on those CPU "
+                   "chains, and SST-2's chains were trained there for its transfers",
     },
     lottery={"tasks": ("mrpc", "sst2", "rte", "stsb", "cola"),
              "epochs": {"default": 3}, "max_length": 64, "lr": {"default": 1e-4}},
