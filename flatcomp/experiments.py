@@ -657,10 +657,12 @@ def _run_mask_analysis(profile: Profile, unit: Unit) -> dict:
 
 def _transfer_units(profile: Profile) -> list[Unit]:
     """Ticket transfer (the paper's Figures 8 and 9): the Adam and SAM tickets of every source
-    task, fine-tuned with Adam and with SAM on every other task of the profile, first seed. (The
-    diagonal, source = target, is the ``tickets`` experiment.)"""
+    task, fine-tuned with Adam and with SAM on every other task of the transfer grid
+    (:meth:`Profile.transfer_grid`), first seed. (The diagonal, source = target, is the
+    ``tickets`` experiment.)"""
+    grid = profile.transfer_grid()
     return [dict(source=a, task=b, mask=m, optimizer=o, seed=profile.seeds[0])
-            for a in profile.tasks for b in profile.tasks if a != b
+            for a in grid for b in grid if a != b
             for m in ("adam", "sam") for o in ("adam", "sam")]
 
 

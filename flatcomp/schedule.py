@@ -95,8 +95,8 @@ def lottery_jobs(profile: Profile) -> list[Job]:
                         (found[task, "adam"], found[task, "sam"])))
         jobs.append(Job("compound", dict(task=[task]), tuple(
             ticket(u) for u in get_experiment("compound").units(lot) if u["task"] == task)))
-    for source in lot.tasks:
-        for task in lot.tasks:
+    for source in lot.transfer_grid():
+        for task in lot.transfer_grid():
             if task != source:
                 jobs.append(Job("transfer", dict(source=[source], task=[task]),
                                 (found[source, "adam"], found[source, "sam"])))

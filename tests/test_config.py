@@ -93,3 +93,12 @@ def test_with_overrides_returns_a_changed_copy():
     assert changed.seeds == (7,)
     assert SMOKE.seeds != (7,)  # the original is untouched (profiles are frozen)
     assert changed.name == SMOKE.name
+
+
+def test_transfer_grid_is_the_tasks_unless_cut():
+    assert PAPER.transfer_grid() == PAPER.tasks
+    lottery = SMALL.for_lottery()
+    assert lottery.transfer_grid() == ("mrpc", "sst2", "rte", "cola")  # STS-B cut, see cuts
+    assert "transfer is cut to four of the five tasks" in SMALL.cuts["lottery"]
+    # the grid never names a task the profile does not run
+    assert lottery.with_overrides(tasks=("rte", "stsb")).transfer_grid() == ("rte",)

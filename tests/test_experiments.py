@@ -293,6 +293,16 @@ def test_tickets_train_at_the_ticket_sparsity_from_the_imp_masks(smoke):
         "mrpc-sam-mask-adam-seed0"
 
 
+def test_transfer_pairs_every_two_tasks_of_the_grid():
+    lottery = PROFILES["small"].for_lottery()
+    units = EXPERIMENTS["transfer"].units(lottery)
+    pairs = {(u["source"], u["task"]) for u in units}
+    grid = lottery.transfer_grid()
+    assert pairs == {(a, b) for a in grid for b in grid if a != b}
+    assert len(units) == 4 * len(pairs)  # Adam and SAM ticket, each under Adam and SAM
+    assert "stsb" in lottery.tasks and "stsb" not in grid
+
+
 def test_transfer_trains_the_target_task_under_the_source_tasks_ticket(smoke):
     from flatcomp.experiments import load_or_run, ticket_sparsity
 
