@@ -427,13 +427,15 @@ def _ticket_units(profile: Profile) -> list[Unit]:
             for m in ("random", "adam", "sam") for o in ("adam", "sam") for s in profile.seeds]
 
 
-def _run_ticket(profile: Profile, unit: Unit) -> dict:
+def _run_ticket(profile: Profile, unit: Unit, need_weights: bool = False) -> dict:
     """Fine-tune the pre-trained model on the unit's task under its mask (:func:`ticket_masks`),
     the ticket of the unit's ``source`` task if it has one (transfer), else of its own task.
 
     A ticket fine-tuned with the optimizer that found it, with IMP's seed, is IMP's own round
-    at the ticket sparsity (the same computation): that round's result and weights are reused.
-    The record says where the mask came from (:func:`ticket_and_origin`).
+    at the ticket sparsity (the same computation): that round's result is reused, and so are its
+    weights if they are in the checkpoint cache; if not, the round is trained again for them only
+    when ``need_weights`` (:func:`_ticket_model`). The record says where the mask came from
+    (:func:`ticket_and_origin`).
     """
     task, source = unit["task"], unit.get("source", unit["task"])
     masks, origin = ticket_and_origin(profile, source, unit["mask"], unit["seed"])
@@ -443,10 +445,11 @@ def _run_ticket(profile: Profile, unit: Unit) -> dict:
         imp_unit["round"] += 1
         record = ResultsStore(profile).load_or_run("imp", unit_id(imp_unit),
                                                    lambda: _run_imp(profile, imp_unit), unit["seed"])
-        path = _masked_weights_path(profile, unit)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_cached(profile, _imp_path(profile, imp_unit, imp_unit["round"],
-                                                   "weights"), imp_unit), path)
+        trained = _imp_path(profile, imp_unit, imp_unit["round"], "weights")
+        if trained.exists() or need_weights:
+            path = _masked_weights_path(profile, unit)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_cached(profile, trained, imp_unit), path)
         return {**unit, **{k: v for k, v in record.items() if k not in ("rewind", "round")},
                 **origin}
     return {**_fine_tune_masked(profile, unit, masks), **origin}
@@ -573,7 +576,7 @@ def _ticket_model(profile: Profile, unit: Unit) -> tuple[torch.nn.Module, dict]:
                                                lambda: _run_ticket(profile, unit), unit["seed"])
     path = _masked_weights_path(profile, unit)
     if not path.exists():
-        _run_ticket(profile, unit)
+        _run_ticket(profile, unit, need_weights=True)
     model = load_weights(load_model(profile, unit["task"], unit["seed"]), path)
     return model.cpu().eval(), record
 

@@ -398,6 +398,32 @@ def test_a_ticket_trained_by_the_optimizer_that_found_it_is_imps_own_round(smoke
     assert afresh["sparsity"] == pytest.approx(reused["sparsity"])
 
 
+def test_a_reused_ticket_trains_its_round_again_only_when_its_weights_are_needed(smoke):
+    """IMP's round stored elsewhere (its weights not in the cache): the ticket's record needs no
+    training, and an experiment that needs its model remakes the round, identically on a CPU."""
+    from safetensors.torch import load_file
+
+    from flatcomp.experiments import (_imp_path, _masked_weights_path, _ticket_model,
+                                      load_or_run, ticket_imp_unit)
+
+    lottery = smoke.for_lottery()
+    unit = dict(task="mrpc", mask="sam", optimizer="sam", seed=0)
+    maker = ticket_imp_unit(lottery, "mrpc", "sam")
+    maker["round"] += 1
+    [imp_round] = load_or_run(smoke, "imp", **{k: [v] for k, v in maker.items()}, progress=False)
+    trained = _imp_path(lottery, maker, maker["round"], "weights")
+    original = load_file(trained)
+    trained.unlink()
+    [record] = load_or_run(smoke, "tickets", **{k: [v] for k, v in unit.items()}, progress=False)
+    assert record["history"] == imp_round["history"]
+    assert not trained.exists() and not _masked_weights_path(lottery, unit).exists()
+    with pytest.warns(UserWarning, match="training that round again"):
+        model, stored = _ticket_model(lottery, unit)
+    assert stored["history"] == record["history"]
+    remade = load_file(_masked_weights_path(lottery, unit))
+    assert all(torch.equal(remade[name], original[name]) for name in original)
+
+
 def test_ticket_flatness_measures_the_stored_tickets_subnetwork(smoke):
     from flatcomp.experiments import load_or_run
 
