@@ -429,30 +429,39 @@ def _ticket_units(profile: Profile) -> list[Unit]:
 
 def _run_ticket(profile: Profile, unit: Unit, need_weights: bool = False) -> dict:
     """Fine-tune the pre-trained model on the unit's task under its mask (:func:`ticket_masks`),
-    the ticket of the unit's ``source`` task if it has one (transfer), else of its own task.
+    the ticket of the unit's ``source`` task if it has one (transfer), else of its own task. The
+    record says where the mask came from (:func:`ticket_and_origin`).
 
-    A ticket fine-tuned with the optimizer that found it, with IMP's seed, is IMP's own round
-    at the ticket sparsity (the same computation): that round's result is reused, and so are its
-    weights if they are in the checkpoint cache; if not, the round is trained again for them only
-    when ``need_weights`` (:func:`_ticket_model`). The record says where the mask came from
-    (:func:`ticket_and_origin`).
+    A ticket fine-tuned with the optimizer that found it, with IMP's seed, is IMP's own round at
+    the ticket sparsity: see :func:`_imp_round_as_ticket`.
     """
     task, source = unit["task"], unit.get("source", unit["task"])
-    masks, origin = ticket_and_origin(profile, source, unit["mask"], unit["seed"])
-    origin = {"ticket": origin}
     if source == task and unit["mask"] == unit["optimizer"] and unit["seed"] == profile.seeds[0]:
-        imp_unit = ticket_imp_unit(profile, task, unit["mask"])
-        imp_unit["round"] += 1
-        record = ResultsStore(profile).load_or_run("imp", unit_id(imp_unit),
-                                                   lambda: _run_imp(profile, imp_unit), unit["seed"])
-        trained = _imp_path(profile, imp_unit, imp_unit["round"], "weights")
-        if trained.exists() or need_weights:
-            path = _masked_weights_path(profile, unit)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(_cached(profile, trained, imp_unit), path)
-        return {**unit, **{k: v for k, v in record.items() if k not in ("rewind", "round")},
-                **origin}
-    return {**_fine_tune_masked(profile, unit, masks), **origin}
+        return _imp_round_as_ticket(profile, unit, need_weights)
+    masks, origin = ticket_and_origin(profile, source, unit["mask"], unit["seed"])
+    return {**_fine_tune_masked(profile, unit, masks), "ticket": origin}
+
+
+def _imp_round_as_ticket(profile: Profile, unit: Unit, need_weights: bool) -> dict:
+    """IMP's round at the ticket sparsity, which is the same computation as fine-tuning the
+    ticket with the optimizer that found it: its stored record is reused, with the stored round
+    that pruned the mask as the ticket's origin. Its weights are copied if they are in the
+    checkpoint cache; if not, the round is trained again for them only when ``need_weights``
+    (:func:`_ticket_model`)."""
+    store = ResultsStore(profile)
+    maker = ticket_imp_unit(profile, unit["task"], unit["mask"])
+    trained_unit = {**maker, "round": maker["round"] + 1}
+    pruned_by, record = (store.load_or_run("imp", unit_id(u), lambda u=u: _run_imp(profile, u),
+                                           unit["seed"]) for u in (maker, trained_unit))
+    trained = _imp_path(profile, trained_unit, trained_unit["round"], "weights")
+    if trained.exists() or need_weights:
+        path = _masked_weights_path(profile, unit)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_cached(profile, trained, trained_unit), path)
+    origin = {"imp_round": unit_id(maker), "device": pruned_by["device"],
+              "round_score": pruned_by["best_score"], "stored_round_score": pruned_by["best_score"]}
+    return {**unit, **{k: v for k, v in record.items() if k not in ("rewind", "round")},
+            "ticket": origin}
 
 
 def _pooler_check_units(profile: Profile) -> list[Unit]:

@@ -416,6 +416,12 @@ def test_a_reused_ticket_trains_its_round_again_only_when_its_weights_are_needed
     trained.unlink()
     [record] = load_or_run(smoke, "tickets", **{k: [v] for k, v in unit.items()}, progress=False)
     assert record["history"] == imp_round["history"]
+    [pruned_by] = load_or_run(smoke, "imp", **{**{k: [v] for k, v in maker.items()},
+                                                "round": [maker["round"] - 1]}, progress=False)
+    assert record["ticket"] == {"imp_round": unit_id({**maker, "round": maker["round"] - 1}),
+                                "device": pruned_by["device"],
+                                "round_score": pruned_by["best_score"],
+                                "stored_round_score": pruned_by["best_score"]}
     assert not trained.exists() and not _masked_weights_path(lottery, unit).exists()
     with pytest.warns(UserWarning, match="training that round again"):
         model, stored = _ticket_model(lottery, unit)
