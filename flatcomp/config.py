@@ -152,7 +152,10 @@ SMALL = Profile(
                    "chains, and SST-2's chains were trained there for its transfers. Ticket "
                    "transfer is cut to four of the five tasks (MRPC, SST-2, RTE, CoLA: 48 "
                    "transfers): STS-B's 32, with the CPU remake of its chains that they need, "
-                   "would add about four hours of the 2-core CPU",
+                   "would add about four hours of the 2-core CPU. IMP without rewinding, which the "
+                   "GPU session ran on MRPC and RTE, ran on the CPU for CoLA; STS-B's and SST-2's "
+                   "are cut (about three more CPU hours). The ticket table's SST-2 cells that the "
+                   "GPU session left were fine-tuned on the CPU with the remade SAM ticket",
     },
     lottery={"tasks": ("mrpc", "sst2", "rte", "stsb", "cola"),
              "transfer_tasks": ("mrpc", "sst2", "rte", "cola"),
