@@ -451,8 +451,10 @@ def _imp_round_as_ticket(profile: Profile, unit: Unit, need_weights: bool) -> di
     store = ResultsStore(profile)
     maker = ticket_imp_unit(profile, unit["task"], unit["mask"])
     trained_unit = {**maker, "round": maker["round"] + 1}
-    pruned_by, record = (store.load_or_run("imp", unit_id(u), lambda u=u: _run_imp(profile, u),
-                                           unit["seed"]) for u in (maker, trained_unit))
+    pruned_by = store.load_or_run("imp", unit_id(maker), lambda: _run_imp(profile, maker),
+                                  unit["seed"])
+    record = store.load_or_run("imp", unit_id(trained_unit),
+                               lambda: _run_imp(profile, trained_unit), unit["seed"])
     trained = _imp_path(profile, trained_unit, trained_unit["round"], "weights")
     if trained.exists() or need_weights:
         path = _masked_weights_path(profile, unit)

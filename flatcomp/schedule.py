@@ -95,8 +95,9 @@ def lottery_jobs(profile: Profile) -> list[Job]:
                         (found[task, "adam"], found[task, "sam"])))
         jobs.append(Job("compound", dict(task=[task]), tuple(
             ticket(u) for u in get_experiment("compound").units(lot) if u["task"] == task)))
-    for source in lot.transfer_grid():
-        for task in lot.transfer_grid():
+    grid = lot.transfer_grid()
+    for source in grid:
+        for task in grid:
             if task != source:
                 jobs.append(Job("transfer", dict(source=[source], task=[task]),
                                 (found[source, "adam"], found[source, "sam"])))

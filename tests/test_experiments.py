@@ -408,17 +408,17 @@ def test_a_reused_ticket_trains_its_round_again_only_when_its_weights_are_needed
 
     lottery = smoke.for_lottery()
     unit = dict(task="mrpc", mask="sam", optimizer="sam", seed=0)
-    maker = ticket_imp_unit(lottery, "mrpc", "sam")
-    maker["round"] += 1
-    [imp_round] = load_or_run(smoke, "imp", **{k: [v] for k, v in maker.items()}, progress=False)
-    trained = _imp_path(lottery, maker, maker["round"], "weights")
+    maker = ticket_imp_unit(lottery, "mrpc", "sam")  # the round that pruned the ticket
+    trained_round = {**maker, "round": maker["round"] + 1}  # the round that trained it
+    [imp_round] = load_or_run(smoke, "imp", **{k: [v] for k, v in trained_round.items()},
+                              progress=False)
+    trained = _imp_path(lottery, trained_round, trained_round["round"], "weights")
     original = load_file(trained)
     trained.unlink()
     [record] = load_or_run(smoke, "tickets", **{k: [v] for k, v in unit.items()}, progress=False)
     assert record["history"] == imp_round["history"]
-    [pruned_by] = load_or_run(smoke, "imp", **{**{k: [v] for k, v in maker.items()},
-                                                "round": [maker["round"] - 1]}, progress=False)
-    assert record["ticket"] == {"imp_round": unit_id({**maker, "round": maker["round"] - 1}),
+    [pruned_by] = load_or_run(smoke, "imp", **{k: [v] for k, v in maker.items()}, progress=False)
+    assert record["ticket"] == {"imp_round": unit_id(maker),
                                 "device": pruned_by["device"],
                                 "round_score": pruned_by["best_score"],
                                 "stored_round_score": pruned_by["best_score"]}
