@@ -367,3 +367,32 @@ def write_smoke_data(folder: Path | str, out: Path = SMOKE_DATA, train_rows: int
     blob = {"version": squad["version"],
             "data": [{"title": a["title"], "paragraphs": a["paragraphs"][:6]} for a in articles]}
     (out / "squad.json").write_text(json.dumps(blob, ensure_ascii=False, indent=0) + "\n")
+
+
+# ---------------------------------------------------------------- sizes, without reading
+
+# Rows of the official splits (GLUE; SQuAD v1.1 questions), for cost estimates before any data
+# is read. MNLI's dev is the matched set.
+OFFICIAL_ROWS = {"cola": (8551, 1043), "sst2": (67349, 872), "mrpc": (3668, 408),
+                 "stsb": (5749, 1500), "qqp": (363846, 40430), "mnli": (392702, 9815),
+                 "qnli": (104743, 5463), "rte": (2490, 277), "wnli": (635, 71),
+                 "squad": (87599, 10570)}
+# Tasks whose train split is not in the local data folder: trained on half of dev (see above).
+DEV_SPLIT_TASKS = ("qqp", "mnli", "qnli", "squad")
+
+
+def task_rows(task: str, profile: Profile) -> tuple[int, int]:
+    """(train rows, dev rows) a profile trains and evaluates ``task`` on, without tokenising: the
+    shipped rows for smoke; else the official sizes (halves of dev where a local folder has no
+    train split), capped by the profile's ``train_size`` and ``eval_size``."""
+    if profile.shipped_data:
+        blob = json.loads((SMOKE_DATA / f"{task}.json").read_text())
+        if task == "squad":  # split by article into two halves, as load_squad does
+            questions = sum(len(p["qas"]) for a in blob["data"] for p in a["paragraphs"])
+            return questions // 2, questions - questions // 2
+        return len(blob["train"]), len(blob["dev"])
+    train, dev = OFFICIAL_ROWS[task]
+    if task in DEV_SPLIT_TASKS and data_dir() is not None:
+        train, dev = dev // 2, dev - dev // 2
+    return (min(train, profile.train_size.get(task, train)),
+            min(dev, profile.eval_size.get(task, dev)))

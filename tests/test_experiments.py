@@ -12,7 +12,7 @@ import re
 import pytest
 import torch
 
-import flatcomp.experiments as E
+import flatcomp.experiments.setup as E
 from flatcomp.__main__ import main
 from flatcomp.config import PROFILES
 from flatcomp.experiments import (EXPERIMENTS, get_experiment, load_or_run, select, unit_id)
@@ -382,8 +382,8 @@ def test_lottery_experiments_run_at_the_profiles_lottery_schedule(smoke):
 def test_a_ticket_trained_by_the_optimizer_that_found_it_is_imps_own_round(smoke):
     """The Adam ticket fine-tuned with Adam at IMP's seed reuses IMP's round at the ticket
     sparsity, and that round is the same computation as fine-tuning the ticket afresh."""
-    from flatcomp.experiments import (_fine_tune_masked, _masked_weights_path, load_or_run,
-                                      ticket_masks)
+    from flatcomp.experiments import load_or_run
+    from flatcomp.experiments.lottery import _fine_tune_masked, _masked_weights_path, ticket_masks
 
     unit = dict(task="mrpc", mask="adam", optimizer="adam", seed=0)
     [reused] = load_or_run(smoke, "tickets", **{k: [v] for k, v in unit.items()}, progress=False)
@@ -403,8 +403,9 @@ def test_a_reused_ticket_trains_its_round_again_only_when_its_weights_are_needed
     training, and an experiment that needs its model remakes the round, identically on a CPU."""
     from safetensors.torch import load_file
 
-    from flatcomp.experiments import (_imp_path, _masked_weights_path, _ticket_model,
-                                      load_or_run, ticket_imp_unit)
+    from flatcomp.experiments import load_or_run
+    from flatcomp.experiments.lottery import (_imp_path, _masked_weights_path, _ticket_model,
+                                              ticket_imp_unit)
 
     lottery = smoke.for_lottery()
     unit = dict(task="mrpc", mask="sam", optimizer="sam", seed=0)

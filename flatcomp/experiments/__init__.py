@@ -1,0 +1,69 @@
+"""The book's experiments, one module per chapter, each a list of resumable units.
+
+    setup         chapter 1: data cards, learning-rate sweep, bf16 check, step time
+    sam           chapter 3: Adam / SAM / SWA fine-tunes, flatness, loss surfaces
+    lottery       chapter 4: IMP, tickets, transfer, compound, the masks' analyses
+    quantization  chapter 6: int8 and k-bit rounding, its second-order theory, speed
+    core          what they share: the Experiment entry, unit ids, cached fine-tunes, costs
+
+:func:`load_or_run` walks an experiment's units in order, reads those already stored and
+computes and writes each missing one as soon as it is finished, so a killed run resumes where it
+stopped. Notebooks, the command line and the plan (:mod:`flatcomp.plan`) all call it.
+"""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+from flatcomp.config import Profile
+from flatcomp.experiments import lottery, quantization, sam, setup
+from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Job, Unit, encoded_task,
+                                       finetuned, finetuned_file, mean_std, select, unit_id)
+from flatcomp.experiments.lottery import (lottery_jobs, ticket_and_origin, ticket_file,
+                                          ticket_imp_unit, ticket_masks, ticket_sparsity)
+from flatcomp.experiments.quantization import QUANT_BITS
+from flatcomp.experiments.setup import SWEEP_GRID
+from flatcomp.results import ResultsStore
+
+CHAPTERS = (setup, sam, lottery, quantization)  # the book's order
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for chapter in CHAPTERS
+                                      for e in chapter.EXPERIMENTS}
+
+
+def get_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}: choose one of {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def experiment_profile(profile: Profile, experiment: str) -> Profile:
+    """The profile an experiment runs at: ``profile.for_lottery()`` for the lottery experiments,
+    whose tasks and schedule may differ."""
+    return profile.for_lottery() if get_experiment(experiment).lottery else profile
+
+
+def planned_units(profile: Profile, experiment: str) -> list[Unit]:
+    """Every unit of an experiment at the profile it runs at (:func:`experiment_profile`)."""
+    return get_experiment(experiment).units(experiment_profile(profile, experiment))
+
+
+def load_or_run(profile: Profile, experiment: str, store: ResultsStore | None = None,
+                progress: bool = True, missing: str = "run", **wanted) -> list[dict]:
+    """Every (selected) unit of an experiment: stored ones at once, missing ones computed, or
+    left out with ``missing="skip"`` (to show what a long run has stored so far)."""
+    if missing not in ("run", "skip"):
+        raise ValueError(f"missing={missing!r}: say 'run' (compute them) or 'skip' (leave out)")
+    exp = get_experiment(experiment)
+    profile = experiment_profile(profile, experiment)
+    store = store or ResultsStore(profile)
+    units = select(exp.units(profile), **wanted)
+    stored = {unit_id(u): store.load(exp.name, unit_id(u)) for u in units}
+    if missing == "skip":
+        return [record for record in stored.values() if record is not None]
+    todo = [u for u in units if stored[unit_id(u)] is None]
+    for unit in tqdm(todo, desc=experiment, disable=not (progress and todo), leave=False):
+        stored[unit_id(unit)] = store.load_or_run(exp.name, unit_id(unit),
+                                                  lambda u=unit: exp.run(profile, u),
+                                                  unit.get("seed"))
+    return [stored[unit_id(u)] for u in units]
+
