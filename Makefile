@@ -1,22 +1,47 @@
 # Two commands on a fresh machine: `make book` and `make test`. Each makes the virtual
-# environment first if there is none (.venv, or $VENV), and installs what it needs.
+# environment first if there is none (.venv, or $VENV), and installs what it needs: `make book`
+# only the book's builder (requirements-book.txt), `make test` everything (requirements.txt).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.flatcomp-installed
+BOOK_STAMP := $(VENV)/.flatcomp-book-installed
 SMOKE_DIR := $(shell mktemp -d -u /tmp/flatcomp-smoke.XXXXXX)
+
+# The installer: uv where it can be had (on PATH, as `python3 -m uv`, or fetched from PyPI into
+# the venv), seconds where pip takes minutes; plain pip when there is no uv. uv reads no pip
+# config, so the folders in PIP_FIND_LINKS (say a local CPU torch wheel) are passed on to it.
+UV_LINKS := $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
+PIP := --disable-pip-version-check
+define venv_installer
+set -e; \
+if command -v uv >/dev/null 2>&1; then uv=uv; \
+elif python3 -m uv --version >/dev/null 2>&1; then uv="python3 -m uv"; else uv=; fi; \
+if [ -x $(PY) ]; then :; \
+elif [ -n "$$uv" ]; then $$uv venv -q --seed --python python3 $(VENV); \
+else python3 -m venv $(VENV); fi; \
+if [ -z "$$uv" ] && { [ -x $(VENV)/bin/uv ] || \
+	$(PY) -m pip install -q $(PIP) --only-binary :all: uv; }; then uv=$(VENV)/bin/uv; fi; \
+if [ -n "$$uv" ]; then install="$$uv pip install -q --python $(PY) $(UV_LINKS)"; \
+else echo "no uv to be had: installing with pip (minutes)"; install="$(PY) -m pip install -q $(PIP)"; fi
+endef
 
 .PHONY: install book test test-unit test-notebooks test-smoke clean
 
-$(STAMP): requirements.txt pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
-	touch $(STAMP)
+$(STAMP): requirements.txt requirements-book.txt pyproject.toml
+	@$(venv_installer); set -x; \
+	$$install -r requirements.txt; \
+	$$install --no-deps -e .
+	touch $(STAMP) $(BOOK_STAMP)
+
+$(BOOK_STAMP): requirements-book.txt
+	@$(venv_installer); set -x; \
+	$$install -r requirements-book.txt
+	touch $(BOOK_STAMP)
 
 install: $(STAMP)
 
 # The HTML site, offline, from the notebooks' committed outputs: _build/html/index.html
-book: $(STAMP)
+book: $(BOOK_STAMP)
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 
 # The tiny model trains fastest on one thread per process (two xdist workers on two cores).
