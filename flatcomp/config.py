@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 # The paper's schedule: 3 epochs on the large GLUE tasks, 10 on the small ones (best epoch kept).
@@ -72,6 +72,24 @@ class Profile:
     def with_overrides(self, **changes: Any) -> "Profile":
         """A copy with some fields changed, e.g. ``profile.with_overrides(seeds=(0,))``."""
         return replace(self, **changes)
+
+    def with_seeds(self, seeds: Sequence[int]) -> "Profile":
+        """A copy that runs these seeds instead of its own (extra seeds: ``(0, 1, 2, 3, 4)``),
+        in its lottery experiments too. Raises ``ValueError`` unless they are distinct
+        non-negative integers, at least one."""
+        seeds = tuple(seeds)
+        if not seeds:
+            raise ValueError("no seeds given: name at least one, e.g. 0 1 2")
+        bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+        if bad:
+            raise ValueError("seeds must be non-negative integers, not "
+                             + ", ".join(map(repr, bad)))
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seed {', '.join(map(str, repeated))} given twice: name each seed "
+                             "once")
+        lottery = {**self.lottery, "seeds": seeds} if "seeds" in self.lottery else self.lottery
+        return replace(self, seeds=seeds, lottery=lottery)
 
     def for_lottery(self) -> "Profile":
         """The profile the lottery-ticket experiments run at: this one with ``lottery`` applied."""

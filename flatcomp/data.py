@@ -6,7 +6,8 @@ Where the data comes from, in order:
 2. a local folder (argument, or ``$FLATCOMP_DATA``) holding the original GLUE TSV files
    (``glue/RTE/train.tsv``...), the Hugging Face parquet files (``glue_hf_parquet/rte/...``) and
    ``squad/v1.1/dev-v1.1.json``;
-3. the Hugging Face hub (``nyu-mll/glue``, ``rajpurkar/squad``);
+3. the Hugging Face hub (``nyu-mll/glue``, ``rajpurkar/squad``), unless ``HF_HUB_OFFLINE`` or
+   ``HF_DATASETS_OFFLINE`` is set, or a two-second probe cannot reach it (:func:`hub_skip_reason`);
 4. otherwise a :class:`DataNotFoundError` naming what was tried.
 
 Labels follow the Hugging Face ids (RTE/QNLI: 0 = entailment). A task whose train split is not
@@ -18,11 +19,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+from urllib.parse import urlsplit
 
 import torch
 
@@ -162,6 +166,49 @@ def _hub_split(task: Task, split: str) -> Examples:
     return Examples(texts, [_label(task, v) for v in rows["label"]])
 
 
+_T = TypeVar("_T")
+_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+HUB_PROBE_SECONDS = 2.0
+
+
+def hub_skip_reason() -> str | None:
+    """Why the hub will not be tried here (one line), or None if it may be: an offline variable
+    set to 1/true, or no connection to the hub (or to the HTTPS proxy) within two seconds. This
+    spares an offline machine the ``datasets`` library's retries (about 24 s per task)."""
+    for name in _OFFLINE_VARIABLES:
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"skipped: {name}={os.environ[name]}"
+    host, port = _hub_address()
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as error:
+        return f"skipped: {host}:{port} not reachable ({type(error).__name__}: {error})"
+    return None
+
+
+def _hub_address() -> tuple[str, int]:
+    """Where a hub request goes first: the HTTPS proxy if one is set, else ``$HF_ENDPOINT``."""
+    url = (os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+           or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "huggingface.co", port
+
+
+def _from_hub(dataset: str, load: Callable[[], _T], tried: list[str]) -> _T | None:
+    """``load()``, which reads ``dataset`` from the hub; None if the hub is skipped
+    (:func:`hub_skip_reason`) or fails, with what happened appended to ``tried``."""
+    reason = hub_skip_reason()
+    if reason is None:
+        try:
+            return load()
+        except Exception as error:  # noqa: BLE001 - any hub failure means: not reachable here
+            first_line = next(iter(str(error).splitlines()), "")[:200]
+            reason = f"failed: {type(error).__name__}" + (f": {first_line}" if first_line else "")
+    tried.append(f"the Hugging Face hub {dataset} ({reason})")
+    return None
+
+
 def _shipped_split(task: Task, split: str) -> Examples:
     rows = json.loads((SMOKE_DATA / f"{task.name}.json").read_text())[split]
     return Examples([tuple(r["text"]) for r in rows], [r["label"] for r in rows])
@@ -206,11 +253,12 @@ def _load_unsampled(task: Task, shipped: bool, folder: Path | None) -> TaskData:
                                 f"({len(train)} rows), evaluated on the other half ({len(dev)})")
         tried.append(f"{folder}/glue/{task.glue_dir}/dev.tsv and {folder}/glue_hf_parquet/"
                      f"{task.name}/")
-    try:
-        return TaskData(task, _hub_split(task, "train"), _hub_split(task, "dev"),
-                        "Hugging Face hub nyu-mll/glue")
-    except Exception as error:  # noqa: BLE001 - any hub failure means: not reachable here
-        tried.append(f"the Hugging Face hub nyu-mll/glue ({type(error).__name__})")
+    else:
+        tried.append("no local folder (FLATCOMP_DATA is not set)")
+    splits = _from_hub("nyu-mll/glue", lambda: (_hub_split(task, "train"),
+                                                _hub_split(task, "dev")), tried)
+    if splits is not None:
+        return TaskData(task, *splits, "Hugging Face hub nyu-mll/glue")
     raise DataNotFoundError(
         f"no data for task {task.name!r}. Tried: {'; '.join(tried)}. Set FLATCOMP_DATA to a "
         "folder with the GLUE files (glue/<TASK>/train.tsv, dev.tsv), or connect to the hub, or "
@@ -229,23 +277,23 @@ class SquadExample:
     answer_starts: list[int]
 
 
-def load_squad(profile: Profile, folder: Path | str | None = None) -> tuple[list[SquadExample], list[SquadExample], str | None]:
+def load_squad(profile: Profile, folder: Path | str | None = None
+               ) -> tuple[list[SquadExample], list[SquadExample], str | None]:
     """SQuAD v1.1 as (train, dev, cut). Locally only dev exists: it is split by article."""
     folder = Path(folder) if folder else data_dir()
+    local = folder / "squad" / "v1.1" / "dev-v1.1.json" if folder is not None else None
     if profile.shipped_data:
         examples = _squad_examples(json.loads((SMOKE_DATA / "squad.json").read_text()))
-    elif folder is not None and (folder / "squad" / "v1.1" / "dev-v1.1.json").exists():
-        examples = _squad_examples(json.loads((folder / "squad/v1.1/dev-v1.1.json").read_text()))
+    elif local is not None and local.exists():
+        examples = _squad_examples(json.loads(local.read_text()))
     else:
-        try:
-            import datasets
-
-            return tuple(_squad_from_hub(datasets.load_dataset("rajpurkar/squad", split=s))
-                         for s in ("train", "validation")) + (None,)
-        except Exception as error:  # noqa: BLE001
+        tried = [f"{local} (missing)" if local else "no local folder (FLATCOMP_DATA is not set)"]
+        splits = _from_hub("rajpurkar/squad", _squad_hub_splits, tried)
+        if splits is None:
             raise DataNotFoundError(
-                f"no SQuAD v1.1: {folder}/squad/v1.1/dev-v1.1.json is missing and the hub is not "
-                f"reachable ({type(error).__name__}). Set FLATCOMP_DATA.") from error
+                f"no SQuAD v1.1. Tried: {'; '.join(tried)}. Set FLATCOMP_DATA to a folder with "
+                "squad/v1.1/dev-v1.1.json, or connect to the hub, or use the smoke profile.")
+        return (*splits, None)
     titles = sorted({e.title for e in examples})
     random.Random(0).shuffle(titles)
     train_titles = set(titles[: len(titles) // 2])
@@ -265,6 +313,13 @@ def _squad_examples(blob: dict) -> list[SquadExample]:
                                         qa["question"], [a["text"] for a in qa["answers"]],
                                         [a["answer_start"] for a in qa["answers"]]))
     return out
+
+
+def _squad_hub_splits() -> tuple[list[SquadExample], list[SquadExample]]:
+    import datasets
+
+    return tuple(_squad_from_hub(datasets.load_dataset("rajpurkar/squad", split=split))
+                 for split in ("train", "validation"))
 
 
 def _squad_from_hub(rows) -> list[SquadExample]:

@@ -1,7 +1,9 @@
 """Data cards: what each task's data looks like, computed once and stored as a result.
 
 A card holds the split sizes, the label balance, the distribution of token lengths (with the
-profile's tokenizer, before truncation), two example rows, and where the rows came from.
+profile's tokenizer, before truncation), two example rows, and where the rows came from. Every
+stored card is of data that was there (``"available": True``, kept for the tables' sake): without
+the data, computing a card fails, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -11,20 +13,19 @@ from collections import Counter
 import numpy as np
 
 from flatcomp.config import Profile
-from flatcomp.data import DataNotFoundError, Examples, load_squad, load_task
+from flatcomp.data import Examples, load_squad, load_task
 from flatcomp.models import load_tokenizer
 
 LENGTH_BINS = list(range(0, 520, 8))  # histogram edges for token lengths
 
 
 def data_card(task: str, profile: Profile) -> dict:
-    """The card of ``task`` at ``profile``; ``{"available": False, ...}`` if no source has it."""
-    try:
-        if task == "squad":
-            return _squad_card(profile)
-        data = load_task(task, profile)
-    except DataNotFoundError as error:
-        return {"task": task, "available": False, "reason": str(error)}
+    """The card of ``task`` at ``profile``. A task no source has raises
+    :class:`~flatcomp.data.DataNotFoundError` (naming what was tried): a missing dataset is an
+    error to fix, never a stored card that would outlive the data's arrival."""
+    if task == "squad":
+        return _squad_card(profile)
+    data = load_task(task, profile)
     tokenizer = load_tokenizer(profile)
     lengths = [len(ids) for ids in tokenizer(*map(list, zip(*data.train.texts)))["input_ids"]]
     return {

@@ -99,6 +99,22 @@ def read_record(path: Path) -> dict:
     return record
 
 
+def check_record(path: Path, experiment: str, unit: str, profile: str) -> dict:
+    """:func:`read_record`, also checked to belong where it sits: its ``experiment``, ``unit``
+    and ``profile`` fields must say ``results/<profile>/<experiment>/<unit>.json``. A copied or
+    renamed file raises :class:`CorruptResultError` naming it and the fields that differ."""
+    record = read_record(path)
+    expected = {"experiment": experiment, "unit": unit, "profile": profile}
+    wrong = [f"{key} {record.get(key)!r} (expected {value!r})" for key, value in expected.items()
+             if record.get(key) != value]
+    if wrong:
+        raise CorruptResultError(
+            f"results file {path} is not the record its place says: its {', '.join(wrong)}. It "
+            "was left untouched: move it to where its fields say, or delete it to compute this "
+            "unit again.")
+    return record
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

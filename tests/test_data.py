@@ -78,7 +78,38 @@ def test_missing_folder_raises_data_not_found_naming_it(local, tmp_path):
     assert str(missing) in str(info.value)
 
 
-def test_empty_folder_and_no_hub_lists_what_was_tried(local, tmp_path, monkeypatch):
+@pytest.fixture
+def hub_reachable(monkeypatch):
+    """The probe says yes, without any network (tests never touch it)."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy",
+                 "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    probes = []
+
+    class Connection:
+        def close(self):
+            pass
+
+    def connect(address, timeout):
+        probes.append((address, timeout))
+        return Connection()
+
+    monkeypatch.setattr(D.socket, "create_connection", connect)
+    return probes
+
+
+@pytest.fixture
+def hub_forbidden(monkeypatch):
+    """Fail the test if the hub is read at all."""
+    def read(*args, **kwargs):
+        raise AssertionError("the hub was tried")
+
+    monkeypatch.setattr(D, "_hub_split", read)
+    monkeypatch.setattr(D, "_squad_hub_splits", read)
+
+
+def test_empty_folder_and_no_hub_lists_what_was_tried(local, tmp_path, monkeypatch,
+                                                     hub_reachable):
     def unreachable(task, split):
         raise ConnectionError("no network here")
 
@@ -90,7 +121,70 @@ def test_empty_folder_and_no_hub_lists_what_was_tried(local, tmp_path, monkeypat
     message = str(info.value)
     assert str(empty) in message
     assert "glue/RTE/dev.tsv" in message
-    assert "hub" in message and "ConnectionError" in message
+    assert "hub" in message and "ConnectionError: no network here" in message
+    assert hub_reachable == [(("huggingface.co", 443), D.HUB_PROBE_SECONDS)]
+
+
+@pytest.mark.parametrize("variable, value", [("HF_HUB_OFFLINE", "1"),
+                                             ("HF_DATASETS_OFFLINE", "true")])
+def test_offline_variable_skips_the_hub_without_probing(local, tmp_path, monkeypatch,
+                                                        hub_reachable, hub_forbidden,
+                                                        variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(DataNotFoundError) as info:
+        load_task("rte", local, tmp_path)
+    assert f"nyu-mll/glue (skipped: {variable}={value})" in str(info.value)
+    assert hub_reachable == []  # not even the probe
+
+
+def test_failed_probe_skips_the_hub_with_a_one_line_reason(local, tmp_path, monkeypatch,
+                                                           hub_forbidden):
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_route(address, timeout):
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(D.socket, "create_connection", no_route)
+    with pytest.raises(DataNotFoundError) as info:
+        load_task("rte", local, tmp_path)
+    message = str(info.value)
+    assert "nyu-mll/glue (skipped: huggingface.co:443 not reachable (OSError" in message
+    assert message.count("Name or service not known") == 1 and "\n" not in message
+    assert str(tmp_path) in message  # the folder that was tried too
+
+
+def test_hub_that_answers_is_read(local, tmp_path, hub_reachable, monkeypatch):
+    rows = Examples([("a", "b")], [0])
+    monkeypatch.setattr(D, "_hub_split", lambda task, split: rows)
+    data = load_task("rte", local, tmp_path)
+    assert data.source == "Hugging Face hub nyu-mll/glue" and len(data.train) == 1
+
+
+def test_probe_goes_to_the_proxy_or_endpoint_when_set(monkeypatch, hub_reachable):
+    monkeypatch.setenv("HF_ENDPOINT", "https://mirror.example:8443")
+    assert D.hub_skip_reason() is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert D.hub_skip_reason() is None
+    assert [a for a, _ in hub_reachable] == [("mirror.example", 8443), ("proxy.example", 3128)]
+
+
+def test_squad_uses_the_same_hub_check(local, tmp_path, monkeypatch, hub_forbidden):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataNotFoundError) as info:
+        load_squad(local, tmp_path)
+    message = str(info.value)
+    assert f"{tmp_path}/squad/v1.1/dev-v1.1.json (missing)" in message
+    assert "rajpurkar/squad (skipped: HF_HUB_OFFLINE=1)" in message
+
+
+def test_no_data_folder_says_so(local, monkeypatch, hub_forbidden):
+    monkeypatch.delenv("FLATCOMP_DATA", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataNotFoundError, match="FLATCOMP_DATA is not set"):
+        load_task("rte", local)
+    with pytest.raises(DataNotFoundError, match="FLATCOMP_DATA is not set"):
+        load_squad(local)
 
 
 # ---------------------------------------------------------------- a handmade GLUE folder

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flatcomp.results import SCHEMA, CorruptResultError, ResultsStore, read_record
+from flatcomp.results import (SCHEMA, CorruptResultError, ResultsStore, check_record,
+                              read_record)
 
 from conftest import FAKE_COMMIT
 
@@ -154,6 +155,32 @@ def test_json_list_is_a_foreign_file(store):
     path.write_text("[1, 2, 3]")
     with pytest.raises(CorruptResultError, match="not written by flatcomp"):
         store.load("exp", "u")
+
+
+def test_check_record_accepts_a_record_in_its_own_place(store, smoke):
+    store.save("exp", "u", RESULT, seed=0, seconds=1.0)
+    record = check_record(store.path("exp", "u"), "exp", "u", smoke.name)
+    assert record["result"] == RESULT
+
+
+@pytest.mark.parametrize("where, field", [(("exp", "v", "smoke"), "unit 'u' (expected 'v')"),
+                                          (("other", "u", "smoke"), "experiment 'exp'"),
+                                          (("exp", "u", "small"), "profile 'smoke'")])
+def test_check_record_names_the_fields_that_differ_from_its_place(store, where, field):
+    store.save("exp", "u", RESULT, seed=0, seconds=1.0)
+    path = store.path("exp", "u")
+    with pytest.raises(CorruptResultError, match=re.escape(str(path))) as info:
+        check_record(path, *where)
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_check_record_rejects_what_read_record_rejects(store, kind):
+    path = store.path("exp", "u")
+    path.parent.mkdir(parents=True)
+    path.write_text(BAD_FILES[kind])
+    with pytest.raises(CorruptResultError, match=re.escape(str(path))):
+        check_record(path, "exp", "u", "smoke")
 
 
 def test_a_copy_without_our_git_is_told_its_commit(monkeypatch):
