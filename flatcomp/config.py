@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+PRECISIONS = ("auto", "bf16", "fp32")  # a profile's choices; "auto" resolves per device
 GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 # The paper's schedule: 3 epochs on the large GLUE tasks, 10 on the small ones (best epoch kept).
 _PAPER_EPOCHS = {"mnli": 3, "qqp": 3, "qnli": 3, "sst2": 3,
@@ -37,7 +38,9 @@ class Profile:
     train_size: dict[str, int] = field(default_factory=dict)  # subsample of train, if cut
     eval_size: dict[str, int] = field(default_factory=dict)   # subsample of dev, if cut
     shipped_data: bool = False        # True: read the rows shipped in flatcomp/smoke_data
-    bf16: bool = False                # bf16 autocast (CPU with AMX, or CUDA)
+    # "auto": bf16 autocast where the device multiplies bf16 fast, else fp32 (see
+    # :func:`flatcomp.precision.resolve_precision`); "bf16" or "fp32" forces one.
+    precision: str = "auto"
     sam_rho: float = 0.05
     weight_decay: float = 0.0         # the paper sets 0 to remove an L2 confound
     imp_rounds: int = 9               # pruning steps: round k trains at sparsity k * imp_rate
@@ -55,6 +58,11 @@ class Profile:
     # Changes for the lottery-ticket experiments (IMP, tickets, transfer), the book's costliest:
     # e.g. ``{"epochs": {"default": 3}}``. Applied by :meth:`for_lottery`.
     lottery: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: choose one of "
+                             f"{', '.join(map(repr, PRECISIONS))}")
 
     def lr_for(self, task: str) -> float:
         return self.lr.get(task, self.lr["default"])
@@ -106,6 +114,7 @@ SMOKE = Profile(
     max_length=64,
     batch_size=16,
     shipped_data=True,
+    precision="auto",
     imp_rounds=2,
     cuts={
         "model": "a 2-layer, 64-wide BERT with random weights, so that CI trains in seconds",
@@ -131,7 +140,7 @@ SMALL = Profile(
     max_length=128,
     batch_size=32,
     train_size={"sst2": 8000},
-    bf16=True,
+    precision="auto",
     imp_rounds=6,
     cuts={
         "model": "all-MiniLM-L6-v2 (6 layers, 384 wide, 22.7M parameters) instead of bert-base "
@@ -147,8 +156,10 @@ SMALL = Profile(
                   "the dev accuracy of both Adam and SAM is flat over the last epochs (finetune "
                   "experiment), and 10 would cost 2/3 more CPU time",
         "train_size": "SST-2 trains on 8,000 of its 67,349 sentences (CPU budget)",
-        "bf16": "bf16 autocast on the CPU's AMX units, which multiply bf16 matrices faster than "
-                "fp32 ones; its dev score is checked against fp32 (bf16_check experiment)",
+        "bf16": "precision \"auto\": bf16 autocast where the CPU or GPU multiplies bf16 "
+                "matrices fast (AMX or AVX512-BF16 on a CPU, any recent GPU), fp32 elsewhere "
+                "(a CPU without them runs bf16 several times slower than fp32); the bf16_check "
+                "experiment measures the difference in dev score and training loss",
         "imp_rounds": "6 IMP rounds (60% sparsity: the largest reference sparsity of the five "
                       "lottery tasks, one round past MRPC's 50%) instead of 10",
         "lottery": "IMP, the tickets and their transfer run on MRPC, SST-2, RTE, STS-B and CoLA "
@@ -189,7 +200,7 @@ PAPER = Profile(
     epochs={"default": 3, **_PAPER_EPOCHS},
     max_length=128,
     batch_size=32,
-    bf16=True,
+    precision="auto",
     imp_rounds=9,  # the dense fine-tune and 9 pruned rounds: 0%, 10%, ..., 90% sparsity
 )
 

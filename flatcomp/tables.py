@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
+from typing import Callable, Hashable
 
 import pandas as pd
 
@@ -12,6 +14,7 @@ from flatcomp.experiments import mean_std
 from flatcomp.metrics import MAIN_METRIC, recorded_score
 from flatcomp.paper import (FULL_BERT_BASE, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER,
                             TRANSFER)
+from flatcomp.results import ENVIRONMENT, ENVIRONMENT_FIELDS
 
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
               "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD"}
@@ -19,8 +22,123 @@ OPTIMIZER_NAMES = {"adam": "Adam", "sam": "SAM", "swa": "SWA"}
 FLATNESS_MEASURES = {"sharpness": "sharpness (loss rise, rho = 0.05)",
                      "top_eigenvalue": "top Hessian eigenvalue", "trace": "Hessian trace"}
 _PROFILE_FIELDS = ("model", "tasks", "seeds", "lr", "epochs", "max_length", "batch_size",
-                   "train_size", "bf16", "sam_rho", "weight_decay", "imp_rounds", "imp_rate",
+                   "train_size", "precision", "sam_rho", "weight_decay", "imp_rounds", "imp_rate",
                    "imp_rewind", "lottery")
+
+
+# ---------------------------------------------------------------- one environment per comparison
+# A comparison (a paired difference, a mean over seeds, arms side by side) holds the device, the
+# precision and the starting weights fixed. Loaded results carry theirs under "environment"
+# (:func:`flatcomp.results.with_environment`); hand-made ones without it are not checked.
+
+Environment = tuple[str, ...]
+
+
+def environment(record: dict) -> Environment | None:
+    """A result's (device, precision, starting weights), or None if it does not say."""
+    env = record.get(ENVIRONMENT)
+    return tuple(env[k] for k in ENVIRONMENT_FIELDS) if env else None
+
+
+def describe(env: Environment) -> str:
+    """``cuda: NVIDIA H200 (bf16, weights fp16-rounded copy)``."""
+    device, precision, weights = env
+    return f"{device} ({precision}, weights {weights})"
+
+
+def _unit(record: dict) -> str:
+    return record[ENVIRONMENT].get("unit") or "?"
+
+
+def _by_environment(records: list[dict]) -> dict[Environment, list[dict]]:
+    """The records that say where they ran, by environment, the commonest first (ties: the
+    first seen)."""
+    groups = defaultdict(list)
+    for r in records:
+        if environment(r) is not None:
+            groups[environment(r)].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: -len(kv[1])))
+
+
+def _units_of(records: list[dict], most: int = 8) -> str:
+    names = [_unit(r) for r in records]
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def check_one_environment(records: list[dict], what: str) -> None:
+    """Raise ``ValueError`` if ``records`` ran in more than one environment, naming each
+    environment and its records (unit ids)."""
+    groups = _by_environment(records)
+    if len(groups) > 1:
+        raise ValueError(f"{what} mixes environments: " + "; ".join(
+            f"{_units_of(rs)} ran on {describe(env)}" for env, rs in groups.items()))
+
+
+def one_environment(records: list[dict], what: str) -> tuple[list[dict], str | None]:
+    """The records of the environment most of them share (with those that do not say where they
+    ran), and a note naming the records left out and where they ran (None if none were)."""
+    groups = _by_environment(records)
+    if len(groups) < 2:
+        return records, None
+    (kept_env, kept), *others = groups.items()
+    left = {id(r) for _, rs in others for r in rs}
+    note = (f"{what}: only the {len(kept)} runs on {describe(kept_env)} are used; left out: "
+            + "; ".join(f"{_units_of(rs)} on {describe(env)}" for env, rs in others) + ".")
+    return [r for r in records if id(r) not in left], note
+
+
+def one_environment_per(records: list[dict], key: Callable[[dict], Hashable],
+                        what: Callable[[Hashable], str]) -> tuple[list[dict], list[str]]:
+    """:func:`one_environment` within each group of ``records`` by ``key`` (a task, a block of a
+    table), in their order; and the notes, one per group that lost records (``what(key)`` names
+    the group in its note)."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r)
+    kept, notes = set(), []
+    for k, group in groups.items():
+        mine, note = one_environment(group, what(k))
+        kept |= {id(r) for r in mine}
+        notes += [note] if note else []
+    return [r for r in records if id(r) in kept], notes
+
+
+class NotedTable(pd.DataFrame):
+    """A table with a note printed under it: the runs a comparison left out, and why."""
+
+    _metadata = ["note"]
+    note: str | None = None
+
+    @property
+    def _constructor(self):
+        return NotedTable
+
+    def _repr_html_(self) -> str | None:
+        out = super()._repr_html_()
+        if not self.note or out is None:
+            return out
+        return out + f"<p><em>Note: {html.escape(self.note)}</em></p>"
+
+    def __repr__(self) -> str:
+        return super().__repr__() + (f"\n\nNote: {self.note}" if self.note else "")
+
+
+def with_notes(table: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """``table``, as a :class:`NotedTable` showing ``notes`` under it if there are any."""
+    if not notes:
+        return table
+    noted = NotedTable(table)
+    noted.note = " ".join(notes)
+    return noted
+
+
+def _task_block(what: str) -> Callable[[Hashable], str]:
+    """Names a group of :func:`one_environment_per` keyed by task, in its note."""
+    return lambda task: f"{what}, {TASK_NAMES[task]}"
+
+
+def _task(r: dict) -> str:
+    return r["task"]
 
 
 def pct(x: float) -> str:
@@ -123,7 +241,9 @@ def by_task_and_optimizer(records: list[dict]) -> dict[tuple[str, str], list[dic
 
 def finetune_table(runs: list[dict], cards: list[dict]) -> pd.DataFrame:
     """Mean ± std over seeds of the best dev score, per task and optimizer, beside the majority
-    class of the dev set and the paper's full BERT-base score."""
+    class of the dev set and the paper's full BERT-base score. Each task's runs are of one
+    environment (:func:`one_environment_per`)."""
+    runs, notes = one_environment_per(runs, _task, _task_block("fine-tunes"))
     majority = majority_class(cards)
     rows = []
     for (task, optimizer), rs in by_task_and_optimizer(runs).items():
@@ -133,7 +253,7 @@ def finetune_table(runs: list[dict], cards: list[dict]) -> pd.DataFrame:
                      "best epochs": ", ".join(str(r["best_epoch"]) for r in rs),
                      "majority class": pct(majority[task]) if task in majority else "-",
                      "paper (BERT-base, Adam)": f"{FULL_BERT_BASE[task]:.1f}"})
-    return pd.DataFrame(rows).set_index(["task", "optimizer"])
+    return with_notes(pd.DataFrame(rows).set_index(["task", "optimizer"]), notes)
 
 
 def majority_class(cards: list[dict]) -> dict[str, float]:
@@ -207,7 +327,8 @@ def pm_sig(values: list[float]) -> str:
 
 def flatness_table(flat: list[dict]) -> pd.DataFrame:
     """Training loss on the measured rows, sharpness, top Hessian eigenvalue and Hessian trace:
-    mean ± std over seeds per task and optimizer."""
+    mean ± std over seeds per task and optimizer, each task's of one environment."""
+    flat, notes = one_environment_per(flat, _task, _task_block("flatness"))
     rows = {(TASK_NAMES[task], optimizer): {"seeds": len(rs), "rows measured": rs[0]["rows"],
                   "train loss": pm_sig([r["loss"] for r in rs]),
                   "sharpness": pm_sig([r["sharpness"] for r in rs]),
@@ -218,12 +339,13 @@ def flatness_table(flat: list[dict]) -> pd.DataFrame:
             for (task, optimizer), rs in by_task_and_optimizer(flat).items()}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.names = ["task", "optimizer"]
-    return table
+    return with_notes(table, notes)
 
 
 def flatness_verdict(flat: list[dict], a: str = "sam", b: str = "adam") -> str:
     """Per task and measure: on how many seeds ``a``'s model is flatter than ``b``'s (same seed),
-    and the ratio of their means. Markdown bullets."""
+    and the ratio of their means, each task within one environment. Markdown bullets."""
+    flat, notes = one_environment_per(flat, _task, _task_block("flatness"))
     lines = []
     for task in dict.fromkeys(r["task"] for r in flat):
         by_seed = {(r["optimizer"], r["seed"]): r for r in flat if r["task"] == task}
@@ -239,12 +361,14 @@ def flatness_verdict(flat: list[dict], a: str = "sam", b: str = "adam") -> str:
                          f"mean ratio {ratio:.2f}")
         lines.append(f"* **{TASK_NAMES[task]}**, {OPTIMIZER_NAMES[a]} against "
                      f"{OPTIMIZER_NAMES[b]}: " + "; ".join(parts) + ".")
-    return "\n".join(lines)
+    return "\n".join(lines + [f"\n*Note: {note}*" for note in notes])
 
 
 def cost_table(timings: list[dict], runs: list[dict]) -> pd.DataFrame:
     """SAM's seconds per step over Adam's (timed together on the same batches), and the mean wall
-    time of a whole fine-tune per task and optimizer (runs that may have shared the CPU)."""
+    time of a whole fine-tune per task and optimizer (runs that may have shared the CPU), each
+    task's of one environment."""
+    runs, notes = one_environment_per(runs, _task, _task_block("fine-tunes"))
     ratio = {t["task"]: t["sam_over_adam"] for t in timings}
     rows = [{"task": TASK_NAMES[task], "optimizer": OPTIMIZER_NAMES[optimizer],
              "steps": rs[0]["steps"],
@@ -252,12 +376,14 @@ def cost_table(timings: list[dict], runs: list[dict]) -> pd.DataFrame:
              "SAM / Adam s per step (timed together)": f"{ratio[task]:.2f}"
              if task in ratio and optimizer == "sam" else "-"}
             for (task, optimizer), rs in by_task_and_optimizer(runs).items()]
-    return pd.DataFrame(rows).set_index(["task", "optimizer"])
+    return with_notes(pd.DataFrame(rows).set_index(["task", "optimizer"]), notes)
 
 
 def optimizer_differences(runs: list[dict], base: str = "adam") -> pd.DataFrame:
     """Per task: each optimizer's mean best dev score minus ``base``'s, in points, with the
-    standard error of that difference, sqrt(s_a^2 / n_a + s_b^2 / n_b), over seeds."""
+    standard error of that difference, sqrt(s_a^2 / n_a + s_b^2 / n_b), over seeds; each task's
+    runs of one environment."""
+    runs, notes = one_environment_per(runs, _task, _task_block("fine-tunes"))
     groups = {key: [r["best_score"] for r in rs]
               for key, rs in by_task_and_optimizer(runs).items()}
     rows = defaultdict(dict)
@@ -268,12 +394,15 @@ def optimizer_differences(runs: list[dict], base: str = "adam") -> pd.DataFrame:
         error = (s ** 2 / len(scores) + sb ** 2 / len(groups[(task, base)])) ** 0.5
         rows[TASK_NAMES[task]][f"{OPTIMIZER_NAMES[optimizer]} − {OPTIMIZER_NAMES[base]}"] = (
             f"{100 * (m - mb):+.1f} ± {100 * error:.1f}")
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task (points)")
+    return with_notes(pd.DataFrame.from_dict(rows, orient="index").rename_axis("task (points)"),
+                      notes)
 
 
 def int8_table(quant: list[dict]) -> pd.DataFrame:
     """Dev score in fp32 and after dynamic int8 (per tensor and per channel), and the drop in
-    points, mean ± std over seeds, beside the paper's BERT-base drop where it reports one."""
+    points, mean ± std over seeds, beside the paper's BERT-base drop where it reports one; each
+    task's models of one environment."""
+    quant, notes = one_environment_per(quant, _task, _task_block("quantized models"))
     rows = []
     for (task, optimizer), rs in by_task_and_optimizer(quant).items():
         scores = [r["scores"] for r in rs]
@@ -288,7 +417,7 @@ def int8_table(quant: list[dict]) -> pd.DataFrame:
                                                    for s in scores]),
                      "paper drop (BERT-base)": f"{paper[column]:.2f}"
                      if paper and column is not None else "-"})
-    return pd.DataFrame(rows).set_index(["task", "optimizer"])
+    return with_notes(pd.DataFrame(rows).set_index(["task", "optimizer"]), notes)
 
 
 def speed_table(speed: list[dict]) -> pd.DataFrame:
@@ -305,7 +434,9 @@ def speed_table(speed: list[dict]) -> pd.DataFrame:
 def theory_table(theory: list[dict]) -> pd.DataFrame:
     """Predicted and measured loss increase after rounding the weights to k bits, mean ± std over
     seeds, per optimizer, grid (per tensor or per channel) and bit width; and on how many seeds
-    the prediction came out negative (a noisy Hessian-diagonal estimate)."""
+    the prediction came out negative (a noisy Hessian-diagonal estimate). The table pools every
+    task: its records are of one environment."""
+    theory, note = one_environment(theory, "the rounding theory")
     groups = defaultdict(list)
     for r in theory:
         for row in r["increase"]:
@@ -318,7 +449,7 @@ def theory_table(theory: list[dict]) -> pd.DataFrame:
          for key, rows in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2]))},
         orient="index")
     table.index.names = ["grid", "bits", "optimizer"]
-    return table
+    return with_notes(table, [note] if note else [])
 
 
 def _ticket_scores(tickets: list[dict]) -> dict[tuple, list[float]]:
@@ -330,9 +461,19 @@ def _ticket_scores(tickets: list[dict]) -> dict[tuple, list[float]]:
     return groups
 
 
+def _one_environment_per_block(tickets: list[dict]) -> tuple[list[dict], list[str]]:
+    """The tickets of each (task, sparsity) block of the mask x optimizer table, whose rows and
+    columns are compared both ways, of one environment (:func:`one_environment_per`)."""
+    return one_environment_per(
+        tickets, lambda r: (r["task"], round(r["sparsity"], 2)),
+        lambda key: f"{TASK_NAMES[key[0]]} at {100 * key[1]:.0f}% sparsity")
+
+
 def mask_table(tickets: list[dict]) -> pd.DataFrame:
     """The paper's Table 2 layout: one row per (task, sparsity, mask), the dev score of Adam and
-    of SAM fine-tuning under that mask, mean ± std over seeds, beside the paper's values."""
+    of SAM fine-tuning under that mask, mean ± std over seeds, beside the paper's values. Each
+    (task, sparsity) block is of one environment."""
+    tickets, notes = _one_environment_per_block(tickets)
     groups = _ticket_scores(tickets)
     rows = defaultdict(dict)
     for (task, sparsity, mask, optimizer), scores in groups.items():
@@ -343,14 +484,17 @@ def mask_table(tickets: list[dict]) -> pd.DataFrame:
                                                         if paper else "-")
     table = pd.DataFrame.from_dict(rows, orient="index").fillna("-")
     table.index.names = ["task", "sparsity", "mask"]
-    return table
+    return with_notes(table, notes)
 
 
 def imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.DataFrame:
     """Per task, IMP with rewinding: the dense model (round 0) and the ticket at the task's
-    ``reference`` sparsity, Adam and SAM, beside the paper's tickets (BERT-base)."""
+    ``reference`` sparsity, Adam and SAM, beside the paper's tickets (BERT-base); each task's
+    rounds of one environment."""
+    rewound, notes = one_environment_per([r for r in rounds if r["rewind"]], _task,
+                                         _task_block("IMP with rewinding"))
     score = {(r["task"], r["optimizer"], round(r["sparsity"], 2)): recorded_score(r)
-             for r in rounds if r["rewind"]}
+             for r in rewound}
     rows = {}
     for task in dict.fromkeys(r["task"] for r in rounds):
         s, row = round(reference[task], 2), {"ticket sparsity": f"{100 * reference[task]:.0f}%"}
@@ -362,13 +506,15 @@ def imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.DataFrame:
         for optimizer, value in zip(("Adam", "SAM"), IMP_REWIND.get(task, (None, None))):
             row[f"{optimizer} ticket (paper)"] = f"{value:.1f}" if value is not None else "-"
         rows[TASK_NAMES[task]] = row
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
+    return with_notes(pd.DataFrame.from_dict(rows, orient="index").rename_axis("task"), notes)
 
 
 def mask_effects(tickets: list[dict]) -> pd.DataFrame:
     """The two questions of the paper's Table 2, in points (mean difference ± its standard error
     over seeds, beside the paper's difference of means): does the SAM *mask* beat the Adam mask
-    under a fixed optimizer, and does SAM *fine-tuning* beat Adam under a fixed mask?"""
+    under a fixed optimizer, and does SAM *fine-tuning* beat Adam under a fixed mask? Each
+    (task, sparsity) block is of one environment, as in :func:`mask_table`."""
+    tickets, notes = _one_environment_per_block(tickets)
     groups = _ticket_scores(tickets)
     comparisons = [(f"SAM mask − Adam mask, {o} fine-tuning", ("sam", o), ("adam", o))
                    for o in ("adam", "sam")]
@@ -389,7 +535,7 @@ def mask_effects(tickets: list[dict]) -> pd.DataFrame:
                           if better in paper and worse in paper else "-")}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.names = ["task", "sparsity", "comparison (points)"]
-    return table
+    return with_notes(table, notes)
 
 
 # The four differences of the paper's transfer figures, in points: ("ticket", o) is the SAM
@@ -407,22 +553,38 @@ TRANSFER_PANELS = {
 def transfer_differences(cells: list[dict]) -> dict[tuple[str, str], dict[tuple[str, str], float]]:
     """Per panel of :data:`TRANSFER_PANELS`, the difference in points on each (source, target)
     pair where both runs are stored. ``cells`` are transfer records and, for the diagonal
-    (source = target), ticket records; random masks are ignored."""
+    (source = target), ticket records; random masks are ignored. The runs of a pair must be of
+    one environment (else ``ValueError``, naming them)."""
+    found = [r for r in cells if r["mask"] in ("adam", "sam")]
+    for (s, t), runs in _by_pair(found).items():
+        check_one_environment(runs, f"the transfer {TASK_NAMES[s]} → {TASK_NAMES[t]}")
     score = {(r.get("source", r["task"]), r["task"], r["mask"], r["optimizer"]): recorded_score(r)
-             for r in cells if r["mask"] in ("adam", "sam")}
+             for r in found}
     pairs = dict.fromkeys(key[:2] for key in score)
     return {panel: {(s, t): 100 * (score[(s, t, *better)] - score[(s, t, *worse)])
                     for s, t in pairs if (s, t, *better) in score and (s, t, *worse) in score}
             for panel, (_, better, worse) in TRANSFER_PANELS.items()}
 
 
+def _by_pair(cells: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Transfer and ticket records by (source, target): a ticket record's source is its task."""
+    pairs = defaultdict(list)
+    for r in cells:
+        pairs[(r.get("source", r["task"]), r["task"])].append(r)
+    return pairs
+
+
 def transfer_table(cells: list[dict]) -> pd.DataFrame:
     """Each measured (source, target) pair's four differences in points beside the paper's (its
-    Figures 8 and 9, BERT-base), and their means over the pairs shown."""
+    Figures 8 and 9, BERT-base), and their means over the pairs shown. Each pair is of one
+    environment; the means are over the pairs of the commonest one (a note names the others)."""
     ours = transfer_differences(cells)
     pairs = list(dict.fromkeys(pair for diffs in ours.values() for pair in diffs))
+    averaged, note = one_environment([r for r in cells if r["mask"] in ("adam", "sam")],
+                                     "the means over pairs")
+    kept = set(_by_pair(averaged))
     groups = {f"{TASK_NAMES[s]} → {TASK_NAMES[t]}": [(s, t)] for s, t in pairs}
-    groups["mean"] = pairs
+    groups["mean"] = [pair for pair in pairs if pair in kept]
     rows = {}
     for label, chosen in groups.items():
         row = {}
@@ -434,7 +596,7 @@ def transfer_table(cells: list[dict]) -> pd.DataFrame:
         rows[label] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns)
-    return table.rename_axis("source → target")
+    return with_notes(table.rename_axis("source → target"), [note] if note else [])
 
 
 def ticket_origin_table(records: list[dict]) -> pd.DataFrame:
@@ -456,8 +618,10 @@ def pooler_check_table(checks: list[dict], tickets: list[dict]) -> pd.DataFrame:
     """Each ticket of the pooler check beside the same ticket, seed and optimizer in the mask x
     optimizer table: the pooler weights the ticket keeps, and with that pooler and with a dense
     one the dev score (points) and the last epoch's training loss (a model that predicts one
-    class for every row stays near ln 2 = 0.69 on a balanced pair task)."""
+    class for every row stays near ln 2 = 0.69 on a balanced pair task). A ticket that ran in
+    another environment than its check is not shown beside it (a note says where each ran)."""
     found = {(r["task"], r["mask"], r["optimizer"], r["seed"]): r for r in tickets}
+    apart = defaultdict(list)  # (check's environment, ticket's): the checks not compared
 
     def score_and_loss(r: dict | None) -> list[str]:
         if r is None:
@@ -467,6 +631,10 @@ def pooler_check_table(checks: list[dict], tickets: list[dict]) -> pd.DataFrame:
     rows = []
     for r in checks:
         ticket = found.get((r["task"], r["mask"], r["optimizer"], r["seed"]))
+        if ticket is not None and None not in (environment(r), environment(ticket)) \
+                and environment(r) != environment(ticket):
+            apart[(environment(r), environment(ticket))].append(r)
+            ticket = None
         rows.append([TASK_NAMES[r["task"]], OPTIMIZER_NAMES[r["mask"]],
                      OPTIMIZER_NAMES[r["optimizer"]], r["seed"],
                      f"{r['pooler_kept']:,} of {r['pooler_size']:,}",
@@ -475,7 +643,10 @@ def pooler_check_table(checks: list[dict], tickets: list[dict]) -> pd.DataFrame:
                      if ticket else "-"])
     columns = ["task", "mask", "fine-tuning", "seed", "pooler weights kept", "ticket",
                "ticket train loss", "dense pooler", "dense pooler train loss", "difference"]
-    return pd.DataFrame(rows, columns=columns).set_index(columns[:4])
+    notes = [f"{_units_of(rs)} ran on {describe(mine)}, their tickets on {describe(theirs)}: "
+             "the ticket columns and the difference are left empty."
+             for (mine, theirs), rs in apart.items()]
+    return with_notes(pd.DataFrame(rows, columns=columns).set_index(columns[:4]), notes)
 
 
 def overhead_table(timings: list[dict]) -> pd.DataFrame:
@@ -492,7 +663,8 @@ def overhead_table(timings: list[dict]) -> pd.DataFrame:
 def sharpness_correlation(records: list[dict]) -> pd.DataFrame:
     """Per task: Spearman's rank correlation between the sharpness of the tickets' subnetworks and
     their dev scores, over all tickets and over the found (Adam and SAM) ones only. Negative:
-    flatter tickets score higher."""
+    flatter tickets score higher. Each task's tickets are of one environment."""
+    records, notes = one_environment_per(records, _task, _task_block("ticket sharpness"))
     rows = {}
     for task in dict.fromkeys(r["task"] for r in records):
         mine = [r for r in records if r["task"] == task]
@@ -502,7 +674,7 @@ def sharpness_correlation(records: list[dict]) -> pd.DataFrame:
             row[f"{label}: models"] = len(group)
             row[f"{label}: Spearman"] = _sharpness_spearman(group)
         rows[TASK_NAMES[task]] = row
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
+    return with_notes(pd.DataFrame.from_dict(rows, orient="index").rename_axis("task"), notes)
 
 
 def imp_sharpness_table(records: list[dict]) -> pd.DataFrame:
@@ -510,7 +682,9 @@ def imp_sharpness_table(records: list[dict]) -> pd.DataFrame:
     the flatter of the two, at how many the flatter one scores higher, and Spearman's rank
     correlation between sharpness and dev score over every round of both chains (negative:
     flatter scores higher; sparsity moves both, so this one mixes its effect in), and each
-    chain's median loss on the flatness rows (a model that has not fitted them can be flat)."""
+    chain's median loss on the flatness rows (a model that has not fitted them can be flat).
+    Each task's rounds are of one environment."""
+    records, notes = one_environment_per(records, _task, _task_block("IMP round sharpness"))
     rows = {}
     for task in dict.fromkeys(r["task"] for r in records):
         mine = [r for r in records if r["task"] == task]
@@ -527,7 +701,7 @@ def imp_sharpness_table(records: list[dict]) -> pd.DataFrame:
             "rounds": len(mine), "Spearman, all rounds": _sharpness_spearman(mine),
             "median training loss, Adam / SAM": " / ".join(
                 f"{statistics.median(v):.2f}" if v else "-" for v in losses.values())}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
+    return with_notes(pd.DataFrame.from_dict(rows, orient="index").rename_axis("task"), notes)
 
 
 def _sharpness_spearman(records: list[dict]) -> str:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from flatcomp.config import Profile
 from flatcomp.data import Encoded, batches, num_batches
 from flatcomp.metrics import glue_metrics, main_score
+from flatcomp.precision import uses_bf16
 from flatcomp.sam import SAM
 
 OPTIMIZERS = ("adam", "sam", "swa")
@@ -75,7 +76,7 @@ def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.op
 
 
 def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast where the profile asks for it (CPU with AMX, or CUDA)."""
+    """bf16 autocast when ``enabled`` (see :func:`flatcomp.precision.uses_bf16`)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
@@ -87,6 +88,7 @@ def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, p
     device = device or default_device()
     epochs = epochs if epochs is not None else profile.epochs_for(task)
     model.to(device)
+    bf16 = uses_bf16(profile, device)
     if masks:  # on the parameters' device and dtype once, not at every step
         params = dict(model.named_parameters())
         masks = {k: m.to(params[k].device, params[k].dtype) for k, m in masks.items()}
@@ -108,7 +110,7 @@ def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, p
         losses, tick = [], time.perf_counter()
         for batch in batches(train, profile.batch_size, shuffle=True, seed=seed * 1000 + epoch):
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = opt.step(_closure(model, batch, opt, masks, device, profile.bf16))
+            loss = opt.step(_closure(model, batch, opt, masks, device, bf16))
             scheduler.step()
             if average is not None and epoch >= SWA_START_EPOCH:
                 average.update_parameters(model)
@@ -152,10 +154,10 @@ def predict(model: torch.nn.Module, data: Encoded, profile: Profile,
     """Class ids (or regression scores) for every row of ``data``."""
     device = device or next(model.parameters()).device
     model.eval()
-    outputs = []
+    bf16, outputs = uses_bf16(profile, device), []
     for batch in batches(data, 2 * profile.batch_size):
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-        with autocast(device, profile.bf16):
+        with autocast(device, bf16):
             logits = model(**batch).logits.float()
         outputs.append(logits[:, 0] if data.regression else logits.argmax(-1))
     return torch.cat(outputs).cpu()
@@ -200,9 +202,10 @@ def time_steps(model: torch.nn.Module, batch_list: list[dict], optimizer: str, p
         apply_masks(model, masks)
     opt = make_optimizer(optimizer, model, 1e-5, profile.sam_rho, profile.weight_decay)
     batch_list = [{k: v.to(device) for k, v in b.items()} for b in batch_list]
+    bf16 = uses_bf16(profile, device)
 
     def step(batch: dict) -> None:
-        opt.step(_closure(model, batch, opt, masks, device, profile.bf16))
+        opt.step(_closure(model, batch, opt, masks, device, bf16))
 
     for batch in batch_list[:warmup]:
         step(batch)

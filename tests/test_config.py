@@ -5,7 +5,7 @@ import pytest
 from flatcomp.config import DEFAULT_PROFILE, PAPER, PROFILES, SMALL, SMOKE, get_profile
 
 # The fields whose difference between small and paper must be justified in small.cuts.
-CUT_FIELDS = ("model", "lr", "epochs", "max_length", "batch_size", "train_size", "bf16",
+CUT_FIELDS = ("model", "lr", "epochs", "max_length", "batch_size", "train_size", "precision",
               "imp_rounds")
 
 
@@ -102,3 +102,14 @@ def test_transfer_grid_is_the_tasks_unless_cut():
     assert "transfer is cut to four of the five tasks" in SMALL.cuts["lottery"]
     # the grid never names a task the profile does not run
     assert lottery.with_overrides(tasks=("rte", "stsb")).transfer_grid() == ("rte",)
+
+
+def test_every_profile_chooses_its_precision_per_machine():
+    assert SMOKE.precision == SMALL.precision == PAPER.precision == "auto"
+    assert "AVX512-BF16" in SMALL.cuts["bf16"] and "bf16_check" in SMALL.cuts["bf16"]
+
+
+@pytest.mark.parametrize("bad", ["fp16", "BF16", True])
+def test_a_profile_refuses_an_unknown_precision(bad):
+    with pytest.raises(ValueError, match="'auto', 'bf16', 'fp32'"):
+        SMOKE.with_overrides(precision=bad)

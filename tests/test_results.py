@@ -23,6 +23,11 @@ def store(smoke, tmp_path):
     return ResultsStore(smoke, tmp_path / "store")
 
 
+def _plain(result: dict) -> dict:
+    """A loaded result without the environment that loading adds to it."""
+    return {k: v for k, v in result.items() if k != "environment"}
+
+
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
@@ -33,7 +38,7 @@ def test_default_root_is_the_results_environment_variable(smoke, tmp_path):
 
 def test_save_then_load_round_trip(store):
     store.save("exp", "rte-adam-seed0", dict(RESULT), seed=0, seconds=1.234)
-    assert store.load("exp", "rte-adam-seed0") == RESULT
+    assert _plain(store.load("exp", "rte-adam-seed0")) == RESULT
     assert store.path("exp", "rte-adam-seed0") == store.root / "smoke" / "exp" / "rte-adam-seed0.json"
     assert store.units("exp") == ["rte-adam-seed0"]
 
@@ -99,7 +104,7 @@ def test_save_refuses_to_overwrite_without_permission(store):
 def test_save_overwrites_when_asked(store):
     store.save("exp", "u", dict(RESULT), seed=0, seconds=1.0)
     store.save("exp", "u", {"accuracy": 0.0}, seed=0, seconds=1.0, overwrite=True)
-    assert store.load("exp", "u") == {"accuracy": 0.0}
+    assert _plain(store.load("exp", "u")) == {"accuracy": 0.0}
 
 
 def test_load_or_run_computes_once_then_reads(store):
@@ -112,7 +117,7 @@ def test_load_or_run_computes_once_then_reads(store):
     first = store.load_or_run("exp", "u", run, seed=1)
     second = store.load_or_run("exp", "u", run, seed=1)
     assert len(calls) == 1
-    assert first == second == {"score": 1.5}
+    assert first == second and _plain(first) == {"score": 1.5}
     record = read_record(store.path("exp", "u"))
     assert record["provenance"]["data_cut"] == "trained on half of dev"
     assert record["provenance"]["seed"] == 1
@@ -192,3 +197,113 @@ def test_a_copy_without_our_git_is_told_its_commit(monkeypatch):
     assert results._code_version() == {"git_commit": "abc1234", "git_dirty": None}
     monkeypatch.delenv("FLATCOMP_GIT_COMMIT")
     assert results._code_version()["git_commit"] == "stale"
+
+
+# ---------------------------------------------------------------- precision, weights, environment
+
+def test_provenance_names_the_precision_and_the_starting_weights(store, smoke):
+    from flatcomp.models import start_weights_sha256
+    from flatcomp.precision import resolve_precision
+    from flatcomp.train import default_device
+
+    store.save("exp", "u", dict(RESULT), seed=0, seconds=1.0)
+    prov = read_record(store.path("exp", "u"))["provenance"]
+    assert prov["precision"] == resolve_precision(smoke, default_device())
+    assert prov["start_weights_sha256"] == start_weights_sha256(smoke)
+    assert re.fullmatch(r"[0-9a-f]{64}", prov["start_weights_sha256"])
+
+
+def test_the_tiny_berts_hash_is_its_encoders_and_leaves_the_rng_alone(smoke):
+    import torch
+
+    from flatcomp.models import load_model, start_weights_sha256, state_dict_sha256
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    sha = start_weights_sha256(smoke)
+    assert torch.equal(torch.get_rng_state(), before)
+    encoder = {k: v for k, v in load_model(smoke, "mrpc", seed=5).state_dict().items()
+               if not k.startswith("classifier.")}
+    assert state_dict_sha256(encoder) == sha
+    encoder["bert.pooler.dense.bias"] = encoder["bert.pooler.dense.bias"] + 1e-3
+    assert state_dict_sha256(encoder) != sha
+
+
+def test_model_dir_environment_variable_supplies_weights_and_tokenizer(smoke, tmp_path,
+                                                                      monkeypatch):
+    """$FLATCOMP_MODEL_DIR: a packed run loads this folder's files, and hashes its weights."""
+    import hashlib
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    from flatcomp.models import load_tokenizer, model_source, start_weights_sha256
+
+    original = Path(model_source(smoke))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "config.json"):
+        shutil.copy(original / name, folder / name)
+    save_file({"w": torch.arange(4.0)}, folder / "model.safetensors")
+    monkeypatch.setenv("FLATCOMP_MODEL_DIR", str(folder))
+    hub = smoke.with_overrides(model="someone/else-model")
+    assert model_source(hub) == model_source(smoke) == str(folder)
+    assert load_tokenizer(hub)("a b")["input_ids"][0] == 101  # [CLS] from the folder's vocab
+    expected = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert start_weights_sha256(hub) == expected
+    monkeypatch.delenv("FLATCOMP_MODEL_DIR")
+    assert model_source(smoke) == str(original)
+
+
+def test_loading_adds_the_environment_and_saving_never_writes_it(store, smoke):
+    from flatcomp.models import start_weights_sha256
+
+    returned = store.save("exp", "u", {**RESULT, "environment": {"stale": 1}}, seed=0,
+                          seconds=1.0)
+    record = read_record(store.path("exp", "u"))
+    assert "environment" not in record["result"]
+    loaded = store.load("exp", "u")
+    assert loaded == returned
+    env = loaded["environment"]
+    assert env["unit"] == "u"
+    assert env["device"] == record["provenance"]["device"].rsplit(", ", 1)[0]
+    assert env["precision"] == record["provenance"]["precision"]
+    assert env["weights"] == f"sha256 {start_weights_sha256(smoke)[:12]}"
+
+
+LEGACY_CPU = {"device": "cpu: Intel(R) Xeon(R) Processor, 2 cores",
+              "config": {"name": "small", "model": "sentence-transformers/all-MiniLM-L6-v2",
+                         "bf16": True}}
+LEGACY_GPU = {**LEGACY_CPU, "device": "cuda: NVIDIA H200"}
+
+
+@pytest.mark.parametrize("prov, result, expected", [
+    (LEGACY_GPU, {"device": "cuda"}, ("cuda: NVIDIA H200", "bf16", "fp16-rounded copy")),
+    (LEGACY_GPU, {}, ("cuda: NVIDIA H200", "bf16", "fp16-rounded copy")),
+    # a GPU's result stored again on the CPU: its own "device" says where it trained
+    (LEGACY_CPU, {"device": "cuda"}, ("cuda: NVIDIA H200", "bf16", "fp16-rounded copy")),
+    (LEGACY_CPU, {"device": "cpu"}, ("cpu: Intel(R) Xeon(R) Processor", "bf16", "fp32 file")),
+    (LEGACY_CPU, {"precision": "fp32"}, ("cpu: Intel(R) Xeon(R) Processor", "fp32", "fp32 file")),
+])
+def test_legacy_records_environment_is_derived(prov, result, expected):
+    from flatcomp.config import SMALL
+    from flatcomp.models import start_weights_sha256
+    from flatcomp.results import environment
+
+    fp32_file = f"sha256 {start_weights_sha256(SMALL)[:12]}"
+    expected = (*expected[:2], fp32_file if expected[2] == "fp32 file" else expected[2])
+    env = environment(prov, result)
+    assert (env["device"], env["precision"], env["weights"]) == expected
+
+
+def test_a_new_record_copied_from_another_machine_has_an_unknown_environment():
+    from flatcomp.results import environment
+
+    prov = {"device": "cpu: AMD EPYC, 16 cores", "precision": "bf16",
+            "start_weights_sha256": "ab" * 32}
+    assert environment(prov, {"device": "cpu"}) == {
+        "device": "cpu: AMD EPYC", "precision": "bf16", "weights": "sha256 abababababab"}
+    assert environment(prov, {"device": "cuda"}) == {
+        "device": "cuda", "precision": "unknown", "weights": "unknown"}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pandas as pd
+import pytest
+
 from flatcomp import tables
 
 
@@ -252,3 +255,108 @@ def test_pooler_check_table_sets_the_dense_pooler_beside_the_same_ticket():
     assert table.loc[("RTE", "SAM", "Adam", 1)].tolist() == \
         ["12 of 147,456", "-", "-", "0.0", "0.69", "-"]
     assert tables.pooler_check_table([], [ticket]).empty
+
+
+# ---------------------------------------------------------------- one environment per comparison
+
+GPU = {"device": "cuda: NVIDIA H200", "precision": "bf16", "weights": "fp16-rounded copy"}
+CPU = {"device": "cpu: Intel(R) Xeon(R) Processor", "precision": "bf16",
+       "weights": "sha256 53aa51172d14"}
+
+
+def _ticket(mask, optimizer, seed, score, where, task="sst2"):
+    unit = f"{task}-{mask}-mask-{optimizer}-seed{seed}"
+    return {"task": task, "sparsity": 0.6, "mask": mask, "optimizer": optimizer, "seed": seed,
+            "best_score": score, "environment": {"unit": unit, **where}}
+
+
+def test_check_one_environment_names_the_records_and_where_they_ran():
+    runs = [_ticket("adam", "sam", 0, 0.8, GPU, "mrpc"), _ticket("sam", "sam", 1, 0.8, CPU, "mrpc")]
+    tables.check_one_environment(runs[:1], "one run")  # one environment: no error
+    with pytest.raises(ValueError) as info:
+        tables.check_one_environment(runs, "adam-mask vs sam-mask on mrpc")
+    message = str(info.value)
+    assert message.startswith("adam-mask vs sam-mask on mrpc mixes environments")
+    assert ("mrpc-adam-mask-sam-seed0 ran on cuda: NVIDIA H200 (bf16, weights fp16-rounded copy)"
+            in message)
+    assert ("mrpc-sam-mask-sam-seed1 ran on cpu: Intel(R) Xeon(R) Processor (bf16, weights "
+            "sha256 53aa51172d14)" in message)
+
+
+def test_hand_made_results_without_an_environment_are_not_checked():
+    runs = [_run("mrpc", "adam", 5e-5, 0.8), _ticket("sam", "sam", 1, 0.8, CPU)]
+    tables.check_one_environment(runs, "mixed")
+    assert tables.one_environment(runs, "mixed") == (runs, None)
+
+
+def _sst2_block():
+    """SST-2's block as stored: everything on the GPU but the SAM mask's seeds 1 and 2."""
+    return [_ticket(m, o, s, 0.80 + 0.01 * s, CPU if m == "sam" and s else GPU)
+            for m in ("adam", "sam") for o in ("adam", "sam") for s in (0, 1, 2)]
+
+
+def test_mask_tables_keep_each_block_in_its_commonest_environment_and_say_so():
+    tickets = _sst2_block()
+    table = tables.mask_table(tickets)
+    assert isinstance(table, tables.NotedTable)
+    assert table.loc[("SST-2", "60%", "sam mask"), "SAM (ours)"] == "80.0 (1 seed)"
+    assert table.loc[("SST-2", "60%", "adam mask"), "SAM (ours)"] == "81.0 ± 1.0"
+    assert "SST-2 at 60% sparsity: only the 8 runs on cuda: NVIDIA H200" in table.note
+    assert "sst2-sam-mask-sam-seed2 on cpu: Intel" in table.note
+    assert "Note: SST-2 at 60% sparsity" in table._repr_html_()
+    assert "Note: SST-2" in repr(table.drop(columns="SAM (paper)"))  # the note stays
+    effects = tables.mask_effects(tickets)
+    assert [label for *_, label in effects.index] == ["SAM − Adam fine-tuning, adam mask"]
+    assert effects.note == table.note
+
+
+def test_tables_of_one_environment_are_plain_frames():
+    tickets = [t for t in _sst2_block() if t["environment"]["device"].startswith("cuda")]
+    assert type(tables.mask_table(tickets)) is pd.DataFrame
+
+
+def test_transfer_means_are_over_the_commonest_environment_only():
+    def cell(source, task, mask, optimizer, score, where):
+        return {**_ticket(mask, optimizer, 0, score, where, task),
+                **({"source": source} if source != task else {})}
+
+    grid = [cell(s, t, m, o, score, GPU if s == t else CPU)
+            for s, t, score in (("mrpc", "rte", 0.6), ("rte", "mrpc", 0.7), ("rte", "rte", 0.5))
+            for m in ("adam", "sam") for o in ("adam", "sam")]
+    grid[-1]["best_score"] = 0.9  # SAM ticket under SAM on RTE's own: +40 points on the diagonal
+    table = tables.transfer_table(grid)
+    name = "SAM − Adam ticket, SAM fine-tuning"
+    assert table.loc["RTE → RTE", (name, "ours")] == "+40.0"
+    assert table.loc["mean", (name, "ours")] == "+0.0"  # the two CPU pairs
+    assert "the means over pairs: only the 8 runs on cpu" in table.note
+    assert "rte-adam-mask-adam-seed0" in table.note
+    grid[0]["environment"] = {**grid[0]["environment"], **GPU}  # one pair mixes: refused
+    with pytest.raises(ValueError, match="the transfer MRPC → RTE mixes environments"):
+        tables.transfer_table(grid)
+
+
+def test_pooler_check_is_not_set_beside_a_ticket_from_another_environment():
+    ticket = {**_ticket("sam", "sam", 0, 0.53, GPU, "rte"),
+              "history": [{"train_loss": 0.69}]}
+    check = {**_ticket("sam", "sam", 0, 0.60, CPU, "rte"), "pooler_kept": 0,
+             "pooler_size": 147456, "history": [{"train_loss": 0.3}]}
+    check["environment"]["unit"] = "rte-sam-mask-dense-pooler-sam-seed0"
+    table = tables.pooler_check_table([check], [ticket])
+    row = table.iloc[0]
+    assert (row["ticket"], row["difference"], row["dense pooler"]) == ("-", "-", "60.0")
+    assert ("rte-sam-mask-dense-pooler-sam-seed0 ran on cpu: Intel(R) Xeon(R) Processor (bf16, "
+            "weights sha256 53aa51172d14), their tickets on cuda: NVIDIA H200" in table.note)
+    same = tables.pooler_check_table([check], [{**ticket, "environment": check["environment"]}])
+    assert same.iloc[0]["difference"] == "+7.0" and type(same) is pd.DataFrame
+
+
+def test_optimizer_differences_drop_the_minority_environment_of_a_task():
+    def run(optimizer, score, where, seed):
+        return {**_run("mrpc", optimizer, 5e-5, score), "seed": seed,
+                "environment": {"unit": f"mrpc-{optimizer}-seed{seed}", **where}}
+
+    runs = [run("adam", 0.80, CPU, 0), run("adam", 0.84, CPU, 1), run("sam", 0.83, CPU, 0),
+            run("sam", 0.85, CPU, 1), run("sam", 0.99, GPU, 2)]
+    table = tables.optimizer_differences(runs)
+    assert table.loc["MRPC", "SAM − Adam"] == "+2.0 ± 2.2"  # sqrt(2.83^2 / 2 + 1.41^2 / 2)
+    assert "mrpc-sam-seed2 on cuda" in table.note

@@ -29,6 +29,7 @@ from flatcomp.config import Profile, cache_dir
 from flatcomp.data import Encoded, batches, encode, load_task, task_rows
 from flatcomp.metrics import main_score
 from flatcomp.models import load_model, load_tokenizer, load_weights, save_weights
+from flatcomp.precision import resolve_precision
 from flatcomp.results import atomic_write_json
 from flatcomp.train import OPTIMIZERS, FineTuneResult, default_device, evaluate, fine_tune
 
@@ -187,12 +188,15 @@ def checkpoint_paths(profile: Profile, task: str, optimizer: str, seed: int, lr:
 
 def training_digest(profile: Profile, task: str, optimizer: str, seed: int, lr: float,
                      epochs: int) -> str:
-    """A short hash of everything that determines a fine-tune's weights."""
+    """A short hash of everything that determines a fine-tune's weights, the precision as it
+    resolves on the default device (a checkpoint trained in fp32 is never read back as bf16's)."""
     key = {"model": profile.model, "task": task, "optimizer": optimizer, "seed": seed, "lr": lr,
            "epochs": epochs, "max_length": profile.max_length, "batch_size": profile.batch_size,
            "train_size": profile.train_size.get(task), "eval_size": profile.eval_size.get(task),
-           "bf16": profile.bf16, "rho": profile.sam_rho, "weight_decay": profile.weight_decay,
-           "shipped_data": profile.shipped_data}
+           "rho": profile.sam_rho, "weight_decay": profile.weight_decay,
+           "shipped_data": profile.shipped_data,
+           # a bool, as before precision could be "auto": older bf16 checkpoints keep their key
+           "bf16": resolve_precision(profile, default_device()) == "bf16"}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -237,7 +241,7 @@ def fixed_rows_loss(profile: Profile, task: str) -> Callable[[torch.nn.Module], 
 
 def cpu_fp32_scorer(profile: Profile, task: str, dev: Encoded) -> Callable[[torch.nn.Module], float]:
     """The dev score of a model on the CPU without autocast: how quantized models are compared."""
-    fp32 = profile.with_overrides(bf16=False)
+    fp32 = profile.with_overrides(precision="fp32")
     return lambda model: main_score(task, evaluate(model, dev, task, fp32, torch.device("cpu")))
 
 

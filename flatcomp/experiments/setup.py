@@ -42,7 +42,7 @@ def _bf16_units(profile: Profile) -> list[Unit]:
 
 
 def _run_bf16(profile: Profile, unit: Unit) -> dict:
-    at = profile.with_overrides(bf16=unit["precision"] == "bf16")
+    at = profile.with_overrides(precision=unit["precision"])  # explicit: "bf16" or "fp32"
     _, summary = finetuned(at, unit["task"], unit["optimizer"], unit["seed"])
     return {**finetune_record(summary), "precision": unit["precision"]}
 
