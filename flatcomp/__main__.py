@@ -5,7 +5,10 @@
     python -m flatcomp run imp --profile small --task mrpc --optimizer sam --round 0 1 2
     python -m flatcomp run finetune --profile small --task mrpc --seeds 0 1 2 3 4
     python -m flatcomp report --profile small
-    python -m flatcomp lottery --profile small --workers 12 --stop-after 480 --kill-after 540
+    python -m flatcomp plan --profile small --dry-run
+    python -m flatcomp plan --profile small --workers 12 --deadline 540
+    python -m flatcomp plan --profile paper --executor slurm --partition gpu --gpus-per-job 1
+    python -m flatcomp pack --profile small --out pack --max-mib 56
     python -m flatcomp ticket --profile small --task rte --mask sam --out rte-sam-ticket.safetensors
 """
 
@@ -15,10 +18,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from flatcomp import schedule
+from flatcomp import plan
 from flatcomp.config import GLUE_TASKS, PROFILES, Profile, get_profile
 from flatcomp.experiments import (EXPERIMENTS, load_or_run, planned_units, ticket_and_origin,
-                                  unit_id)
+                                  ticket_file, unit_id)
+from flatcomp.experiments.lottery import ticket_job_cost, ticket_imp_unit
 from flatcomp.pruning import save_masks, sparsity_report
 from flatcomp.results import CorruptResultError, ResultsStore, check_record
 
@@ -45,22 +49,26 @@ def main(argv: list[str] | None = None) -> int:
                           "--seed then filters among them")
     report = sub.add_parser("report", help="what is stored, per experiment (each file checked; "
                             "exit 1 if any is bad)")
-    lottery = sub.add_parser("lottery", help="every lottery experiment, in parallel processes "
-                             "(a GPU box): see flatcomp.schedule")
-    lottery.add_argument("--workers", type=int, default=4, help="processes at once (default 4)")
-    lottery.add_argument("--stop-after", type=float, default=float("inf"), metavar="SECONDS",
-                         help="start no job after this")
-    lottery.add_argument("--kill-after", type=float, default=float("inf"), metavar="SECONDS",
-                         help="kill the jobs still running after this")
-    lottery.add_argument("--logs", type=Path, default=Path("lottery-logs"),
-                         help="one log per job (default lottery-logs/)")
+    planner = sub.add_parser("plan", help="every missing unit of every chapter, most important "
+                             "first, on this machine or a Slurm cluster (flatcomp.plan)")
+    _plan_arguments(planner)
+    packer = sub.add_parser("pack", help="a folder, in parts under a size, from which a machine "
+                            "without internet runs the plan (flatcomp.pack)")
+    packer.add_argument("--out", type=Path, required=True, help="a new, empty folder")
+    packer.add_argument("--max-mib", type=float, default=64, help="size of each part (default 64)")
+    packer.add_argument("--experiment", nargs="+", choices=sorted(EXPERIMENTS),
+                        help="only these experiments (default: all)")
+    packer.add_argument("--workers", type=int, default=12, help="run.sh's default (12)")
+    packer.add_argument("--deadline", type=float, default=480, help="run.sh's default (480 s)")
     ticket = sub.add_parser("ticket", help="a task's Adam or SAM winning ticket (IMP with "
                             "rewinding at the lottery schedule), trained or remade if missing")
     ticket.add_argument("--task", required=True, choices=GLUE_TASKS)
     ticket.add_argument("--mask", required=True, choices=("adam", "sam"),
                         help="the optimizer that found it")
     ticket.add_argument("--out", type=Path, help="also write its masks here (safetensors)")
-    for p in (run, report, lottery, ticket):
+    ticket.add_argument("--dry-run", action="store_true",
+                        help="say what would be trained and how long it would take, and stop")
+    for p in (run, report, planner, packer, ticket):
         p.add_argument("--profile", choices=sorted(PROFILES),
                        help="default: $FLATCOMP_PROFILE, else small")
     for key, kind in UNIT_FILTERS.items():
@@ -76,13 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:{width}s} {exp.description} (units: {sizes})")
             return 0
         profile = get_profile(args.profile)
-        if args.command == "lottery":
-            outcomes = schedule.run_jobs(profile, schedule.lottery_jobs(profile), args.workers,
-                                         args.logs, args.stop_after, args.kill_after)
-            print(schedule.summary(outcomes))
-            return 0 if all(o.status == "done" for o in outcomes) else 1
+        if args.command == "plan":
+            return _plan(profile, args)
+        if args.command == "pack":
+            return _pack(profile, args)
         if args.command == "ticket":
-            return _ticket(profile, args.task, args.mask, args.out)
+            return _ticket(profile, args.task, args.mask, args.out, args.dry_run)
         if args.command == "run":
             return _run(profile, args)
         return _report(profile, width)
@@ -139,8 +146,86 @@ def _checked_units(store: ResultsStore, experiment: str) -> tuple[set[str], list
     return good, errors
 
 
-def _ticket(profile: Profile, task: str, mask: str, out: Path | None) -> int:
+def _plan_arguments(planner: argparse.ArgumentParser) -> None:
+    planner.add_argument("--experiment", nargs="+", choices=sorted(EXPERIMENTS),
+                         help="only these experiments (default: every chapter's)")
+    planner.add_argument("--dry-run", action="store_true", help="list every missing unit with "
+                         "its device, precision and estimated seconds, and the total; run nothing")
+    planner.add_argument("--check", action="store_true",
+                         help="run nothing; exit 1 if any unit is missing")
+    planner.add_argument("--executor", choices=plan.EXECUTORS, default="local",
+                         help="local: processes on this machine (default); debug: in this "
+                              "process, one by one; slurm: job arrays through submitit")
+    planner.add_argument("--workers", type=int, default=1, help="units at once (local; default 1)")
+    planner.add_argument("--deadline", type=float, default=float("inf"), metavar="SECONDS",
+                         help="start no unit that cannot finish by then; kill what runs then")
+    planner.add_argument("--threads", type=int, help="PyTorch threads per worker")
+    planner.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                         help="these seeds instead of the profile's (extra seeds: 0 1 2 3 4)")
+    planner.add_argument("--logs", type=Path, default=Path("plan-logs"),
+                         help="submitit's folder: one log per job (default plan-logs/)")
+    slurm = planner.add_argument_group("slurm")
+    slurm.add_argument("--partition", help="Slurm partition")
+    slurm.add_argument("--gpus-per-job", type=int, default=1)
+    slurm.add_argument("--cpus-per-job", type=int, default=8)
+    slurm.add_argument("--hours", type=float, default=24.0, help="time limit of each job")
+    slurm.add_argument("--array-parallelism", type=int, default=32,
+                       help="tasks of one array at once")
+    slurm.add_argument("--jobs-per-task", type=int, default=1,
+                       help="plan jobs run one after the other in each array task")
+
+
+def _plan(profile: Profile, args: argparse.Namespace) -> int:
+    """List, check or run every missing unit (:mod:`flatcomp.plan`)."""
+    seeds = tuple(args.seeds) if args.seeds else None
+    if seeds:
+        profile = profile.with_seeds(seeds)
+    steps = plan.make_plan(profile, experiments=args.experiment)
+    if args.dry_run or args.check:
+        print(plan.describe(profile, steps))
+        return 1 if args.check and steps else 0
+    print(plan.describe(profile, steps).splitlines()[-1], flush=True)
+    slurm = dict(partition=args.partition, gpus_per_job=args.gpus_per_job,
+                 cpus_per_job=args.cpus_per_job, hours=args.hours,
+                 array_parallelism=args.array_parallelism, jobs_per_task=args.jobs_per_task)
+    outcomes = plan.execute(profile, steps, args.executor, args.workers, args.deadline,
+                            args.logs, seeds=seeds, threads=args.threads, slurm=slurm)
+    print(plan.summary(outcomes))
+    if args.executor == "slurm":
+        return 0
+    return 0 if all(o.status == "done" for o in outcomes) else 1
+
+
+def _pack(profile: Profile, args: argparse.Namespace) -> int:
+    from flatcomp import pack
+
+    steps = plan.make_plan(profile, experiments=args.experiment)
+    parts = pack.pack(profile, steps, args.out, int(args.max_mib * pack.MiB), args.workers,
+                      args.deadline)
+    print(plan.describe(profile, steps).splitlines()[-1])
+    for part in parts:
+        size = sum(p.stat().st_size for p in part.rglob("*") if p.is_file())
+        print(f"{part}: {size / pack.MiB:.1f} MiB")
+    print("on the other machine, for each part in turn: python3 <part>/assemble.py --into "
+          f"/tmp/flatcomp-pack; then bash /tmp/flatcomp-pack/run.sh (see flatcomp/pack.py)")
+    return 0
+
+
+def _ticket(profile: Profile, task: str, mask: str, out: Path | None, dry_run: bool) -> int:
+    """A task's ticket, saying first what must be trained for it (on a fresh machine, its IMP
+    chain) and about how long that takes here."""
     lottery = profile.for_lottery()
+    cost = ticket_job_cost(lottery, task, mask)
+    if cost:
+        chain = ticket_imp_unit(lottery, task, mask)
+        seconds = cost * plan.measured_seconds_per_step(lottery)
+        print(f"{ticket_file(lottery, task, mask).name} is not in the checkpoint cache: this "
+              f"trains IMP rounds 0 to {chain['round']} of {task} with {mask} (rewinding), "
+              f"about {seconds / 60:.0f} min on this machine", flush=True)
+    elif dry_run:
+        print(f"the {task} {mask} ticket is in the checkpoint cache: nothing to train")
+    if dry_run:
+        return 0
     masks, origin = ticket_and_origin(lottery, task, mask, seed=lottery.seeds[0])
     print(f"{task} {mask} ticket: {100 * sparsity_report(masks)['sparsity']:.1f}% of the prunable "
           f"weights pruned, by IMP round {origin['imp_round']} (trained on {origin['device']}, "

@@ -156,7 +156,7 @@ SMALL = Profile(
                   "the dev accuracy of both Adam and SAM is flat over the last epochs (finetune "
                   "experiment), and 10 would cost 2/3 more CPU time",
         "train_size": "SST-2 trains on 8,000 of its 67,349 sentences (CPU budget)",
-        "bf16": "precision \"auto\": bf16 autocast where the CPU or GPU multiplies bf16 "
+        "precision": "\"auto\": bf16 autocast where the CPU or GPU multiplies bf16 "
                 "matrices fast (AMX or AVX512-BF16 on a CPU, any recent GPU), fp32 elsewhere "
                 "(a CPU without them runs bf16 several times slower than fp32); the bf16_check "
                 "experiment measures the difference in dev score and training loss",

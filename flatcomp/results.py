@@ -140,7 +140,7 @@ def provenance(profile: Profile, seed: int | None, seconds: float, cut: str | No
         "python": platform.python_version(),
         "config": profile.to_dict(),
         "seed": seed,
-        "device": _device(),
+        "device": device_description(),
         "precision": _precision(profile),
         "start_weights_sha256": _start_weights_sha256(profile),
         "threads": torch.get_num_threads(),
@@ -177,7 +177,8 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _device() -> str:
+def device_description() -> str:
+    """The machine a unit runs on: ``cuda: <GPU name>`` or ``cpu: <model name>, <n> cores``."""
     if torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(0)}"
     return f"cpu: {_cpu_name()}, {os.cpu_count()} cores"

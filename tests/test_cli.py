@@ -199,3 +199,15 @@ def test_a_data_card_of_shipped_rows_is_stored(capsys):
     [card] = load_or_run(SMOKE, "data_cards", missing="skip", task=["mrpc"])
     assert card["available"] is True and card["train_rows"] > 0
     assert unit_id(dict(task="mrpc")) in ResultsStore(SMOKE).units("data_cards")
+
+
+def test_ticket_says_what_it_will_train_and_dry_run_trains_nothing(capsys):
+    """On a fresh machine a ticket needs its IMP chain: the command says so, with the time it
+    expects, before it trains; ``--dry-run`` stops there."""
+    lottery = SMOKE.for_lottery()
+    assert main(["ticket", "--profile", "smoke", "--task", "mrpc", "--mask", "sam",
+                 "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert re.search(r"this trains IMP rounds 0 to 1 of mrpc with sam \(rewinding\), about "
+                     r"\d+ min on this machine", said)
+    assert ResultsStore(lottery).units("imp") == []

@@ -106,7 +106,7 @@ def test_transfer_grid_is_the_tasks_unless_cut():
 
 def test_every_profile_chooses_its_precision_per_machine():
     assert SMOKE.precision == SMALL.precision == PAPER.precision == "auto"
-    assert "AVX512-BF16" in SMALL.cuts["bf16"] and "bf16_check" in SMALL.cuts["bf16"]
+    assert "AVX512-BF16" in SMALL.cuts["precision"] and "bf16_check" in SMALL.cuts["precision"]
 
 
 @pytest.mark.parametrize("bad", ["fp16", "BF16", True])

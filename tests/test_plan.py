@@ -1,0 +1,284 @@
+"""The plan: which jobs, in which order, at what cost, and how each executor runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flatcomp import plan
+from flatcomp.config import PROFILES
+from flatcomp.experiments import (EXPERIMENTS, experiment_profile, finetuned_file, select,
+                                  ticket_file, unit_id)
+from flatcomp.experiments.core import Job
+from flatcomp.results import ResultsStore, read_record
+
+ONE_SECOND = lambda profile: 1.0  # noqa: E731 - a cost model that needs no measurement
+
+
+# ---------------------------------------------------------------- the jobs
+
+@pytest.mark.parametrize("name", ["smoke", "small", "paper"])
+def test_every_unit_of_every_experiment_is_in_exactly_one_job(name):
+    profile = PROFILES[name]
+    jobs = plan.all_jobs(profile)
+    for experiment, exp in EXPERIMENTS.items():
+        units = exp.units(experiment_profile(profile, experiment))
+        covered = [unit_id(u) for j in jobs if j.experiment == experiment
+                   for u in select(units, **j.filters)]
+        assert sorted(covered) == sorted(unit_id(u) for u in units), experiment
+
+
+@pytest.mark.parametrize("name", ["smoke", "small"])
+def test_every_need_is_made_by_an_earlier_job(name):
+    """A job makes its units (IMP's round 0 also the dense checkpoint); a ticket job its file."""
+    profile = PROFILES[name]
+    lot = profile.for_lottery()
+    made: set = set()
+    for job in plan.all_jobs(profile):
+        assert set(job.needs) <= made, job.name
+        if job.experiment == "ticket":
+            made.add(ticket_file(lot, job.filters["task"][0], job.filters["mask"][0]))
+            continue
+        at = experiment_profile(profile, job.experiment)
+        units = select(EXPERIMENTS[job.experiment].units(at), **job.filters)
+        made |= {(job.experiment, unit_id(u)) for u in units}
+        made |= {finetuned_file(at, u["task"], u["optimizer"], u["seed"]) for u in units
+                 if job.experiment == "imp" and u["round"] == 0}
+
+
+def test_a_ticket_job_per_chain_and_the_tickets_wait_for_its_file(smoke):
+    lot = smoke.for_lottery()
+    jobs = {j.name: j for j in plan.all_jobs(smoke)}
+    # smoke: 2 rounds of 10%, ticket sparsity capped at 20%: masks pruned after round 1
+    assert jobs["ticket-mrpc-adam"].needs == (("imp", "mrpc-adam-rewind-seed0-round1"),)
+    adam = ticket_file(lot, "mrpc", "adam")
+    assert jobs["tickets-mrpc-adam-sam"].needs == (adam,)
+    assert jobs["tickets-mrpc-adam-adam"].needs == (adam, ("imp", "mrpc-adam-rewind-seed0-round2"))
+    assert jobs["transfer-stsb-mrpc"].needs == (ticket_file(lot, "stsb", "adam"),
+                                                ticket_file(lot, "stsb", "sam"))
+    assert jobs["flatness-mrpc-sam-1"].needs == (("finetune", "mrpc-sam-seed1"),)
+
+
+# ---------------------------------------------------------------- the order and the cost
+
+def test_the_plan_puts_priority_then_the_first_seed_first(smoke):
+    steps = plan.make_plan(smoke, seconds_per_step=ONE_SECOND)
+    priorities = [s.priority for s in steps]
+    assert priorities == sorted(priorities)
+    finetunes = [s.job.filters["seed"][0] for s in steps if s.job.experiment == "finetune"]
+    assert finetunes == sorted(finetunes)  # every seed-0 fine-tune before any seed-1 one
+    assert steps[0].priority == 0 and steps[-1].priority == 3
+
+
+def test_stored_units_leave_the_plan(smoke):
+    store = ResultsStore(smoke)
+    before = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)
+    assert [s.units for s in before][:2] == [("cola",), ("sst2",)]
+    store.save("data_cards", "cola", {"task": "cola"}, seed=None, seconds=0.0)
+    after = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)
+    assert [s.units for s in after] == [s.units for s in before][1:]
+
+
+def test_the_cost_model_counts_sam_twice(smoke):
+    steps = {s.name: s for s in plan.make_plan(smoke, experiments=["finetune"],
+                                               seconds_per_step=ONE_SECOND)}
+    adam, sam = steps["finetune-mrpc-adam-0"].seconds, steps["finetune-mrpc-sam-0"].seconds
+    # 256 shipped train rows at batch 16: 16 steps a epoch, 3 epochs, plus dev passes
+    assert adam == pytest.approx(48 + 3 * 4 * 2 / 3)
+    assert sam - adam == pytest.approx(48)
+
+
+def test_dry_run_lists_every_unit_and_the_total(smoke):
+    steps = plan.make_plan(smoke, experiments=["lr_sweep"], seconds_per_step=ONE_SECOND)
+    lines = plan.describe(smoke, steps).splitlines()
+    assert len(lines) == 1 + 4 + 1  # header, the four sweep units, the total
+    assert lines[1].split()[:2] == ["lr_sweep", "mrpc-adam-lr0.001-seed0"]
+    assert "fp32" in lines[1] or "bf16" in lines[1]
+    assert lines[-1].startswith("4 units in 4 jobs, about ")
+
+
+def test_unknown_experiment_is_an_error(smoke):
+    with pytest.raises(ValueError, match="unknown experiment.*nope"):
+        plan.make_plan(smoke, experiments=["nope"], seconds_per_step=ONE_SECOND)
+
+
+def test_seconds_per_step_is_measured_once_and_cached(smoke):
+    first = plan.measured_seconds_per_step(smoke, steps=1)
+    assert first > 0
+    cached = json.loads((Path(os.environ["FLATCOMP_CACHE"]) / "step-seconds.json").read_text())
+    assert list(cached.values()) == [first]
+    assert plan.measured_seconds_per_step(smoke) == first
+
+
+# ---------------------------------------------------------------- executors
+
+def test_short_steps_share_a_worker_and_a_timing_runs_alone(smoke):
+    waiting = [plan.Outcome(s) for s in
+               plan.make_plan(smoke, experiments=["data_cards", "step_time"],
+                              seconds_per_step=ONE_SECOND)]
+    store = ResultsStore(smoke)
+    batch = plan._next_batch(waiting, store, 1e9, batch_seconds=120, alone_ok=True)
+    assert [o.step.job.experiment for o in batch] == ["data_cards"] * 10
+    timings = [o for o in waiting if o.step.alone]
+    assert plan._next_batch(timings, store, 1e9, 120, alone_ok=False) == []
+    assert len(plan._next_batch(timings, store, 1e9, 120, alone_ok=True)) == 1
+
+
+def test_debug_executor_runs_in_order_and_respects_needs(smoke, tmp_path):
+    steps = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)[:2]
+    orphan = plan.Step(Job("data_cards", {"task": ["rte"]}, (("data_cards", "never"),)),
+                       ("rte",), 0.0, 0)
+    outcomes = plan.execute(smoke, steps + [orphan], executor="debug", folder=tmp_path / "logs")
+    assert [o.status for o in outcomes] == ["done", "done", "not started"]
+    assert ResultsStore(smoke).units("data_cards") == ["cola", "sst2"]
+    assert "not started: 1 (data_cards-rte)" in plan.summary(outcomes)
+
+
+def test_a_step_that_cannot_finish_before_the_deadline_is_not_started(smoke, tmp_path):
+    steps = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)[:1]
+    slow = [plan.Step(s.job, s.units, 3600.0, s.priority) for s in steps]
+    outcomes = plan.execute(smoke, slow, executor="debug", deadline=60, folder=tmp_path / "logs")
+    assert [o.status for o in outcomes] == ["not started"]
+    assert ResultsStore(smoke).units("data_cards") == []
+
+
+@pytest.mark.slow
+def test_local_executor_kills_at_the_deadline_and_keeps_what_finished(smoke, tmp_path):
+    free = lambda profile: 0.0  # noqa: E731 - every step fits: the deadline must kill the second
+    quick = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=free)[:1]
+    slow = plan.make_plan(smoke, experiments=["lr_sweep"], seconds_per_step=free)[:1]
+    outcomes = plan.execute(smoke, quick + slow, executor="local", workers=1, deadline=20,
+                            folder=tmp_path / "logs", threads=1, poll=0.2, batch_seconds=0)
+    assert [o.status for o in outcomes] == ["done", "killed"]
+    store = ResultsStore(smoke)
+    assert store.units("data_cards") == ["cola"] and store.units("lr_sweep") == []
+
+
+# ---------------------------------------------------------------- the whole smoke plan
+
+def _plan_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flatcomp", "plan", "--profile", "smoke", "--threads", "1",
+            *args]
+
+
+def _records(root: Path) -> dict[str, dict]:
+    return {str(p.relative_to(root)): read_record(p)["result"]
+            for p in sorted(root.rglob("*.json"))}
+
+
+@pytest.mark.slow
+def test_a_plan_killed_with_sigkill_resumes_to_byte_identical_results(tmp_path):
+    """The same units, run through once and killed (-9, the whole process group) once: the
+    resumed run computes only what is missing, and every result is byte for byte the same."""
+    def env(name: str) -> dict:
+        return {**os.environ, "FLATCOMP_RESULTS": str(tmp_path / name / "results"),
+                "FLATCOMP_CACHE": str(tmp_path / name / "cache")}
+
+    command = _plan_command("--experiment", "lr_sweep", "--executor", "local", "--workers", "2",
+                            "--logs")
+    subprocess.run(command + [str(tmp_path / "ref-logs")], env=env("reference"), check=True,
+                   capture_output=True)
+    killed = subprocess.Popen(command + [str(tmp_path / "logs")], env=env("killed"),
+                              start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    folder = tmp_path / "killed" / "results"
+    end = time.monotonic() + 300
+    while time.monotonic() < end and not list(folder.rglob("*.json")):
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    before = {p: p.read_bytes() for p in folder.rglob("*.json")}
+    assert 1 <= len(before) < 4
+    resumed = subprocess.run(command + [str(tmp_path / "logs")], env=env("killed"), check=True,
+                             capture_output=True, text=True)
+    assert f"{4 - len(before)} units in" in resumed.stdout
+    assert all(p.read_bytes() == b for p, b in before.items())
+    reference = _records(tmp_path / "reference" / "results")
+    again = _records(folder)
+    timing = ("seconds_per_step", "wall_seconds")
+    strip = lambda r: json.dumps({k: v for k, v in r.items() if k not in timing}, sort_keys=True)
+    assert sorted(again) == sorted(reference)
+    assert all(strip(again[k]) == strip(reference[k]) for k in reference)
+
+
+@pytest.mark.slow
+def test_the_whole_smoke_plan_runs_to_the_end_and_then_computes_nothing(tmp_path):
+    env = {**os.environ, "FLATCOMP_RESULTS": str(tmp_path / "results"),
+           "FLATCOMP_CACHE": str(tmp_path / "cache")}
+    first = subprocess.run(_plan_command("--executor", "local", "--workers", "2", "--logs",
+                                         str(tmp_path / "logs")),
+                           env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    stored = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*.json")}
+    for experiment in EXPERIMENTS:  # every unit of every chapter
+        at = experiment_profile(PROFILES["smoke"], experiment)
+        store = ResultsStore(at, tmp_path / "results")
+        assert all(store.path(experiment, unit_id(u)).exists()
+                   for u in EXPERIMENTS[experiment].units(at)), experiment
+    second = subprocess.run(_plan_command("--executor", "local", "--logs", str(tmp_path / "l2")),
+                            env=env, capture_output=True, text=True, check=True)
+    assert "0 units in 0 jobs" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in stored} == stored
+
+
+# ---------------------------------------------------------------- Slurm, without a cluster
+
+class FakeSlurm:
+    """Records what submitit's Slurm executor would be asked to submit."""
+
+    def __init__(self):
+        self.arrays, self.parameters, self._open, self._count = [], [], None, 100
+
+    def update_parameters(self, **parameters):
+        self.parameters.append(parameters)
+
+    def batch(self):
+        fake = self
+
+        class Batch:
+            def __enter__(self):
+                fake._open = []
+
+            def __exit__(self, *exc):
+                fake.arrays.append(fake._open)
+
+        return Batch()
+
+    def submit(self, fn, *args):
+        self._count += 1
+        job = type("FakeJob", (), {"job_id": str(self._count)})()
+        self._open.append((fn, args, job))
+        return job
+
+
+def test_slurm_gets_one_array_per_wave_each_afterok_on_the_last(smoke):
+    store = ResultsStore(smoke.for_lottery())
+    steps = plan.make_plan(smoke, experiments=["imp"], seconds_per_step=ONE_SECOND)
+    slurm = FakeSlurm()
+    outcomes = plan.submit_to_slurm(slurm, steps, ("smoke", None, None), partition="gpu",
+                                    gpus_per_job=1, array_parallelism=8, jobs_per_task=2,
+                                    store=store)
+    assert len(outcomes) == len(steps) and all("submitted" in o.status for o in outcomes)
+    assert len(slurm.arrays) == len(plan.waves(steps, store))
+    first, second = slurm.parameters[0], slurm.parameters[1]
+    assert first["slurm_partition"] == "gpu" and first["slurm_array_parallelism"] == 8
+    assert "slurm_additional_parameters" not in first
+    first_ids = [job.job_id for _, _, job in slurm.arrays[0]]
+    assert second["slurm_additional_parameters"]["dependency"] == "afterok:" + ":".join(first_ids)
+    fn, args, _ = slurm.arrays[0][0]
+    assert fn is plan.run_steps and args[0] == "smoke" and len(args[1]) <= 2
+
+
+def test_waves_follow_the_chains(smoke):
+    store = ResultsStore(smoke.for_lottery())
+    steps = plan.make_plan(smoke, experiments=["imp", "tickets"], seconds_per_step=ONE_SECOND)
+    level = {s.name: k for k, wave in enumerate(plan.waves(steps, store)) for s in wave}
+    assert level["imp-mrpc-adam-True"] == 0
+    assert level["tickets-mrpc-adam-sam"] == 1  # needs the ticket file IMP's chain leaves
