@@ -23,7 +23,7 @@ def outputs(smoke):
 def test_loss_is_zero_when_student_is_teacher(outputs):
     loss = distillation_loss(outputs, outputs, LayerMap(64), alpha_layer=0.5, alpha_ce=0.5,
                              teacher_layers=[1, 2])
-    assert float(loss) == pytest.approx(0.0, abs=1e-10)
+    assert loss.item() == pytest.approx(0.0, abs=1e-10)
 
 
 def test_logit_loss_is_t_squared_kl():
