@@ -55,9 +55,9 @@ def test_matching_goes_backwards_to_existing_layers():
 def test_layer_loss_uses_the_matched_layer(outputs):
     h = outputs.hidden_states
     shuffled = (h[0], h[2], h[1])  # the student's layer 2 is the teacher's layer 1
-    assert float(layer_loss(shuffled, h, LayerMap(64), teacher_layers=[1])) == 0.0
+    assert layer_loss(shuffled, h, LayerMap(64), teacher_layers=[1]).item() == 0.0
     one = layer_loss(shuffled, h, LayerMap(64), teacher_layers=[1], existing=[True, False])
-    assert float(one) == pytest.approx(float(F.mse_loss(h[2], h[1])))
+    assert one.item() == pytest.approx(float(F.mse_loss(h[2], h[1])))
 
 
 def test_default_teacher_layers():
