@@ -1,13 +1,15 @@
 """Unstructured pruning: masks, global magnitude pruning, rewinding, random tickets and IMP.
 
 A *mask* is a dict ``{parameter name: bool tensor}`` over the prunable weights: True keeps an
-entry, False prunes it (the weight is held at exactly zero, see :func:`flatcomp.train.apply_masks`).
-The *sparsity* of a mask is the fraction of the prunable weights it prunes.
+entry, False prunes it (the weight is held at exactly zero: in :func:`flatcomp.train.fine_tune`,
+or in a loop of your own with any optimizer through a :class:`Masker`). The *sparsity* of a mask
+is the fraction of the prunable weights it prunes.
 
-The prunable set follows Chen et al. (NeurIPS 2020, "The Lottery Ticket Hypothesis for
-Pre-trained BERT Networks"): the weight matrix of every ``nn.Linear`` of the encoder (query, key,
-value, attention output, intermediate and output dense) and of the pooler. Embeddings, LayerNorms,
-biases and the task head are never pruned.
+The prunable set of any model is the weight matrix of every ``nn.Linear`` but the output head
+(:func:`prunable_weights`). For BERT that is Chen et al.'s set (NeurIPS 2020, "The Lottery Ticket
+Hypothesis for Pre-trained BERT Networks"): every ``nn.Linear`` of the encoder (query, key,
+value, attention output, intermediate and output dense) and of the pooler, also available as the
+preset ``"bert"``. Embeddings, LayerNorms, biases and the task head are never pruned.
 
 Iterative magnitude pruning (IMP; Frankle & Carbin, ICLR 2019, "The Lottery Ticket Hypothesis:
 Finding Sparse, Trainable Neural Networks"), as Chen et al. apply it to BERT, with theta_0 the
@@ -40,9 +42,10 @@ from torch import nn
 
 from flatcomp.train import apply_masks
 
-__all__ = ["ImpRound", "apply_masks", "imp_rounds", "iterative_magnitude_pruning",
-           "load_masks", "magnitude_masks", "mask_overlap", "prunable_weights", "random_masks",
-           "rewind", "save_masks", "snapshot", "sparsity_report"]
+__all__ = ["HEAD_NAMES", "ImpRound", "Masker", "apply_masks", "imp_rounds",
+           "iterative_magnitude_pruning", "load_masks", "magnitude_masks", "mask_overlap",
+           "prunable_weights", "random_masks", "rewind", "save_masks", "snapshot",
+           "sparsity_report"]
 
 Masks = dict[str, torch.Tensor]  # parameter name -> bool tensor, True = kept
 METADATA_KEY = "flatcomp_masks"  # the safetensors header entry that holds our JSON metadata
@@ -50,17 +53,43 @@ METADATA_KEY = "flatcomp_masks"  # the safetensors header entry that holds our J
 
 # ---------------------------------------------------------------- the prunable set
 
-def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The weight of every ``nn.Linear`` inside the encoder or the pooler, keyed by its name in
-    ``model.named_parameters()`` (the parameters themselves, not copies), in model order.
+HEAD_NAMES = ("classifier", "lm_head", "head", "qa_outputs")  # output heads, never pruned
+PRESETS = ("linear", "bert")
 
-    For BERT with L layers that is 6 L + 1 matrices (Chen et al., 2020, Section 3).
+
+def prunable_weights(model: nn.Module, preset: str = "linear") -> dict[str, torch.Tensor]:
+    """The weights to prune, keyed by their names in ``model.named_parameters()`` (the
+    parameters themselves, not copies), in model order.
+
+    ``preset="linear"`` (any model): the weight of every ``nn.Linear`` except the output head.
+    The head is every ``nn.Linear`` inside a module named (last dotted part) one of
+    ``HEAD_NAMES``, e.g. BERT's ``classifier`` or ``qa_outputs``; a model without one has the
+    last ``nn.Linear`` in ``model.modules()`` order as its head.
+
+    ``preset="bert"``: Chen et al.'s set (2020, Section 3), every ``nn.Linear`` inside the
+    ``encoder`` or the ``pooler``: 6 L + 1 matrices for BERT with L layers. For Hugging Face's
+    ``BertForSequenceClassification`` the two presets agree.
+
+    Raises ValueError when nothing matches: pass a dict of weights of your own to
+    :func:`magnitude_masks` instead.
     """
-    weights = {}
-    for name, module in model.named_modules():
-        parts = name.split(".")
-        if isinstance(module, nn.Linear) and ("encoder" in parts or "pooler" in parts):
-            weights[f"{name}.weight"] = module.weight
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if preset == "bert":
+        chosen = [(n, m) for n, m in linears if {"encoder", "pooler"} & set(n.split("."))]
+    else:
+        chosen = [(n, m) for n, m in linears if not set(HEAD_NAMES) & set(n.split("."))]
+        if len(chosen) == len(linears):
+            chosen = chosen[:-1]  # no named head: the last Linear is the output layer
+    names = {id(p): n for n, p in model.named_parameters()}
+    weights = {names[id(m.weight)]: m.weight for _, m in chosen if id(m.weight) in names}
+    if not weights:
+        raise ValueError(
+            f"no prunable weights in {type(model).__name__} with preset {preset!r}: 'linear' "
+            f"takes every nn.Linear weight but the output head (a module named one of "
+            f"{', '.join(HEAD_NAMES)}, else the last nn.Linear), 'bert' those inside an "
+            "'encoder' or 'pooler'; pass your own {name: weight} dict to magnitude_masks instead")
     return weights
 
 
@@ -73,6 +102,74 @@ def without_pooler(masks: Mapping[str, torch.Tensor]) -> Masks:
 def _kept(tensor: torch.Tensor) -> torch.Tensor:
     """A mask as is; for weights, the entries that are not exactly zero."""
     return tensor if tensor.dtype == torch.bool else tensor != 0
+
+
+# ---------------------------------------------------------------- masks in a loop of your own
+
+class Masker:
+    """Holds pruned weights at exactly zero in any training loop, with any optimizer.
+
+    For a mask m (True = kept) on weight w it keeps w = m * w by three means:
+
+    1. the weights are masked once, when the Masker is made: w <- m * w;
+    2. a gradient hook on each masked parameter: grad <- m * grad at every backward, so SAM and
+       its variants perturb nothing there (e is proportional to the gradient), and an optimizer
+       whose state is still zero there (SGD with momentum, Adam, AdamW with weight decay) moves
+       nothing;
+    3. after every step of the optimizer passed to ``Masker(..., optimizer)`` or
+       :meth:`attach`: w <- m * w again, which catches what state can still move (Adam's
+       moments from steps taken before the masks, say). For SAM and its variants the hook sits
+       on ``optimizer.base_optimizer``, so it also runs in the ``first_step`` /
+       ``second_step`` loop.
+
+        masker = Masker(model, masks, optimizer)
+        ...  # the usual loop: backward, optimizer.step(...)
+        masker.remove()  # the hooks off again
+
+    Without an optimizer call :meth:`apply` after each step yourself.
+    """
+
+    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor],
+                 optimizer: torch.optim.Optimizer | None = None) -> None:
+        params = dict(model.named_parameters())
+        unknown = sorted(set(masks) - set(params))
+        if unknown:
+            raise KeyError(f"masks name {len(unknown)} parameters the model lacks, e.g. "
+                           f"{unknown[0]}")
+        for name, mask in masks.items():
+            if mask.shape != params[name].shape:
+                raise ValueError(f"the mask of {name} has shape {tuple(mask.shape)}, the "
+                                 f"parameter {tuple(params[name].shape)}")
+        self.masks = {name: _kept(m).to(params[name].device) for name, m in masks.items()}
+        self.params = {name: params[name] for name in masks}
+        self.apply()
+        self._handles = [p.register_hook(_masking_hook(self.masks[name]))
+                         for name, p in self.params.items()]
+        if optimizer is not None:
+            self.attach(optimizer)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """w <- m * w for every masked parameter."""
+        for name, p in self.params.items():
+            p.mul_(self.masks[name].to(p.device))
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> "Masker":
+        """Re-mask the weights after every ``step`` of ``optimizer`` (of its ``base_optimizer``
+        when it has one: SAM and its variants). Returns the Masker."""
+        target = getattr(optimizer, "base_optimizer", optimizer)
+        self._handles.append(target.register_step_post_hook(lambda *_: self.apply()))
+        return self
+
+    def remove(self) -> None:
+        """Take every hook off: the weights train freely again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def _masking_hook(mask: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda grad: grad * mask.to(grad.device)
 
 
 # ---------------------------------------------------------------- global magnitude pruning

@@ -37,6 +37,9 @@ the base optimizer:
 
 A first-pass gradient that overflowed (an inf or NaN norm) perturbs nothing, and the scaler skips
 the step if the second pass overflows too.
+
+Cheaper variants with the same ``step(closure)`` (SAM every k steps, LookSAM, ESAM, SAM-ON) are
+in :mod:`flatcomp.sam_variants`.
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ import torch
 class SAM(torch.optim.Optimizer):
     """SAM around any base optimizer class, e.g. ``SAM(params, torch.optim.Adam, lr=2e-5)``.
 
-    Parameter groups may carry their own ``rho`` and ``adaptive``. Entries whose gradient is
+    Parameter groups may carry their own ``rho`` and ``adaptive``, and ``perturb=False`` for
+    parameters that SAM leaves where they are and leaves out of ||g|| (the base optimizer still
+    steps them; :func:`flatcomp.sam_variants.sam_on` uses it). Entries whose gradient is
     exactly zero (pruned weights whose gradients are masked) are not perturbed, so a pruned
     weight stays exactly zero; a parameter with no gradient is skipped.
     """
@@ -58,7 +63,7 @@ class SAM(torch.optim.Optimizer):
                  rho: float = 0.05, adaptive: bool = False, **base_kwargs) -> None:
         if rho < 0:
             raise ValueError(f"rho must be non-negative, got {rho}")
-        super().__init__(params, dict(rho=rho, adaptive=adaptive, **base_kwargs))
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, perturb=True, **base_kwargs))
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups  # one set of groups: schedulers see both
         self.defaults.update(self.base_optimizer.defaults)
@@ -68,12 +73,12 @@ class SAM(torch.optim.Optimizer):
         """Move every parameter to w + e(w) and remember e(w)."""
         grad_norm = self._grad_norm()
         if torch.isfinite(grad_norm):  # an fp16 overflow perturbs nothing (module docstring)
-            for group in self.param_groups:
+            for group in self._perturbed_groups():
                 scale = group["rho"] / (grad_norm + 1e-12)
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    e_w = (p.square() if group["adaptive"] else 1.0) * p.grad * scale
+                    e_w = self._perturbation(p, group, scale)
                     p.add_(e_w)
                     self.state[p]["e_w"] = e_w
         if zero_grad:
@@ -101,21 +106,38 @@ class SAM(torch.optim.Optimizer):
         return the loss. The random state is forked so that both passes draw the same dropout
         mask, as the reference JAX implementation does: otherwise the second gradient mixes the
         sharpness of the loss with the noise of a different sub-network."""
-        if closure is None:
-            raise ValueError("SAM needs a closure that recomputes the loss: step(closure)")
-        devices = [p.device for g in self.param_groups for p in g["params"] if p.is_cuda][:1]
-        with torch.random.fork_rng(devices=devices):
-            loss = closure()
+        return self._two_passes(closure)
+
+    def _two_passes(self, closure: Callable[[], torch.Tensor] | None) -> torch.Tensor:
+        loss = self._forked(closure)
         self.first_step()
         with torch.enable_grad():
             closure()
         self.second_step()
         return loss
 
+    def _forked(self, closure: Callable | None, *args, **kwargs):
+        """``closure(*args, **kwargs)`` with the random state forked, so that the next call draws
+        the same dropout mask (in the caller's grad mode)."""
+        if closure is None:
+            raise ValueError(f"{type(self).__name__} needs a closure that recomputes the loss: "
+                             "step(closure)")
+        devices = [p.device for g in self.param_groups for p in g["params"] if p.is_cuda][:1]
+        with torch.random.fork_rng(devices=devices):
+            return closure(*args, **kwargs)
+
+    def _perturbation(self, p: torch.Tensor, group: dict, scale: torch.Tensor) -> torch.Tensor:
+        """e(w) for one parameter: scale * g, or scale * w^2 g for ASAM."""
+        return (p.square() if group["adaptive"] else 1.0) * p.grad * scale
+
+    def _perturbed_groups(self) -> list[dict]:
+        return [group for group in self.param_groups if group.get("perturb", True)]
+
     def _grad_norm(self) -> torch.Tensor:
-        """||g||_2 over all parameters (||T g||_2 for ASAM), on one device."""
+        """||g||_2 over the perturbed parameters (||T g||_2 for ASAM), on one device."""
         norms = [((p.abs() if group["adaptive"] else 1.0) * p.grad).norm(p=2).to(self._device())
-                 for group in self.param_groups for p in group["params"] if p.grad is not None]
+                 for group in self._perturbed_groups() for p in group["params"]
+                 if p.grad is not None]
         if not norms:
             return torch.tensor(0.0)
         return torch.stack(norms).norm(p=2)

@@ -73,6 +73,36 @@ def test_prunable_set_is_the_encoder_linears_and_the_pooler(model):
                    for part in ("embeddings", "LayerNorm", "bias", "classifier"))
 
 
+def test_the_bert_preset_is_the_default_for_bert(model):
+    default, bert = prunable_weights(model), prunable_weights(model, preset="bert")
+    assert list(default) == list(bert)
+    assert all(default[name] is bert[name] for name in default)
+    with pytest.raises(ValueError, match="unknown preset"):
+        prunable_weights(model, preset="conv")
+
+
+def test_prunable_set_of_any_model_leaves_out_the_head():
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
+                                torch.nn.Linear(8, 2))
+    assert list(prunable_weights(plain)) == ["0.weight", "2.weight"]  # the last Linear is the head
+
+    class Named(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 8))
+            self.classifier = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+            self.after = torch.nn.Linear(2, 2)  # after the head in model order, still prunable
+
+    assert list(prunable_weights(Named())) == ["body.0.weight", "body.1.weight", "after.weight"]
+
+
+def test_nothing_to_prune_is_a_clear_error():
+    for model in (torch.nn.Sequential(torch.nn.Linear(4, 2)), torch.nn.Sequential(torch.nn.ReLU())):
+        with pytest.raises(ValueError, match="no prunable weights in Sequential"):
+            magnitude_masks(prunable_weights(model), 0.5)
+    with pytest.raises(ValueError, match="'encoder' or 'pooler'"):
+        prunable_weights(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)), "bert")
+
 # ---------------------------------------------------------------- global magnitude masks
 
 def test_iterated_magnitude_masks_have_exact_sparsity_and_keep_the_largest(model):
