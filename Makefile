@@ -56,9 +56,16 @@ test-notebooks: $(STAMP)
 	FLATCOMP_PROFILE=small $(PY) -m pytest -q --nbval --nbval-current-env \
 		--nbval-sanitize-with book/sanitize.cfg -p no:randomly book
 
+# The smoke pass: the whole plan of every chapter trained for real on the tiny model (two local
+# workers), then checked to have nothing left to compute, then every chapter run on its results.
+SMOKE_ENV := OMP_NUM_THREADS=1 FLATCOMP_PROFILE=smoke FLATCOMP_RESULTS=$(SMOKE_DIR)/results \
+	FLATCOMP_CACHE=$(SMOKE_DIR)/cache
 test-smoke: $(STAMP)
-	OMP_NUM_THREADS=1 FLATCOMP_PROFILE=smoke FLATCOMP_RESULTS=$(SMOKE_DIR)/results FLATCOMP_CACHE=$(SMOKE_DIR)/cache \
-		$(PY) -m pytest -q --nbval-lax --nbval-current-env -n 2 --dist loadfile book
+	$(SMOKE_ENV) $(PY) -m flatcomp plan --executor local --workers 2 --threads 1 \
+		--logs $(SMOKE_DIR)/logs
+	$(SMOKE_ENV) $(PY) -m flatcomp plan --check > $(SMOKE_DIR)/left.txt \
+		|| { cat $(SMOKE_DIR)/left.txt; exit 1; }; tail -1 $(SMOKE_DIR)/left.txt
+	$(SMOKE_ENV) $(PY) -m pytest -q --nbval-lax --nbval-current-env -n 2 --dist loadfile book
 	rm -rf $(SMOKE_DIR)
 
 clean:

@@ -161,6 +161,7 @@ touch "$here/.started"
 "${{PYTHON:-python3}}" -m flatcomp plan --profile {profile} --executor local --workers "${{WORKERS:-{workers}}}" \\
     --deadline "${{DEADLINE:-{deadline}}}" --logs "$here/plan-logs" "$@"
 status=$?
+mkdir -p "${{OUT:-$here}}"
 cd "$here" && find results -name '*.json' -newer .started -print0 \\
     | tar --null -czf "${{OUT:-$here}}/returned-results.tar.gz" -T -
 echo "results written: ${{OUT:-$here}}/returned-results.tar.gz"

@@ -1,4 +1,8 @@
-"""The plan: which jobs, in which order, at what cost, and how each executor runs them."""
+"""The plan: which jobs, in which order, at what cost, and how each executor runs them.
+
+The whole smoke plan, run to the end and then checked to have nothing left, is the first part of
+`make test-smoke` (the chapters then read its results).
+"""
 
 from __future__ import annotations
 
@@ -206,26 +210,6 @@ def test_a_plan_killed_with_sigkill_resumes_to_byte_identical_results(tmp_path):
     strip = lambda r: json.dumps({k: v for k, v in r.items() if k not in timing}, sort_keys=True)
     assert sorted(again) == sorted(reference)
     assert all(strip(again[k]) == strip(reference[k]) for k in reference)
-
-
-@pytest.mark.slow
-def test_the_whole_smoke_plan_runs_to_the_end_and_then_computes_nothing(tmp_path):
-    env = {**os.environ, "FLATCOMP_RESULTS": str(tmp_path / "results"),
-           "FLATCOMP_CACHE": str(tmp_path / "cache")}
-    first = subprocess.run(_plan_command("--executor", "local", "--workers", "2", "--logs",
-                                         str(tmp_path / "logs")),
-                           env=env, capture_output=True, text=True)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    stored = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*.json")}
-    for experiment in EXPERIMENTS:  # every unit of every chapter
-        at = experiment_profile(PROFILES["smoke"], experiment)
-        store = ResultsStore(at, tmp_path / "results")
-        assert all(store.path(experiment, unit_id(u)).exists()
-                   for u in EXPERIMENTS[experiment].units(at)), experiment
-    second = subprocess.run(_plan_command("--executor", "local", "--logs", str(tmp_path / "l2")),
-                            env=env, capture_output=True, text=True, check=True)
-    assert "0 units in 0 jobs" in second.stdout
-    assert {p: p.stat().st_mtime_ns for p in stored} == stored
 
 
 # ---------------------------------------------------------------- Slurm, without a cluster
