@@ -70,7 +70,8 @@ class SAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
-        """Move every parameter to w + e(w) and remember e(w)."""
+        """Move every parameter to w + e(w), remembering w (restored bit for bit: w + e - e is not
+        always w in floating point, and under data parallelism each worker's e differs)."""
         grad_norm = self._grad_norm()
         if torch.isfinite(grad_norm):  # an fp16 overflow perturbs nothing (module docstring)
             for group in self._perturbed_groups():
@@ -78,9 +79,8 @@ class SAM(torch.optim.Optimizer):
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    e_w = self._perturbation(p, group, scale)
-                    p.add_(e_w)
-                    self.state[p]["e_w"] = e_w
+                    self.state[p]["w"] = p.detach().clone()
+                    p.add_(self._perturbation(p, group, scale))
         if zero_grad:
             self.zero_grad()
 
@@ -97,9 +97,9 @@ class SAM(torch.optim.Optimizer):
         """Undo ``first_step``: every parameter back to w, the gradients left as they are."""
         for group in self.param_groups:
             for p in group["params"]:
-                e_w = self.state[p].pop("e_w", None)
-                if e_w is not None:
-                    p.sub_(e_w)
+                w = self.state[p].pop("w", None)
+                if w is not None:
+                    p.copy_(w)
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
         """Both passes. ``closure`` must zero the gradients, compute the loss, call backward and
