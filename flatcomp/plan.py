@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 
 from flatcomp.config import Profile, cache_dir, get_profile
-from flatcomp.experiments import (EXPERIMENTS, experiment_profile, get_experiment, lottery_jobs,
+from flatcomp.experiments import (CHAPTERS, EXPERIMENTS, experiment_profile, get_experiment,
                                   select, ticket_and_origin, ticket_file, unit_id)
 from flatcomp.experiments.core import Job
 from flatcomp.experiments.lottery import ticket_job_cost
@@ -64,17 +64,20 @@ class Step:
 # ---------------------------------------------------------------- what is missing, in order
 
 def all_jobs(profile: Profile) -> list[Job]:
-    """Every job of every chapter: the lottery chapter's chains and tickets as
-    :func:`~flatcomp.experiments.lottery.lottery_jobs` orders them, every other experiment one
-    job per unit with the needs the experiment declares."""
+    """Every job of every chapter: a chapter module that orders its own work (the lottery
+    chapter's chains and tickets, :func:`~flatcomp.experiments.lottery.lottery_jobs`) says so
+    with a ``plan_jobs(profile)`` function; every other experiment is one job per unit, with the
+    needs the experiment declares."""
     jobs: list[Job] = []
-    for name, exp in EXPERIMENTS.items():
-        if exp.lottery:
+    for chapter in CHAPTERS:
+        if hasattr(chapter, "plan_jobs"):
+            jobs += chapter.plan_jobs(profile)
             continue
-        at = experiment_profile(profile, name)
-        jobs += [Job(name, {k: [v] for k, v in unit.items()}, tuple(exp.needs(at, unit)))
-                 for unit in exp.units(at)]
-    return jobs + lottery_jobs(profile)
+        for exp in chapter.EXPERIMENTS:
+            at = experiment_profile(profile, exp.name)
+            jobs += [Job(exp.name, {k: [v] for k, v in unit.items()}, tuple(exp.needs(at, unit)))
+                     for unit in exp.units(at)]
+    return jobs
 
 
 def make_plan(profile: Profile, store: ResultsStore | None = None,

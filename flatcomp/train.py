@@ -28,9 +28,13 @@ from flatcomp.config import Profile
 from flatcomp.data import Encoded, batches, num_batches
 from flatcomp.metrics import glue_metrics, main_score
 from flatcomp.precision import uses_bf16
+from flatcomp import sam_variants
 from flatcomp.sam import SAM
 
 OPTIMIZERS = ("adam", "sam", "swa")
+# The cheaper routes to SAM's flatness (flatcomp.sam_variants), for the efficiency chapter.
+VARIANTS = ("ksam", "looksam", "esam", "sam_on")
+SAM_ON_RHO = 0.5  # Mueller et al. perturb only the norm layers, with a larger radius than SAM's
 SWA_START_EPOCH = 2  # SWA averages the weights after every step from this epoch on
 
 
@@ -60,13 +64,26 @@ def default_device() -> torch.device:
 def make_optimizer(name: str, model: torch.nn.Module, lr: float, rho: float = 0.05,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """``adam`` (PyTorch's AdamW with the given weight decay, 0 in the paper), ``sam`` on top of
-    it, or ``swa`` (Adam; the averaging happens in :func:`fine_tune`)."""
+    it, ``swa`` (Adam; the averaging happens in :func:`fine_tune`), or one of the cheaper SAM
+    variants on top of Adam at their papers' defaults: ``ksam`` (SAM every 5th step),
+    ``looksam`` (k = 5, alpha = 0.7), ``esam`` (beta = 0.6, gamma = 0.5), ``sam_on`` (only the
+    LayerNorms perturbed, rho = :data:`SAM_ON_RHO`)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    adam = dict(lr=lr, weight_decay=weight_decay)
     if name in ("adam", "swa"):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sam":
-        return SAM(params, torch.optim.AdamW, rho=rho, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+        return torch.optim.AdamW(params, **adam)
+    base = torch.optim.AdamW
+    makers = {
+        "sam": lambda: SAM(params, base, rho=rho, **adam),
+        "ksam": lambda: sam_variants.KStepSAM(params, base, rho=rho, k=5, **adam),
+        "looksam": lambda: sam_variants.LookSAM(params, base, rho=rho, k=5, alpha=0.7, **adam),
+        "esam": lambda: sam_variants.ESAM(params, base, rho=rho, beta=0.6, gamma=0.5, **adam),
+        "sam_on": lambda: sam_variants.sam_on(model, base, rho=SAM_ON_RHO, **adam),
+    }
+    if name not in makers:
+        raise ValueError(f"unknown optimizer {name!r}: choose one of "
+                         f"{', '.join(OPTIMIZERS + VARIANTS)}")
+    return makers[name]()
 
 
 def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -95,6 +112,11 @@ def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, p
         apply_masks(model, masks)
     opt = make_optimizer(optimizer, model, lr if lr is not None else profile.lr_for(task),
                          profile.sam_rho, profile.weight_decay)
+    closure_for = closure_maker(optimizer)
+    if masks and optimizer == "esam":  # ESAM calls backward itself: mask through hooks
+        from flatcomp.pruning import Masker
+
+        Masker(model, masks, opt)
     steps_per_epoch = num_batches(train, profile.batch_size)
     scheduler = linear_decay(opt, epochs * steps_per_epoch)
     average = AveragedModel(model) if optimizer == "swa" else None
@@ -110,7 +132,7 @@ def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, p
         losses, tick = [], time.perf_counter()
         for batch in batches(train, profile.batch_size, shuffle=True, seed=seed * 1000 + epoch):
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = opt.step(_closure(model, batch, opt, masks, device, bf16))
+            loss = opt.step(closure_for(model, batch, opt, masks, device, bf16))
             scheduler.step()
             if average is not None and epoch >= SWA_START_EPOCH:
                 average.update_parameters(model)
@@ -145,6 +167,27 @@ def _closure(model: torch.nn.Module, batch: dict, opt: torch.optim.Optimizer,
         if masks:
             mask_gradients(model, masks)
         return loss.detach()
+    return closure
+
+
+def closure_maker(optimizer: str) -> Callable:
+    """How a training step's closure is made for ``optimizer``: ESAM's gives per-example losses."""
+    return _per_example_closure if optimizer == "esam" else _closure
+
+
+def _per_example_closure(model: torch.nn.Module, batch: dict, opt: torch.optim.Optimizer,
+                         masks: dict[str, torch.Tensor] | None, device: torch.device,
+                         bf16: bool) -> Callable[..., torch.Tensor]:
+    """ESAM's closure: every example's loss (of the rows at ``indices``, if given); ESAM zeroes
+    the gradients and calls backward itself. Cross-entropy, or squared error for regression."""
+    def closure(indices: torch.Tensor | None = None) -> torch.Tensor:
+        rows = batch if indices is None else {k: v[indices] for k, v in batch.items()}
+        inputs = {k: v for k, v in rows.items() if k != "labels"}
+        with autocast(device, bf16):
+            logits = model(**inputs).logits.float()
+        if logits.shape[-1] == 1:
+            return (logits[:, 0] - rows["labels"].float()) ** 2
+        return torch.nn.functional.cross_entropy(logits, rows["labels"], reduction="none")
     return closure
 
 
@@ -204,8 +247,10 @@ def time_steps(model: torch.nn.Module, batch_list: list[dict], optimizer: str, p
     batch_list = [{k: v.to(device) for k, v in b.items()} for b in batch_list]
     bf16 = uses_bf16(profile, device)
 
+    closure_for = closure_maker(optimizer)
+
     def step(batch: dict) -> None:
-        opt.step(_closure(model, batch, opt, masks, device, bf16))
+        opt.step(closure_for(model, batch, opt, masks, device, bf16))
 
     for batch in batch_list[:warmup]:
         step(batch)

@@ -100,14 +100,21 @@ def unit_id(unit: Unit) -> str:
 
 # ---------------------------------------------------------------- costs, in training steps
 
+# Forward-and-backward passes per training step, on average: SAM two; SAM every 5th step and
+# LookSAM (k = 5) 1.2; ESAM about 1.6 (a no-grad forward, a backward on half the batch); SAM-ON
+# two (only the perturbation is smaller).
+PASSES_PER_STEP = {"sam": 2.0, "ksam": 1.2, "looksam": 1.2, "esam": 1.6, "sam_on": 2.0}
+
+
 def fine_tune_steps(profile: Profile, task: str, optimizer: str, epochs: int | None = None) -> float:
-    """A fine-tune's work: epochs x batches of train (twice for SAM's two passes), plus one
-    evaluation of dev per epoch (a forward pass is about a third of a training step)."""
+    """A fine-tune's work: epochs x batches of train (times the optimizer's passes per step,
+    :data:`PASSES_PER_STEP`), plus one evaluation of dev per epoch (a forward pass is about a
+    third of a training step)."""
     train_rows, dev_rows = task_rows(task, profile)
     epochs = epochs if epochs is not None else profile.epochs_for(task)
     train = epochs * math.ceil(train_rows / profile.batch_size)
     evaluation = epochs * math.ceil(dev_rows / (2 * profile.batch_size)) * 2 / 3
-    return train * (2 if optimizer == "sam" else 1) + evaluation
+    return train * PASSES_PER_STEP.get(optimizer, 1.0) + evaluation
 
 
 def model_steps(profile: Profile, task: str, optimizer: str, seed: int) -> float:

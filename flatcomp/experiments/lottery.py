@@ -446,6 +446,9 @@ def lottery_jobs(profile: Profile) -> list[Job]:
     return jobs
 
 
+plan_jobs = lottery_jobs  # the plan takes this chapter's jobs in this order (flatcomp.plan)
+
+
 def _imp_cost(profile: Profile, unit: Unit) -> float:
     """Round 0 is the dense fine-tune (free if cached); every later round one masked fine-tune."""
     if unit["round"] == 0:
