@@ -16,7 +16,7 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from flatcomp.config import Profile
-from flatcomp.experiments import lottery, quantization, sam, setup
+from flatcomp.experiments import cofi, lottery, quantization, sam, setup
 from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Job, Unit, encoded_task,
                                        finetuned, finetuned_file, mean_std, select, unit_id)
 from flatcomp.experiments.lottery import (lottery_jobs, ticket_and_origin, ticket_file,
@@ -27,7 +27,7 @@ from flatcomp.results import ResultsStore
 
 _NO_KEY = object()  # stands for "the unit lacks this key" in select_or_explain's sets
 
-CHAPTERS = (setup, sam, lottery, quantization)  # the book's order
+CHAPTERS = (setup, sam, lottery, cofi, quantization)  # the book's order
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for chapter in CHAPTERS
                                       for e in chapter.EXPERIMENTS}
 
