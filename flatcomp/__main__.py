@@ -9,6 +9,7 @@
     python -m flatcomp plan --profile small --workers 12 --deadline 540
     python -m flatcomp plan --profile paper --executor slurm --partition gpu --gpus-per-job 1
     python -m flatcomp pack --profile small --out pack --max-mib 56
+    python -m flatcomp bench --profile small
     python -m flatcomp ticket --profile small --task rte --mask sam --out rte-sam-ticket.safetensors
 """
 
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these experiments (default: all)")
     packer.add_argument("--workers", type=int, default=12, help="run.sh's default (12)")
     packer.add_argument("--deadline", type=float, default=480, help="run.sh's default (480 s)")
+    bench = sub.add_parser("bench", help="every optimizer's step, a masked step and int8 "
+                           "inference against their baselines, measured here and stored")
     ticket = sub.add_parser("ticket", help="a task's Adam or SAM winning ticket (IMP with "
                             "rewinding at the lottery schedule), trained or remade if missing")
     ticket.add_argument("--task", required=True, choices=GLUE_TASKS)
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ticket.add_argument("--out", type=Path, help="also write its masks here (safetensors)")
     ticket.add_argument("--dry-run", action="store_true",
                         help="say what would be trained and how long it would take, and stop")
-    for p in (run, report, planner, packer, ticket):
+    for p in (run, report, planner, packer, bench, ticket):
         p.add_argument("--profile", choices=sorted(PROFILES),
                        help="default: $FLATCOMP_PROFILE, else small")
     for key, kind in UNIT_FILTERS.items():
@@ -88,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             return _plan(profile, args)
         if args.command == "pack":
             return _pack(profile, args)
+        if args.command == "bench":
+            return _bench(profile)
         if args.command == "ticket":
             return _ticket(profile, args.task, args.mask, args.out, args.dry_run)
         if args.command == "run":
@@ -207,7 +212,18 @@ def _pack(profile: Profile, args: argparse.Namespace) -> int:
         size = sum(p.stat().st_size for p in part.rglob("*") if p.is_file())
         print(f"{part}: {size / pack.MiB:.1f} MiB")
     print("on the other machine, for each part in turn: python3 <part>/assemble.py --into "
-          f"/tmp/flatcomp-pack; then bash /tmp/flatcomp-pack/run.sh (see flatcomp/pack.py)")
+          "/tmp/flatcomp-pack; then bash /tmp/flatcomp-pack/run.sh (see flatcomp/pack.py)")
+    return 0
+
+
+def _bench(profile: Profile) -> int:
+    """The bench of :mod:`flatcomp.experiments.efficiency`, measured once (alone on the machine:
+    stop other work first) and then read back from ``results/<profile>/bench``."""
+    from flatcomp import tables
+
+    bench = load_or_run(profile, "bench")
+    print(tables.bench_table(bench).to_string())
+    print(tables.inference_table(bench).to_string())
     return 0
 
 

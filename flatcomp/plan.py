@@ -64,16 +64,16 @@ class Step:
 # ---------------------------------------------------------------- what is missing, in order
 
 def all_jobs(profile: Profile) -> list[Job]:
-    """Every job of every chapter: a chapter module that orders its own work (the lottery
-    chapter's chains and tickets, :func:`~flatcomp.experiments.lottery.lottery_jobs`) says so
-    with a ``plan_jobs(profile)`` function; every other experiment is one job per unit, with the
-    needs the experiment declares."""
+    """Every job of every chapter: a chapter module that orders some of its work itself (the
+    lottery chapter's chains and tickets, :func:`~flatcomp.experiments.lottery.lottery_jobs`)
+    says so with a ``plan_jobs(profile)`` function; every other experiment is one job per unit,
+    with the needs the experiment declares."""
     jobs: list[Job] = []
     for chapter in CHAPTERS:
-        if hasattr(chapter, "plan_jobs"):
-            jobs += chapter.plan_jobs(profile)
-            continue
-        for exp in chapter.EXPERIMENTS:
+        own = chapter.plan_jobs(profile) if hasattr(chapter, "plan_jobs") else []
+        jobs += own
+        covered = {job.experiment for job in own}
+        for exp in (e for e in chapter.EXPERIMENTS if e.name not in covered):
             at = experiment_profile(profile, exp.name)
             jobs += [Job(exp.name, {k: [v] for k, v in unit.items()}, tuple(exp.needs(at, unit)))
                      for unit in exp.units(at)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Callable, Hashable
 
 import pandas as pd
@@ -18,7 +18,8 @@ from flatcomp.results import ENVIRONMENT, ENVIRONMENT_FIELDS
 
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
               "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD"}
-OPTIMIZER_NAMES = {"adam": "Adam", "sam": "SAM", "swa": "SWA"}
+OPTIMIZER_NAMES = {"adam": "Adam", "sam": "SAM", "swa": "SWA", "ksam": "SAM every 5th step",
+                   "looksam": "LookSAM", "esam": "ESAM", "sam_on": "SAM-ON"}
 FLATNESS_MEASURES = {"sharpness": "sharpness (loss rise, rho = 0.05)",
                      "top_eigenvalue": "top Hessian eigenvalue", "trace": "Hessian trace"}
 _PROFILE_FIELDS = ("model", "tasks", "seeds", "lr", "epochs", "max_length", "batch_size",
@@ -757,3 +758,94 @@ def layer_pruned(analyses: list[dict], layer: str, size: int) -> pd.DataFrame:
             row[f"{OPTIMIZER_NAMES[optimizer]} ticket: kept"] = round((1 - pruned) * size)
         rows[TASK_NAMES[a["task"]]] = row
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("task")
+
+
+# ---------------------------------------------------------------- efficiency and scale
+
+def bench_table(bench: list[dict]) -> pd.DataFrame:
+    """Seconds per training step of every optimizer, timed on the same batches, against Adam's,
+    and with 50% masks against without (Adam and SAM)."""
+    rows = []
+    for b in bench:
+        for o, seconds in b["seconds_per_step"].items():
+            masked = b["masked_over_dense"].get(o)
+            rows.append({"task": TASK_NAMES[b["task"]], "optimizer": OPTIMIZER_NAMES[o],
+                         "s / step": f"{seconds:.3f}", "/ Adam": f"{b['over_adam'][o]:.2f}",
+                         "masked / dense": "-" if masked is None else f"{masked:.2f}"})
+    return pd.DataFrame(rows).set_index(["task", "optimizer"])
+
+
+def inference_table(bench: list[dict]) -> pd.DataFrame:
+    """int8 against fp32 latency at batch 1 and 32 (full-length rows, the CPU)."""
+    rows = [{"task": TASK_NAMES[b["task"]], "batch": int(size), "int8 / fp32 latency":
+             f"{ratio:.2f}"} for b in bench for size, ratio in b["int8_over_fp32"].items()]
+    return pd.DataFrame(rows).set_index(["task", "batch"])
+
+
+def variants_table(runs: list[dict], bench: list[dict]) -> pd.DataFrame:
+    """Per task and optimizer, mean ± std over seeds: dev score, int8 drop, the score with 4-bit
+    weights and after one-shot pruning to 50 and 70%, sharpness; and the step time against
+    Adam's from the bench. One environment per task."""
+    runs, notes = one_environment_per(runs, _task, _task_block("the variants"))
+    over_adam = {o: r for b in bench for o, r in b["over_adam"].items()}
+    groups = defaultdict(list)
+    for r in runs:
+        groups[r["task"], r["optimizer"]].append(r)
+    rows = []
+    for (task, optimizer), rs in groups.items():
+        rows.append({"task": TASK_NAMES[task], "optimizer": OPTIMIZER_NAMES[optimizer],
+                     "seeds": len(rs),
+                     "step / Adam": f"{over_adam[optimizer]:.2f}" if optimizer in over_adam
+                     else "-",
+                     "dev": pm([r["fp32"] for r in rs]),
+                     "int8 drop": pm([r["int8_drop"] for r in rs]),
+                     "4 bit": pm([r["bits"]["4"] for r in rs]),
+                     "pruned 50%": pm([r["one_shot"]["0.5"] for r in rs]),
+                     "pruned 70%": pm([r["one_shot"]["0.7"] for r in rs]),
+                     "sharpness": pm_sig([r["sharpness"] for r in rs])})
+    columns = ["task", "optimizer", "seeds", "step / Adam", "dev", "int8 drop", "4 bit",
+               "pruned 50%", "pruned 70%", "sharpness"]
+    table = pd.DataFrame(rows, columns=columns).set_index(["task", "optimizer"])
+    return with_notes(table, notes)
+
+
+def variant_differences(runs: list[dict], base: str) -> pd.DataFrame:
+    """Each variant minus ``base`` (Adam or SAM) on the same task and seed, in points: dev score,
+    int8 drop, 4-bit score, score after one-shot pruning to 70%; mean over the paired seeds."""
+    runs, notes = one_environment_per(runs, _task, _task_block("the variants"))
+    by = {(r["task"], r["optimizer"], r["seed"]): r for r in runs}
+    measures = {"dev": lambda r: r["fp32"], "int8 drop": lambda r: r["int8_drop"],
+                "4 bit": lambda r: r["bits"]["4"], "pruned 70%": lambda r: r["one_shot"]["0.7"]}
+    rows = []
+    for task, optimizer in dict.fromkeys((r["task"], r["optimizer"]) for r in runs):
+        pairs = [(by[task, optimizer, s], by[task, base, s]) for (t, o, s) in by
+                 if t == task and o == optimizer and (task, base, s) in by]
+        if optimizer == base or not pairs:
+            continue
+        row = {"task": TASK_NAMES[task], "optimizer": OPTIMIZER_NAMES[optimizer],
+               "paired seeds": len(pairs)}
+        for name, value in measures.items():
+            row[name] = f"{100 * statistics.fmean(value(a) - value(b) for a, b in pairs):+.1f}"
+        rows.append(row)
+    columns = ["task", "optimizer", "paired seeds", *measures]
+    table = pd.DataFrame(rows, columns=columns).set_index(["task", "optimizer"])
+    return with_notes(table, notes)
+
+
+def plan_cost_table(profile: Profile, seconds_per_step: float) -> pd.DataFrame:
+    """What every unit of a profile's plan costs in training steps (the experiments' cost
+    models, each model counted once: :func:`~flatcomp.experiments.core.work_steps`), and in
+    GPU-hours at ``seconds_per_step``."""
+    from flatcomp.experiments import CHAPTERS, experiment_profile
+    from flatcomp.experiments.core import work_steps
+
+    rows = []
+    for chapter in CHAPTERS:
+        for exp in chapter.EXPERIMENTS:
+            at = experiment_profile(profile, exp.name)
+            units = exp.units(at)
+            steps = sum(work_steps(exp, at, u) for u in units)
+            rows.append({"chapter": exp.chapter, "experiment": exp.name, "units": len(units),
+                         "training steps": f"{steps:,.0f}",
+                         "GPU-hours": f"{steps * seconds_per_step / 3600:,.1f}"})
+    return pd.DataFrame(rows).set_index(["chapter", "experiment"])

@@ -3,7 +3,9 @@
     setup         chapter 1: data cards, learning-rate sweep, bf16 check, step time
     sam           chapter 3: Adam / SAM / SWA fine-tunes, flatness, loss surfaces
     lottery       chapter 4: IMP, tickets, transfer, compound, the masks' analyses
+    cofi          chapter 5: structured pruning with distillation from Adam and SAM teachers
     quantization  chapter 6: int8 and k-bit rounding, its second-order theory, speed
+    efficiency    chapter 8: what SAM costs (bench), the cheaper variants' compressibility
     core          what they share: the Experiment entry, unit ids, cached fine-tunes, costs
 
 :func:`load_or_run` walks an experiment's units in order, reads those already stored and
@@ -16,7 +18,7 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from flatcomp.config import Profile
-from flatcomp.experiments import cofi, lottery, quantization, sam, setup
+from flatcomp.experiments import cofi, efficiency, lottery, quantization, sam, setup
 from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Job, Unit, encoded_task,
                                        finetuned, finetuned_file, mean_std, select, unit_id)
 from flatcomp.experiments.lottery import (lottery_jobs, ticket_and_origin, ticket_file,
@@ -27,7 +29,7 @@ from flatcomp.results import ResultsStore
 
 _NO_KEY = object()  # stands for "the unit lacks this key" in select_or_explain's sets
 
-CHAPTERS = (setup, sam, lottery, cofi, quantization)  # the book's order
+CHAPTERS = (setup, sam, lottery, cofi, quantization, efficiency)  # the book's order
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for chapter in CHAPTERS
                                       for e in chapter.EXPERIMENTS}
 

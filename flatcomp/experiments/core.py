@@ -123,6 +123,15 @@ def model_steps(profile: Profile, task: str, optimizer: str, seed: int) -> float
         fine_tune_steps(profile, task, optimizer)
 
 
+def work_steps(experiment: Experiment, profile: Profile, unit: Unit) -> float:
+    """A unit's own work: its cost, less the fine-tune of its model where it needs the
+    ``finetune`` unit that trains that model (the plan runs that one first, on the same cache)."""
+    own = experiment.cost(profile, unit)
+    if experiment.needs is needs_finetune:
+        own -= model_steps(profile, unit["task"], unit["optimizer"], unit["seed"])
+    return own
+
+
 def finetune_cost(profile: Profile, unit: Unit) -> float:
     return fine_tune_steps(profile, unit["task"], unit["optimizer"])
 

@@ -1,0 +1,73 @@
+"""The efficiency chapter's experiments (bench, variants) and tables, at the smoke profile."""
+
+from __future__ import annotations
+
+import pytest
+
+from flatcomp import tables
+from flatcomp.config import PAPER
+from flatcomp.experiments import load_or_run
+from flatcomp.experiments.efficiency import COMPARED, one_shot_pruned
+from flatcomp.models import load_model
+from flatcomp.pruning import sparsity_report
+from flatcomp.train import VARIANTS
+
+
+def test_every_variant_is_an_optimizer_the_loop_takes(smoke):
+    from flatcomp.train import make_optimizer
+
+    model = load_model(smoke, "mrpc")
+    for name in VARIANTS:
+        assert hasattr(make_optimizer(name, model, 1e-3), "step")
+    with pytest.raises(ValueError, match="looksam"):
+        make_optimizer("lookahead", model, 1e-3)
+
+
+def test_one_shot_pruning_leaves_the_model_and_hits_the_sparsity(smoke):
+    model = load_model(smoke, "mrpc")
+    pruned = one_shot_pruned(model, 0.7)
+    assert sparsity_report(pruned)["sparsity"] == pytest.approx(0.7, abs=1e-4)
+    assert sparsity_report(model)["sparsity"] == 0.0
+
+
+@pytest.mark.slow
+def test_bench_times_every_optimizer_against_adam(smoke):
+    (bench,) = load_or_run(smoke, "bench", progress=False)
+    assert set(bench["seconds_per_step"]) == set(COMPARED)
+    assert bench["over_adam"]["adam"] == 1.0
+    assert all(v > 0 for v in bench["over_adam"].values())
+    assert set(bench["masked_over_dense"]) == {"adam", "sam"}
+    assert set(bench["int8_over_fp32"]) == {"1", "32"}
+    assert len(tables.bench_table([bench])) == len(COMPARED)
+
+
+@pytest.mark.slow
+def test_variants_store_what_the_compression_chapters_measure(smoke):
+    runs = load_or_run(smoke, "variants", progress=False, seed=[0])
+    assert [r["optimizer"] for r in runs] == list(COMPARED)
+    for r in runs:
+        assert 0 <= r["fp32"] <= 1 and r["int8_drop"] == pytest.approx(r["fp32"] - r["int8"])
+        assert set(r["bits"]) == {"8", "6", "4", "3"} and set(r["one_shot"]) == {"0.5", "0.7"}
+        assert r["sharpness"] >= 0
+    differences = tables.variant_differences(runs, "sam")
+    assert "SAM" not in {optimizer for _, optimizer in differences.index}
+    assert len(differences) == len(COMPARED) - 1
+
+
+def test_variant_differences_pair_by_seed():
+    def run(optimizer, seed, fp32):
+        return {"task": "mrpc", "optimizer": optimizer, "seed": seed, "fp32": fp32,
+                "int8_drop": 0.0, "bits": {"4": fp32}, "one_shot": {"0.7": fp32}}
+
+    runs = [run("adam", 0, 0.80), run("adam", 1, 0.70), run("looksam", 0, 0.85),
+            run("looksam", 2, 0.10)]  # seed 2 has no Adam partner: left out
+    table = tables.variant_differences(runs, "adam")
+    assert table.loc[("MRPC", "LookSAM"), "dev"] == "+5.0"
+    assert table.loc[("MRPC", "LookSAM"), "paired seeds"] == 1
+
+
+def test_paper_cost_table_counts_each_model_once():
+    table = tables.plan_cost_table(PAPER, seconds_per_step=0.1)
+    steps = {e: float(v.replace(",", "")) for (_, e), v in table["training steps"].items()}
+    assert steps["quantization"] < steps["finetune"] / 10  # its models are the fine-tunes'
+    assert steps["imp"] > steps["finetune"]
