@@ -13,8 +13,8 @@ from flatcomp.experiments.cofi import all_cofi_units
 
 def test_small_units_start_with_sst2_at_95_and_70_percent_both_teachers_seed_0():
     ids = [unit_id(u) for u in EXPERIMENTS["cofi"].units(SMALL)]
-    assert ids[:4] == ["sst2-cofi95-mask-adam-seed0", "sst2-cofi95-mask-sam-seed0",
-                       "sst2-cofi70-mask-adam-seed0", "sst2-cofi70-mask-sam-seed0"]
+    assert ids[:4] == ["sst2-adam-sparsity0.95-seed0", "sst2-sam-sparsity0.95-seed0",
+                       "sst2-adam-sparsity0.7-seed0", "sst2-sam-sparsity0.7-seed0"]
     assert ids[4:] == [i.replace("sst2", "qnli") for i in ids[:4]]
     more = EXPERIMENTS["cofi_more"].units(SMALL)
     assert {u["seed"] for u in more[:16]} == {0} and {u["seed"] for u in more[16:]} == {1}
@@ -27,11 +27,11 @@ def test_small_units_start_with_sst2_at_95_and_70_percent_both_teachers_seed_0()
 def test_the_plan_runs_the_headline_after_its_teachers():
     steps = plan.make_plan(SMOKE, experiments=["cofi"], seconds_per_step=lambda p: 1.0)
     cofi = [s for s in steps if s.job.experiment == "cofi"]
-    assert [u for s in cofi for u in s.units][0] == "mrpc-cofi95-mask-adam-seed0"
+    assert [u for s in cofi for u in s.units][0] == "mrpc-adam-sparsity0.95-seed0"
     assert cofi[0].job.needs == (("finetune", "mrpc-adam-seed0"),)
     assert all(s.seconds > 0 for s in cofi)
     small = plan.make_plan(SMALL, experiments=["cofi"], seconds_per_step=lambda p: 1.0)
-    assert small[0].units == ("sst2-cofi95-mask-adam-seed0",)
+    assert small[0].units == ("sst2-adam-sparsity0.95-seed0",)
     assert small[0].job.needs == ()  # SST-2 is no fine-tune task at small: the unit trains it
 
 

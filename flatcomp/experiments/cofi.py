@@ -13,9 +13,8 @@ The units come from the profile's ``cofi`` settings, each list in priority order
                (at small: SST-2 and QNLI at 95% and 70%)
     cofi_more  the other targets and tasks at the first seed, then every unit at the other seeds
 
-A unit's id has the target in its ``mask`` key (``sst2-cofi95-mask-adam-seed0``: the structured
-mask CoFi learns at 95%), since :func:`~flatcomp.experiments.core.unit_id` names no sparsity;
-``sparsity`` holds the number.
+A unit is a task, the teacher's optimizer, the target sparsity and the seed
+(``sst2-adam-sparsity0.95-seed0``).
 """
 
 from __future__ import annotations
@@ -44,8 +43,7 @@ def cofi_settings(profile: Profile) -> dict:
 
 
 def cofi_unit(task: str, sparsity: float, optimizer: str, seed: int) -> Unit:
-    return dict(task=task, mask=f"cofi{round(sparsity * 100):d}", sparsity=sparsity,
-                optimizer=optimizer, seed=seed)
+    return dict(task=task, optimizer=optimizer, sparsity=sparsity, seed=seed)
 
 
 def all_cofi_units(profile: Profile) -> list[Unit]:
