@@ -849,3 +849,70 @@ def plan_cost_table(profile: Profile, seconds_per_step: float) -> pd.DataFrame:
                          "training steps": f"{steps:,.0f}",
                          "GPU-hours": f"{steps * seconds_per_step / 3600:,.1f}"})
     return pd.DataFrame(rows).set_index(["chapter", "experiment"])
+
+
+def stored_note(profile: Profile, experiment: str) -> str:
+    """'k of n units stored', and which are missing (the plan computes them, most important
+    first: ``python -m flatcomp plan --experiment <experiment>``)."""
+    from flatcomp.experiments import experiment_profile, planned_units, unit_id
+    from flatcomp.results import ResultsStore
+
+    planned = [unit_id(u) for u in planned_units(profile, experiment)]
+    have = set(ResultsStore(experiment_profile(profile, experiment)).units(experiment))
+    missing = [u for u in planned if u not in have]
+    note = f"{len(planned) - len(missing)} of {len(planned)} units of {experiment} stored"
+    if missing:
+        note += (f"; missing: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''} "
+                 f"(`python -m flatcomp plan --profile {profile.name} --experiment "
+                 f"{experiment}`)")
+    return note + "."
+
+
+def variants_verdict(runs: list[dict], bench: list[dict], score_gap: float = 0.005,
+                     cost_goal: float = 1.3) -> str:
+    """Which variants meet the goal, per task with both arms stored: a step at most
+    ``cost_goal`` times Adam's, and within ``score_gap`` of SAM's dev score, int8 drop and score
+    after one-shot pruning to 70% (each the mean over the seeds stored)."""
+    if not bench:
+        return "The bench is not stored yet, so no variant's cost is known."
+    over_adam = {o: r for b in bench for o, r in b["over_adam"].items()}
+    runs, _ = one_environment_per(runs, _task, _task_block("the variants"))
+    mean = defaultdict(list)
+    for r in runs:
+        mean[r["task"], r["optimizer"]].append(r)
+    measures = {"dev score": (lambda r: r["fp32"], 1), "int8 drop": (lambda r: r["int8_drop"], -1),
+                "70% one-shot score": (lambda r: r["one_shot"]["0.7"], 1)}
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in runs):
+        if (task, "sam") not in mean:
+            lines.append(f"* {TASK_NAMES[task]}: SAM's model is not stored yet.")
+            continue
+        for optimizer in (o for (t, o) in mean if t == task and o not in ("adam", "sam")):
+            short = [name for name, (value, sign) in measures.items()
+                     if sign * (statistics.fmean(map(value, mean[task, optimizer])) -
+                                statistics.fmean(map(value, mean[task, "sam"]))) < -score_gap]
+            cost = over_adam.get(optimizer, float("nan"))
+            cheap = cost <= cost_goal
+            verdict = ("meets the goal" if cheap and not short else
+                       "is not cheap enough" if not cheap and not short else
+                       f"falls short of SAM in {', '.join(short)}")
+            lines.append(f"* {TASK_NAMES[task]}, {OPTIMIZER_NAMES[optimizer]} "
+                         f"({len(mean[task, optimizer])} seed(s), step {cost:.2f}x Adam's): "
+                         f"{verdict}.")
+    return "\n".join(lines) or "No variant is stored yet."
+
+
+def bench_findings(bench: list[dict]) -> str:
+    """The bench's ratios as sentences, for a chapter's findings."""
+    if not bench:
+        return "* The bench is not stored yet (`python -m flatcomp bench`)."
+    b = bench[0]
+    over, masked, int8 = b["over_adam"], b["masked_over_dense"], b["int8_over_fp32"]
+    variants = ", ".join(f"{OPTIMIZER_NAMES[o]} {over[o]:.2f}x" for o in over
+                         if o not in ("adam", "sam"))
+    return (f"* A SAM step took {over['sam']:.2f}x an Adam step on this machine (its two passes "
+            f"alone would make it 2x); the variants: {variants}.\n"
+            f"* A step under 50% masks took {masked['adam']:.2f}x a dense one with Adam and "
+            f"{masked['sam']:.2f}x with SAM.\n"
+            f"* int8 inference took {int8['1']:.2f}x fp32's time at batch 1 and "
+            f"{int8['32']:.2f}x at batch 32.")
