@@ -26,6 +26,7 @@ from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassificati
                           PreTrainedTokenizerBase)
 from transformers.utils import logging as hf_logging
 
+from flatcomp.assemble import sha256
 from flatcomp.config import Profile
 from flatcomp.data import get_task
 
@@ -98,11 +99,7 @@ def _weights_file(source: str) -> Path:
 
 @lru_cache(maxsize=None)
 def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256(Path(path))
 
 
 @lru_cache(maxsize=None)
