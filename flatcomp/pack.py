@@ -158,8 +158,9 @@ export FLATCOMP_DATA="$here/data" FLATCOMP_MODEL_DIR="$here/model"
 export FLATCOMP_RESULTS="$here/results" FLATCOMP_CACHE="${{FLATCOMP_CACHE:-$here/cache}}"
 export FLATCOMP_GIT_COMMIT={commit}
 touch "$here/.started"
-"${{PYTHON:-python3}}" -m flatcomp plan --profile {profile} --executor local --workers "${{WORKERS:-{workers}}}" \\
-    --deadline "${{DEADLINE:-{deadline}}}" --logs "$here/plan-logs" "$@"
+"${{PYTHON:-python3}}" -m flatcomp plan --profile {profile} --executor local \\
+    --workers "${{WORKERS:-{workers}}}" --deadline "${{DEADLINE:-{deadline}}}" \\
+    --logs "$here/plan-logs" "$@"
 status=$?
 mkdir -p "${{OUT:-$here}}"
 cd "$here" && find results -name '*.json' -newer .started -print0 \\

@@ -103,7 +103,8 @@ def make_plan(profile: Profile, store: ResultsStore | None = None,
             steps.append((step.priority, _seed_rank(profile, job), order, step))
     ordered = [step for *_, step in sorted(steps, key=lambda s: s[:3])]
     needed = {need for step in ordered for need in step.job.needs}
-    return [s for s in ordered if s.job.experiment != "ticket" or _ticket_path(profile, s) in needed]
+    return [s for s in ordered
+            if s.job.experiment != "ticket" or _ticket_path(profile, s) in needed]
 
 
 def _ticket_path(profile: Profile, step: Step) -> Path:
@@ -123,7 +124,8 @@ def _experiment_step(profile: Profile, job: Job, store: ResultsStore,
     return Step(job, tuple(unit_id(u) for u in missing), seconds, exp.priority, exp.alone)
 
 
-def _ticket_step(profile: Profile, job: Job, seconds_per_step: Callable[[Profile], float]) -> Step | None:
+def _ticket_step(profile: Profile, job: Job,
+                 seconds_per_step: Callable[[Profile], float]) -> Step | None:
     """A ticket file is made by its IMP chain on this machine; the job remakes it where the chain
     is stored but this machine's cache lacks the file (:func:`make_plan` keeps it only if a step
     of the plan needs the file)."""
@@ -241,7 +243,8 @@ def execute(profile: Profile, steps: list[Step], executor: str = "local", worker
     """Run ``steps`` through a submitit executor. ``local`` and ``debug``: always start the first
     ready step (all its needs stored) whose estimate fits before ``deadline`` seconds, at most
     ``workers`` at once (a step marked ``alone`` runs with nothing beside it), short ones
-    together in batches of about ``batch_seconds``; kill what still runs at the deadline. ``slurm``: submit everything at once (see :func:`submit_to_slurm`)."""
+    together in batches of about ``batch_seconds``; kill what still runs at the deadline.
+    ``slurm``: submit everything at once (see :func:`submit_to_slurm`)."""
     import submitit
 
     if executor not in EXECUTORS:
