@@ -916,3 +916,30 @@ def bench_findings(bench: list[dict]) -> str:
             f"{masked['sam']:.2f}x with SAM.\n"
             f"* int8 inference took {int8['1']:.2f}x fp32's time at batch 1 and "
             f"{int8['32']:.2f}x at batch 32.")
+
+
+# ---------------------------------------------------------------- how the results were made
+
+def provenance_table(profile: Profile) -> pd.DataFrame:
+    """Per experiment and environment (device, precision, starting weights): how many records,
+    from how many commits, with how many hours of wall time, over which dates."""
+    from pathlib import Path
+
+    from flatcomp.results import ResultsStore, environment as record_environment, read_record
+
+    root = Path(ResultsStore(profile).root) / profile.name
+    groups = defaultdict(list)
+    for path in sorted(root.glob("*/*.json")):
+        record = read_record(path)
+        prov = record["provenance"]
+        env = record_environment(prov, record["result"])
+        groups[path.parent.name, env["device"], env["precision"], env["weights"]].append(prov)
+    rows = [{"experiment": experiment, "device": device, "precision": precision,
+             "weights": weights, "records": len(provs),
+             "commits": len({p.get("git_commit") for p in provs}),
+             "wall hours": f"{sum(p.get('wall_seconds') or 0 for p in provs) / 3600:.2f}",
+             "dates": f"{min(p['date'][:10] for p in provs)} to {max(p['date'][:10] for p in provs)}"}
+            for (experiment, device, precision, weights), provs in groups.items()]
+    columns = ["experiment", "device", "precision", "weights", "records", "commits",
+               "wall hours", "dates"]
+    return pd.DataFrame(rows, columns=columns).set_index(["experiment", "device"])

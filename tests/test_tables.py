@@ -360,3 +360,16 @@ def test_optimizer_differences_drop_the_minority_environment_of_a_task():
     table = tables.optimizer_differences(runs)
     assert table.loc["MRPC", "SAM − Adam"] == "+2.0 ± 2.2"  # sqrt(2.83^2 / 2 + 1.41^2 / 2)
     assert "mrpc-sam-seed2 on cuda" in table.note
+
+
+def test_provenance_table_groups_records_by_experiment_and_environment(smoke):
+    from flatcomp.results import ResultsStore
+
+    store = ResultsStore(smoke)
+    store.save("data_cards", "cola", {"task": "cola"}, seed=None, seconds=3600.0)
+    store.save("data_cards", "rte", {"task": "rte"}, seed=None, seconds=1800.0)
+    table = tables.provenance_table(smoke)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["records"] == 2 and row["wall hours"] == "1.50" and row["commits"] == 1
+    assert table.index[0][0] == "data_cards"
