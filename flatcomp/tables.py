@@ -868,14 +868,16 @@ def stored_note(profile: Profile, experiment: str) -> str:
     return note + "."
 
 
-def variants_verdict(runs: list[dict], bench: list[dict], score_gap: float = 0.005,
-                     cost_goal: float = 1.3) -> str:
+def variants_verdict(runs: list[dict], bench: list[dict], cards: list[dict],
+                     score_gap: float = 0.005, cost_goal: float = 1.3) -> str:
     """Which variants meet the goal, per task with both arms stored: a step at most
     ``cost_goal`` times Adam's, and within ``score_gap`` of SAM's dev score, int8 drop and score
-    after one-shot pruning to 70% (each the mean over the seeds stored)."""
+    after one-shot pruning to 70% (each the mean over the seeds stored). A variant whose every
+    seed scores the majority class is said to have learned nothing (``cards``: the data cards)."""
     if not bench:
         return "The bench is not stored yet, so no variant's cost is known."
     over_adam = {o: r for b in bench for o, r in b["over_adam"].items()}
+    majority = majority_class(cards)
     runs, _ = one_environment_per(runs, _task, _task_block("the variants"))
     mean = defaultdict(list)
     for r in runs:
@@ -896,6 +898,8 @@ def variants_verdict(runs: list[dict], bench: list[dict], score_gap: float = 0.0
             verdict = ("meets the goal" if cheap and not short else
                        "is not cheap enough" if not cheap and not short else
                        f"falls short of SAM in {', '.join(short)}")
+            if all(abs(r["fp32"] - majority.get(task, -1)) < 1e-9 for r in mean[task, optimizer]):
+                verdict += " (it predicts the majority class: it did not learn the task)"
             lines.append(f"* {TASK_NAMES[task]}, {OPTIMIZER_NAMES[optimizer]} "
                          f"({len(mean[task, optimizer])} seed(s), step {cost:.2f}x Adam's): "
                          f"{verdict}.")
