@@ -60,6 +60,7 @@ class CoFiSchedule:
     alpha_layer: float = 0.9
     alpha_ce: float = 0.1
     sparsity_epsilon: float = 0.01
+    evals_per_epoch: int = 1     # candidates per pruning epoch once the target has warmed up
     gate_init: float = 0.0       # log alpha at the start: P(z != 0) = 0.83 (CoFi's droprate 0.5)
     batch_size: int = 32
 
@@ -78,6 +79,9 @@ def schedule_for(profile: Profile, task: str) -> CoFiSchedule:
     return CoFiSchedule(**values)
 
 
+TRACE_POINTS = 100  # rows of the pruning trace: step, target, expected sparsity, lambdas
+
+
 @dataclass
 class CoFiResult:
     """What :func:`cofi_prune` measured; ``model`` is the compact student (fine-tuned)."""
@@ -86,7 +90,8 @@ class CoFiResult:
     gated_model: nn.Module
     gates: CoFiGates
     history: list[dict] = field(default_factory=list)
-    prune_epoch: int = 0
+    trace: list[dict] = field(default_factory=list)  # the pruning phase, about TRACE_POINTS rows
+    prune_epoch: float = 0.0  # when the kept candidate was taken, in epochs
     reached_target: bool = False
     expected_sparsity: float = 0.0
     finetune_epoch: int = 0
@@ -120,6 +125,14 @@ def kept_matrix_params(kept: dict, d_head: int) -> int:
 def existing_from_kept(kept: dict) -> torch.Tensor:
     """(L,) bool: the compact model's layers that keep their attention or their FFN."""
     return torch.tensor([h > 0 or f > 0 for h, f in zip(kept["heads"], kept["ffn"])])
+
+
+@torch.no_grad()
+def _trace_row(step: int, target: float, gates: CoFiGates, lagrangian: Lagrangian,
+               distill: torch.Tensor) -> dict:
+    return {"step": step, "target": target, "expected_sparsity": float(gates.expected_sparsity()),
+            "lambda_1": lagrangian.lambda_1.item(), "lambda_2": lagrangian.lambda_2.item(),
+            "distill_loss": float(distill.detach())}
 
 
 def _score(model: nn.Module, dev: Encoded, task: str, profile: Profile,
@@ -157,6 +170,7 @@ def cofi_prune(student: nn.Module, teacher: nn.Module, train: Encoded, dev: Enco
     warmup = schedule.warmup_epochs * per_epoch
     result = CoFiResult(model=student, gated_model=student, gates=gates, init_sha256=init_sha)
     best, best_key, step, train_seconds = None, None, 0, 0.0
+    trace_every = -(-total // TRACE_POINTS)
 
     def distill(batch: dict, model: nn.Module, existing: torch.Tensor | None, lmap: nn.Module):
         """The distillation loss; ``existing`` None: the layers the gates just sampled keep."""
@@ -168,9 +182,11 @@ def cofi_prune(student: nn.Module, teacher: nn.Module, train: Encoded, dev: Enco
             return distillation_loss(s, t, lmap, schedule.alpha_layer, schedule.alpha_ce,
                                      existing=kept)
 
+    eval_every = max(1, per_epoch // schedule.evals_per_epoch)
+    losses, distills = [], []
     for epoch in range(1, schedule.prune_epochs + 1):
         student.train()
-        tick, losses, distills = time.perf_counter(), [], []
+        tick = time.perf_counter()
         for batch in batches(train, schedule.batch_size, shuffle=True, seed=seed * 1000 + epoch):
             batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
             d_loss = distill(batch, student, None, layer_map)  # samples the gates (gates.z)
@@ -183,28 +199,38 @@ def cofi_prune(student: nn.Module, teacher: nn.Module, train: Encoded, dev: Enco
             scheduler.step()
             gates.constrain()
             step += 1
+            if step % trace_every == 0 or step == total:
+                result.trace.append(_trace_row(step, t, gates, lagrangian, d_loss))
             losses.append(float(loss.detach()))
             distills.append(float(d_loss.detach()))
+            epoch_end = step % per_epoch == 0
+            if not epoch_end and (step % eval_every or target_at(step, warmup, target) < target):
+                continue  # candidates between epochs only once the target has warmed up
+            train_seconds += time.perf_counter() - tick
+            with torch.no_grad():
+                expected = float(gates.expected_sparsity())
+            score = _score(student, dev, task, profile, device)
+            student.train()
+            t_now = target_at(step, warmup, target)
+            result.history.append({
+                "phase": "prune", "epoch": step / per_epoch, "step": step, "target": t_now,
+                "expected_sparsity": expected, "lambda_1": lagrangian.lambda_1.item(),
+                "lambda_2": lagrangian.lambda_2.item(), "train_loss": sum(losses) / len(losses),
+                "distill_loss": sum(distills) / len(distills), "dev_score": score})
+            losses, distills = [], []
+            if progress:
+                progress(f"prune {step / per_epoch:.2f}: s={expected:.3f} t={t_now:.3f} "
+                         f"dev={score:.4f}")
+            gap = abs(expected - target)
+            reached = t_now >= target and gap <= schedule.sparsity_epsilon
+            key = (reached, score if reached else -gap)  # else the one closest to the target
+            if best_key is None or key > best_key:
+                best_key = key
+                best = (step / per_epoch, reached, expected,
+                        copy.deepcopy(student.state_dict()), copy.deepcopy(gates.state_dict()),
+                        copy.deepcopy(layer_map.state_dict()))
+            tick = time.perf_counter()
         train_seconds += time.perf_counter() - tick
-        with torch.no_grad():
-            expected = float(gates.expected_sparsity())
-        score = _score(student, dev, task, profile, device)
-        t_now = target_at(step, warmup, target)
-        result.history.append({
-            "phase": "prune", "epoch": epoch, "target": t_now, "expected_sparsity": expected,
-            "lambda_1": lagrangian.lambda_1.item(), "lambda_2": lagrangian.lambda_2.item(),
-            "train_loss": sum(losses) / len(losses),
-            "distill_loss": sum(distills) / len(distills), "dev_score": score})
-        if progress:
-            progress(f"prune {epoch}: s={expected:.3f} t={t_now:.3f} dev={score:.4f}")
-        gap = abs(expected - target)
-        reached = t_now >= target and gap <= schedule.sparsity_epsilon
-        key = (reached, score if reached else -gap)  # else the epoch closest to the target
-        if best_key is None or key > best_key:
-            best_key = key
-            best = (epoch, reached, expected,
-                    copy.deepcopy(student.state_dict()), copy.deepcopy(gates.state_dict()),
-                    copy.deepcopy(layer_map.state_dict()))
     result.prune_epoch, result.reached_target, result.expected_sparsity = best[:3]
     student.load_state_dict(best[3])
     gates.load_state_dict(best[4])

@@ -135,7 +135,8 @@ SMOKE = Profile(
           "prune_epochs": {"default": 4}, "warmup_epochs": {"default": 1},
           "finetune_epochs": 1, "max_length": 64, "batch_size": 8, "lr": 1e-3,
           "finetune_lr": 1e-3, "gate_lr": 0.1, "lambda_lr": 0.05, "alpha_layer": 0.9,
-          "alpha_ce": 0.1, "sparsity_epsilon": 0.01, "latency_repeats": 2},
+          "alpha_ce": 0.1, "sparsity_epsilon": 0.01, "evals_per_epoch": 2,
+          "latency_repeats": 2},
 )
 
 SMALL = Profile(
@@ -197,6 +198,8 @@ SMALL = Profile(
                 "the warm-up. CoFi's rates are kept (log alpha and lambda 0.01; the model at "
                 "MiniLM's calibrated 5e-5 for pruning and fine-tune), with distillation weights "
                 "0.9 (layers) and 0.1 (logits), one pair of CoFi's grid, not a search over it. "
+                "Once the target has warmed up the gated model is a candidate four times an "
+                "epoch, as CoFi evaluates every few hundred steps. "
                 "Seeds 0 and 1 only, and MRPC after SST-2 and QNLI, for the CPU budget",
     },
     lottery={"tasks": ("mrpc", "sst2", "rte", "stsb", "cola"),
@@ -206,7 +209,8 @@ SMALL = Profile(
           "seeds": (0, 1), "prune_epochs": {"default": 4, "qnli": 8, "mrpc": 10},
           "warmup_epochs": {"default": 2, "qnli": 3, "mrpc": 4}, "finetune_epochs": 2,
           "max_length": 128, "lr": 5e-5, "finetune_lr": 5e-5, "gate_lr": 0.01,
-          "lambda_lr": 0.01, "alpha_layer": 0.9, "alpha_ce": 0.1, "sparsity_epsilon": 0.01},
+          "lambda_lr": 0.01, "alpha_layer": 0.9, "alpha_ce": 0.1, "sparsity_epsilon": 0.01,
+          "evals_per_epoch": 4},
 )
 
 PAPER = Profile(
@@ -228,7 +232,7 @@ PAPER = Profile(
           "warmup_epochs": {"default": 20, "sst2": 2, "qnli": 2, "mnli": 2, "qqp": 2},
           "finetune_epochs": 20, "max_length": 128, "lr": 2e-5, "finetune_lr": 3e-5,
           "gate_lr": 0.01, "lambda_lr": 0.01, "alpha_layer": 0.9, "alpha_ce": 0.1,
-          "sparsity_epsilon": 0.01},
+          "sparsity_epsilon": 0.01, "evals_per_epoch": 4},
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, SMALL, PAPER)}

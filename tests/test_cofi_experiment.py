@@ -70,7 +70,12 @@ def test_a_smoke_unit_reaches_its_target_and_its_compact_model_is_exact(records)
     assert {row["batch_size"] for row in r["latency"]} == {1, 32}
     assert {row["model"] for row in r["latency"]} == {"dense", "compact"}
     phases = [h["phase"] for h in r["history"]]
-    assert phases == ["prune"] * 4 + ["finetune"]
+    # a candidate at every epoch's end, and at mid-epoch once the target has warmed up (epoch 1)
+    assert phases == ["prune"] * 7 + ["finetune"]
+    assert [h["epoch"] for h in r["history"][:7]] == [1, 1.5, 2, 2.5, 3, 3.5, 4]
+    steps = [row["step"] for row in r["trace"]]
+    assert steps == sorted(steps) and steps[-1] == 128 and len(steps) <= 101
+    assert r["trace"][-1]["target"] == r["target_sparsity"]
     assert {"expected_sparsity", "lambda_1", "lambda_2", "train_loss", "dev_score"} <= \
         set(r["history"][0])
     assert r["teacher"]["optimizer"] == "adam" and "dev_score" in r["teacher"]

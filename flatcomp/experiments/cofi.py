@@ -133,6 +133,7 @@ def _run_cofi(profile: Profile, unit: Unit) -> dict:
         "latency": _latency(teacher, small, schedule.max_length,
                             int(profile.cofi.get("latency_repeats", 10))),
         "history": result.history,
+        "trace": result.trace,
         "schedule": asdict(schedule),
         "student_init_sha256": result.init_sha256,
         "steps": result.steps, "seconds_per_step": result.seconds_per_step,
@@ -209,8 +210,8 @@ def _cost(profile: Profile, unit: Unit) -> float:
     """In training steps: the teacher if the cache lacks it; pruning epochs x batches x 1.5 (the
     gated student's step and the teacher's forward, a third of a step); fine-tune epochs x
     batches x (1/3 + the compact model's share, 1 - sparsity, at least 0.2); a dev pass per epoch
-    and six more (the teacher, the gated and compact models twice in fp32 on the CPU); about 20
-    steps of latency measurement."""
+    and per extra candidate after the warm-up, and six more (the teacher, the gated and compact
+    models twice in fp32 on the CPU); about 20 steps of latency measurement."""
     from flatcomp.cofi_train import schedule_for
 
     task, s = unit["task"], schedule_for(profile, unit["task"])
@@ -219,7 +220,8 @@ def _cost(profile: Profile, unit: Unit) -> float:
     prune = s.prune_epochs * steps * 1.5
     finetune = s.finetune_epochs * steps * (1 / 3 + max(0.2, 1 - unit["sparsity"]))
     length = s.max_length / profile.max_length  # shorter rows: cheaper steps (roughly)
-    passes = dev_pass_steps(profile, task, s.prune_epochs + s.finetune_epochs + 6)
+    candidates = (s.prune_epochs - s.warmup_epochs) * (s.evals_per_epoch - 1)
+    passes = dev_pass_steps(profile, task, s.prune_epochs + candidates + s.finetune_epochs + 6)
     return teacher + (prune + finetune + passes) * length + 20
 
 
