@@ -1,0 +1,43 @@
+import math
+
+import pytest
+
+from flatcomp.stats import paired_difference
+
+
+def test_the_interval_is_students_t_over_the_paired_differences():
+    d = paired_difference([0.82, 0.85, 0.80], [0.80, 0.81, 0.79])
+    diffs = [0.02, 0.04, 0.01]
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2)
+    assert d.mean == pytest.approx(mean)
+    assert d.half_width == pytest.approx(4.302653 * sd / math.sqrt(3), rel=1e-5)  # t(0.975, 2)
+    assert d.pairs == 3 and not d.excludes_zero  # t(0.975, 2) = 4.3: three pairs are few
+    assert d.describe() == f"+{100 * mean:.1f} ± {100 * d.half_width:.1f} points (95% CI, 3 pairs)"
+
+
+def test_pairing_removes_what_the_pairs_share():
+    # large spread between pairs, constant difference within them: a tight interval
+    d = paired_difference([0.5, 0.7, 0.9], [0.49, 0.69, 0.89])
+    assert d.mean == pytest.approx(0.01) and d.half_width == pytest.approx(0, abs=1e-12)
+
+
+def test_consistent_pairs_exclude_zero():
+    assert paired_difference([0.82, 0.85, 0.80], [0.80, 0.825, 0.785]).excludes_zero
+
+
+def test_an_interval_across_zero_does_not_exclude_it():
+    d = paired_difference([0.80, 0.78], [0.79, 0.80])
+    assert not d.excludes_zero
+
+
+def test_one_pair_has_no_interval():
+    d = paired_difference([0.9], [0.8])
+    assert d.half_width is None and not d.excludes_zero
+    assert d.describe() == "+10.0 points (1 pair, no interval)"
+
+
+@pytest.mark.parametrize("a, b", [([], []), ([0.1, 0.2], [0.1])])
+def test_unpaired_input_is_refused(a, b):
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference(a, b)
