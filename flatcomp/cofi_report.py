@@ -18,7 +18,7 @@ import pandas as pd
 
 from flatcomp.metrics import MAIN_METRIC
 from flatcomp.paper import COFI_95
-from flatcomp.stats import PairedDifference, paired_difference
+from flatcomp.stats import PairedDifference, paired_difference, verdict as verdict_of
 from flatcomp.tables import TASK_NAMES, one_environment_per, pct, pm, with_notes
 
 TEACHERS = {"adam": "Adam teacher", "sam": "SAM teacher"}
@@ -131,18 +131,10 @@ def structure_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["task", "target", "seed", "teacher"])
 
 
-def _verdict_words(d: PairedDifference) -> str:
-    if d.half_width is None:
-        return "one pair, so a direction at most"
-    if not d.excludes_zero:
-        return "not significant: the interval includes zero"
-    return "the paper's direction, significant" if d.mean > 0 else \
-        "against the paper, significant"
-
-
 def verdict(records: list[dict]) -> str:
-    """C5 in a few sentences: per target, the SAM - Adam difference of the students beside that
-    of the teachers, and the paper's 95% differences; says which students missed their target."""
+    """C5 in a few sentences: per target, the SAM - Adam difference of the students with the
+    verdict rule of :func:`flatcomp.stats.verdict` (the paper: SAM's is better), beside that of
+    the teachers and the paper's 95% differences; says which students missed their target."""
     records, _ = _one_environment(records)
     paper = ", ".join(f"{TASK_NAMES[t]} {s - a:+.1f}" for t, (a, s) in COFI_95.items())
     lines = [f"The paper's SAM − Adam teacher differences at 95% (BERT-base): {paper} points."]
@@ -152,8 +144,8 @@ def verdict(records: list[dict]) -> str:
         teachers = paired_difference([s["teacher"]["dev_score_cpu_fp32"] for _, s in chosen],
                                      [a["teacher"]["dev_score_cpu_fp32"] for a, _ in chosen])
         tasks = ", ".join(sorted({TASK_NAMES[a["task"]] for a, _ in chosen}))
-        lines.append(f"At {_target(target)} ({tasks}): students {d.describe()}, "
-                     f"{_verdict_words(d)}; their teachers {teachers.describe()}.")
+        lines.append(f"At {_target(target)} ({tasks}): students {d.describe()}: "
+                     f"**{verdict_of(d)}**; their teachers {teachers.describe()}.")
     missed = [f"{TASK_NAMES[r['task']]} {_target(r['target_sparsity'])} "
               f"{TEACHERS[r['optimizer']]} seed {r['seed']} "
               f"(reached {pct(r['expected_sparsity'])}%)"

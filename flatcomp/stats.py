@@ -7,6 +7,15 @@ interval is Student's t interval (Student, 1908)::
     mean(d) +- t_{(1 + c) / 2, n - 1} * sd(d) / sqrt(n)
 
 It needs at least two pairs; with one the difference is reported without an interval.
+
+The verdict rule every chapter uses (:func:`verdict`), for a claim that says which way the
+difference goes:
+
+    reproduced     the interval excludes 0 on the paper's side;
+    contradicted   the interval excludes 0 on the other side;
+    inconclusive   otherwise, with the smallest effect the design could have detected: with 80%
+                   power at the 5% level, (t_{0.975, n-1} + t_{0.8, n-1}) * sd(d) / sqrt(n)
+                   (a standard power approximation for the paired t test).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ class PairedDifference:
     half_width: float | None
     pairs: int
     confidence: float = 0.95
+    standard_error: float | None = None
 
     @property
     def excludes_zero(self) -> bool:
@@ -54,5 +64,30 @@ def paired_difference(a: list[float], b: list[float],
     if len(d) == 1:
         return PairedDifference(d[0], None, 1, confidence)
     t = float(stats.t.ppf((1 + confidence) / 2, len(d) - 1))
-    return PairedDifference(statistics.fmean(d), t * statistics.stdev(d) / math.sqrt(len(d)),
-                            len(d), confidence)
+    se = statistics.stdev(d) / math.sqrt(len(d))
+    return PairedDifference(statistics.fmean(d), t * se, len(d), confidence, se)
+
+
+def detectable_effect(d: PairedDifference, power: float = 0.8) -> float | None:
+    """The smallest true difference the design finds with probability ``power`` at its
+    confidence level (None for a single pair)."""
+    if d.standard_error is None:
+        return None
+    df = d.pairs - 1
+    return (float(stats.t.ppf((1 + d.confidence) / 2, df)) + float(stats.t.ppf(power, df))) \
+        * d.standard_error
+
+
+def verdict(d: PairedDifference, paper_sign: int = 1, scale: float = 100.0,
+            unit: str = "points") -> str:
+    """'reproduced', 'contradicted' or 'inconclusive (...)' for a claim that the difference has
+    the sign ``paper_sign`` (+1 or -1); see the module docstring."""
+    if paper_sign not in (1, -1):
+        raise ValueError(f"paper_sign must be +1 or -1, got {paper_sign}")
+    if d.excludes_zero:
+        return "reproduced" if d.mean * paper_sign > 0 else "contradicted"
+    effect = detectable_effect(d)
+    if effect is None:
+        return "inconclusive (one pair: no interval)"
+    return (f"inconclusive (this design detects differences of about {scale * effect:.1f} "
+            f"{unit} or more)")

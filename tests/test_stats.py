@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from flatcomp.stats import paired_difference
+from flatcomp.stats import detectable_effect, paired_difference, verdict
 
 
 def test_the_interval_is_students_t_over_the_paired_differences():
@@ -41,3 +41,16 @@ def test_one_pair_has_no_interval():
 def test_unpaired_input_is_refused(a, b):
     with pytest.raises(ValueError, match="equally long"):
         paired_difference(a, b)
+
+
+def test_the_verdict_rule():
+    up = paired_difference([0.82, 0.85, 0.80], [0.80, 0.825, 0.785])
+    assert verdict(up) == "reproduced" and verdict(up, paper_sign=-1) == "contradicted"
+    wide = paired_difference([0.82, 0.85, 0.80], [0.80, 0.81, 0.79])
+    effect = detectable_effect(wide)
+    assert effect > wide.half_width  # power 80% needs more than the interval's half-width
+    assert verdict(wide) == f"inconclusive (this design detects differences of about " \
+        f"{100 * effect:.1f} points or more)"
+    assert verdict(paired_difference([0.9], [0.8])) == "inconclusive (one pair: no interval)"
+    with pytest.raises(ValueError, match="paper_sign"):
+        verdict(up, paper_sign=0)
