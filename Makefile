@@ -40,8 +40,13 @@ $(BOOK_STAMP): requirements-book.txt
 
 install: $(STAMP)
 
-# The HTML site, offline, from the notebooks' committed outputs: _build/html/index.html
+# The HTML site, offline, from the notebooks' committed outputs: _build/html/index.html. Math
+# renders offline too: MathJax's files (the jupyter-server-mathjax wheel's) are copied into
+# _offline, which Sphinx copies into the site's _static (not into _static itself: Jupyter Book
+# would add a script tag for every .js file there).
 book: $(BOOK_STAMP)
+	$(PY) -c "import jupyter_server_mathjax as m, pathlib, shutil; \
+	shutil.copytree(pathlib.Path(m.__file__).parent / 'static', '_offline/mathjax', dirs_exist_ok=True)"
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 
 # The tiny model trains fastest on one thread per process (two xdist workers on two cores).
