@@ -279,7 +279,13 @@ class SquadExample:
 
 def load_squad(profile: Profile, folder: Path | str | None = None
                ) -> tuple[list[SquadExample], list[SquadExample], str | None]:
-    """SQuAD v1.1 as (train, dev, cut). Locally only dev exists: it is split by article."""
+    """SQuAD v1.1 as (train, dev, cut), as the profile's :meth:`~Profile.squad_settings` say.
+
+    Locally only dev exists: it is split by article (:func:`split_by_article`), so that no
+    paragraph is both trained and evaluated on. From the hub, ``rajpurkar/squad``'s train and
+    validation splits. ``train_questions`` then keeps a seeded subsample of the training
+    questions. ``cut`` says what differs from the official splits (None: nothing)."""
+    settings = profile.squad_settings()
     folder = Path(folder) if folder else data_dir()
     local = folder / "squad" / "v1.1" / "dev-v1.1.json" if folder is not None else None
     if profile.shipped_data:
@@ -293,15 +299,41 @@ def load_squad(profile: Profile, folder: Path | str | None = None
             raise DataNotFoundError(
                 f"no SQuAD v1.1. Tried: {'; '.join(tried)}. Set FLATCOMP_DATA to a folder with "
                 "squad/v1.1/dev-v1.1.json, or connect to the hub, or use the smoke profile.")
-        return (*splits, None)
+        train, dev = splits
+        train, note = _subsample_questions(train, settings["train_questions"], settings["split_seed"])
+        return train, dev, note
+    train, dev = split_by_article(examples, settings["eval_articles"], settings["split_seed"])
+    full = len(train)
+    train, note = _subsample_questions(train, settings["train_questions"], settings["split_seed"])
+    articles = len({e.title for e in examples})
+    cut = (f"no local train split: the dev set is split by article (seed "
+           f"{settings['split_seed']}), {articles - settings['eval_articles']} articles "
+           f"({full} questions) to train, {settings['eval_articles']} ({len(dev)}) to evaluate")
+    return train, dev, cut + (f"; {note}" if note else "")
+
+
+def split_by_article(examples: list[SquadExample], eval_articles: int, seed: int = 0
+                     ) -> tuple[list[SquadExample], list[SquadExample]]:
+    """(train, eval): ``eval_articles`` Wikipedia articles drawn with ``seed`` are evaluated on,
+    the rest trained on; each keeps the examples' order."""
     titles = sorted({e.title for e in examples})
-    random.Random(0).shuffle(titles)
-    train_titles = set(titles[: len(titles) // 2])
-    train = [e for e in examples if e.title in train_titles]
-    dev = [e for e in examples if e.title not in train_titles]
-    return train, dev, (f"no local train split: the dev set is split by article, "
-                        f"{len(train_titles)} articles ({len(train)} questions) to train, "
-                        f"{len(titles) - len(train_titles)} ({len(dev)}) to evaluate")
+    if not 0 < eval_articles < len(titles):
+        raise ValueError(f"eval_articles must be between 1 and {len(titles) - 1} (the data has "
+                         f"{len(titles)} articles), got {eval_articles}")
+    random.Random(seed).shuffle(titles)
+    evaluated = set(titles[:eval_articles])
+    return ([e for e in examples if e.title not in evaluated],
+            [e for e in examples if e.title in evaluated])
+
+
+def _subsample_questions(examples: list[SquadExample], n: int | None, seed: int
+                         ) -> tuple[list[SquadExample], str | None]:
+    """A seeded subsample of ``n`` questions in their order, and a note saying so (None: all)."""
+    if n is None or n >= len(examples):
+        return examples, None
+    keep = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return ([examples[i] for i in keep],
+            f"a seeded subsample of {n} of the {len(examples)} training questions is trained on")
 
 
 def _squad_examples(blob: dict) -> list[SquadExample]:
@@ -341,6 +373,10 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def collate(self, indices: Sequence[int], pad_id: int = 0) -> dict[str, torch.Tensor]:
+        """The rows at ``indices`` as one padded batch (:func:`collate`)."""
+        return collate(indices, self, pad_id)
+
 
 def encode(examples: Examples, tokenizer, max_length: int, regression: bool = False) -> Encoded:
     """Tokenise once; the result is cached per (tokenizer, rows, max_length)."""
@@ -373,13 +409,15 @@ def _encode_cached(examples: _Hashable, tokenizer: _Hashable, max_length: int,
 
 def batches(data: Encoded, batch_size: int, shuffle: bool = False, seed: int = 0,
             pad_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """Mini-batches padded to their own longest row (dynamic padding), in a seeded order."""
+    """Mini-batches padded to their own longest row (dynamic padding), in a seeded order.
+    ``data`` is any sized collection with a ``collate(indices, pad_id)`` method: GLUE rows
+    (:class:`Encoded`) or SQuAD windows (:class:`flatcomp.qa_features.QAFeatures`)."""
     order = list(range(len(data)))
     if shuffle:
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
     for start in range(0, len(order), batch_size):
-        yield collate([order[i] for i in range(start, min(start + batch_size, len(order)))],
-                      data, pad_id)
+        yield data.collate([order[i] for i in range(start, min(start + batch_size, len(order)))],
+                           pad_id)
 
 
 def collate(indices: Sequence[int], data: Encoded, pad_id: int = 0) -> dict[str, torch.Tensor]:
@@ -440,14 +478,33 @@ def task_rows(task: str, profile: Profile) -> tuple[int, int]:
     """(train rows, dev rows) a profile trains and evaluates ``task`` on, without tokenising: the
     shipped rows for smoke; else the official sizes (halves of dev where a local folder has no
     train split), capped by the profile's ``train_size`` and ``eval_size``."""
+    if task == "squad":
+        return squad_rows(profile)
     if profile.shipped_data:
         blob = json.loads((SMOKE_DATA / f"{task}.json").read_text())
-        if task == "squad":  # split by article into two halves, as load_squad does
-            questions = sum(len(p["qas"]) for a in blob["data"] for p in a["paragraphs"])
-            return questions // 2, questions - questions // 2
         return len(blob["train"]), len(blob["dev"])
     train, dev = OFFICIAL_ROWS[task]
     if task in DEV_SPLIT_TASKS and data_dir() is not None:
         train, dev = dev // 2, dev - dev // 2
     return (min(train, profile.train_size.get(task, train)),
             min(dev, profile.eval_size.get(task, dev)))
+
+
+def squad_rows(profile: Profile) -> tuple[int, int]:
+    """(train questions, eval questions) of SQuAD at the profile, without tokenising: counted
+    in the article split of the shipped rows or of a local dev set (a read of one JSON file),
+    else the official sizes with the profile's cap on the training questions."""
+    if squad_is_local(profile):
+        train, dev, _ = load_squad(profile)
+        return len(train), len(dev)
+    train, dev = OFFICIAL_ROWS["squad"]
+    cap = profile.squad_settings()["train_questions"]
+    return min(train, cap) if cap is not None else train, dev
+
+
+def squad_is_local(profile: Profile) -> bool:
+    """Whether :func:`load_squad` reads SQuAD here without the hub: the shipped rows, or the
+    dev set in the local data folder."""
+    folder = data_dir()
+    return profile.shipped_data or (folder is not None
+                                    and (folder / "squad" / "v1.1" / "dev-v1.1.json").exists())
