@@ -10,19 +10,25 @@
 the weights a fine-tune starts from, for every record's provenance.
 
 The head is ``BertForSequenceClassification``'s: classification with cross-entropy, or regression
-with mean squared error when the task has one output (STS-B). Weights load from safetensors.
+with mean squared error when the task has one output (STS-B). SQuAD's is
+``BertForQuestionAnswering``'s span head (Devlin et al., NAACL 2019, Section 4.2): one linear
+layer gives every token a start and an end logit, trained with the mean of the two
+cross-entropies over the window's tokens. Weights load from safetensors.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification,
+from transformers import (AutoModelForQuestionAnswering, AutoTokenizer, BertConfig,
+                          BertForQuestionAnswering, BertForSequenceClassification,
                           PreTrainedTokenizerBase)
 from transformers.utils import logging as hf_logging
 
@@ -55,9 +61,13 @@ def load_tokenizer(profile: Profile) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(model_source(profile))
 
 
-def load_model(profile: Profile, task: str, seed: int = 0) -> BertForSequenceClassification:
-    """Pre-trained encoder (random for smoke) with a task head initialised from ``seed``."""
-    num_labels = get_task(task).num_labels if task != "squad" else 2
+def load_model(profile: Profile, task: str,
+               seed: int = 0) -> BertForSequenceClassification | BertForQuestionAnswering:
+    """Pre-trained encoder (random for smoke) with a task head initialised from ``seed``; for
+    ``"squad"`` the span head (:func:`load_qa_model`)."""
+    if task == "squad":
+        return load_qa_model(profile, seed)
+    num_labels = get_task(task).num_labels
     torch.manual_seed(seed)
     if profile.model == "tiny-bert":
         vocab = load_tokenizer(profile).vocab_size
@@ -67,12 +77,42 @@ def load_model(profile: Profile, task: str, seed: int = 0) -> BertForSequenceCla
         torch.manual_seed(seed)
         model.classifier.reset_parameters()
         return model
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "classifier newly initialised" report is expected
-    hf_logging.disable_progress_bar()
-    try:
+    with _quiet_loading():
         return BertForSequenceClassification.from_pretrained(
             model_source(profile), num_labels=num_labels, use_safetensors=True)
+
+
+def load_qa_model(profile: Profile, seed: int = 0) -> BertForQuestionAnswering:
+    """The pre-trained encoder with a span head (``qa_outputs``, 2 outputs per token) drawn from
+    ``seed``. The smoke profile's encoder is the tiny BERT of :func:`load_model` (its pooler
+    unused, as ``from_pretrained`` drops a checkpoint's pooler here)."""
+    if profile.model == "tiny-bert":
+        encoder = load_model(profile, "mrpc", 0).bert.state_dict()
+        model = BertForQuestionAnswering(BertConfig(vocab_size=len(encoder[
+            "embeddings.word_embeddings.weight"]), **TINY_BERT))
+        model.bert.load_state_dict({k: v for k, v in encoder.items()
+                                    if not k.startswith("pooler.")}, strict=True)
+        torch.manual_seed(seed)
+        model.qa_outputs.reset_parameters()
+        return model
+    torch.manual_seed(seed)  # the new head's initialisation
+    with _quiet_loading():
+        model = AutoModelForQuestionAnswering.from_pretrained(model_source(profile),
+                                                              use_safetensors=True)
+    if not isinstance(model, BertForQuestionAnswering):
+        raise TypeError(f"{profile.model} loads as {type(model).__name__}: the SQuAD code "
+                        "expects a BERT encoder")
+    return model
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Hugging Face's report that a head was newly initialised is expected: silenced."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()

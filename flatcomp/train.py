@@ -11,6 +11,12 @@ perturbation leaves them at zero too. That is enough: Adam's moments of a weight
 always zero stay zero, so its update is exactly 0 (weight decay, L2 or decoupled, scales a zero),
 and SWA averages zeros. Re-masking the weights after every step would only add work (the tests
 check that no step revives a pruned weight).
+
+The same loop fine-tunes SQuAD's span head when ``train`` and ``dev`` are
+:class:`~flatcomp.qa_features.QAFeatures` (the windows of questions): it then runs at the
+profile's SQuAD batch size (:meth:`~flatcomp.config.Profile.for_squad`), the loss is the span
+head's, and an epoch's dev score is the F1 of the best span per question
+(:mod:`flatcomp.qa_answers`).
 """
 
 from __future__ import annotations
@@ -28,8 +34,12 @@ from flatcomp.config import Profile
 from flatcomp.data import Encoded, batches, num_batches
 from flatcomp.metrics import glue_metrics, main_score
 from flatcomp.precision import uses_bf16
+from flatcomp.qa_answers import squad_scores
+from flatcomp.qa_features import QAFeatures
 from flatcomp import sam_variants
 from flatcomp.sam import SAM
+
+TrainData = Encoded | QAFeatures  # GLUE rows, or SQuAD windows
 
 OPTIMIZERS = ("adam", "sam", "swa")
 # The cheaper routes to SAM's flatness (flatcomp.sam_variants), for the efficiency chapter.
@@ -97,11 +107,19 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def fine_tune(model: torch.nn.Module, train: Encoded, dev: Encoded, task: str, profile: Profile,
-              optimizer: str = "adam", seed: int = 0, masks: dict[str, torch.Tensor] | None = None,
-              epochs: int | None = None, lr: float | None = None,
-              device: torch.device | None = None, progress: bool = True) -> FineTuneResult:
-    """Fine-tune ``model`` on ``train``, evaluate on ``dev`` after every epoch, keep the best."""
+def fine_tune(model: torch.nn.Module, train: TrainData, dev: TrainData, task: str,
+              profile: Profile, optimizer: str = "adam", seed: int = 0,
+              masks: dict[str, torch.Tensor] | None = None, epochs: int | None = None,
+              lr: float | None = None, device: torch.device | None = None,
+              progress: bool = True) -> FineTuneResult:
+    """Fine-tune ``model`` on ``train``, evaluate on ``dev`` after every epoch, keep the best.
+    SQuAD windows (:class:`~flatcomp.qa_features.QAFeatures`) train at the profile's SQuAD batch
+    size and are scored by F1 (see the module docstring)."""
+    if isinstance(train, QAFeatures) != isinstance(dev, QAFeatures):
+        raise TypeError(f"train is {type(train).__name__} but dev is {type(dev).__name__}: "
+                        "both must be GLUE rows or both SQuAD windows")
+    if isinstance(train, QAFeatures):
+        profile = profile.for_squad()
     device = device or default_device()
     epochs = epochs if epochs is not None else profile.epochs_for(task)
     model.to(device)
@@ -179,16 +197,27 @@ def _per_example_closure(model: torch.nn.Module, batch: dict, opt: torch.optim.O
                          masks: dict[str, torch.Tensor] | None, device: torch.device,
                          bf16: bool) -> Callable[..., torch.Tensor]:
     """ESAM's closure: every example's loss (of the rows at ``indices``, if given); ESAM zeroes
-    the gradients and calls backward itself. Cross-entropy, or squared error for regression."""
+    the gradients and calls backward itself. Cross-entropy, squared error for regression, or
+    the span head's mean of start and end cross-entropy for SQuAD windows."""
     def closure(indices: torch.Tensor | None = None) -> torch.Tensor:
         rows = batch if indices is None else {k: v[indices] for k, v in batch.items()}
-        inputs = {k: v for k, v in rows.items() if k != "labels"}
+        inputs = {k: v for k, v in rows.items() if k not in LABEL_KEYS}
         with autocast(device, bf16):
-            logits = model(**inputs).logits.float()
+            output = model(**inputs)
+        if "start_positions" in rows:  # the span head: the mean of the start and end losses
+            cross_entropy = torch.nn.functional.cross_entropy
+            return (cross_entropy(output.start_logits.float(), rows["start_positions"],
+                                  reduction="none")
+                    + cross_entropy(output.end_logits.float(), rows["end_positions"],
+                                    reduction="none")) / 2
+        logits = output.logits.float()
         if logits.shape[-1] == 1:
             return (logits[:, 0] - rows["labels"].float()) ** 2
         return torch.nn.functional.cross_entropy(logits, rows["labels"], reduction="none")
     return closure
+
+
+LABEL_KEYS = ("labels", "start_positions", "end_positions")  # what a model must not see at eval
 
 
 @torch.no_grad()
@@ -199,16 +228,39 @@ def predict(model: torch.nn.Module, data: Encoded, profile: Profile,
     model.eval()
     bf16, outputs = uses_bf16(profile, device), []
     for batch in batches(data, 2 * profile.batch_size):
-        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        batch = {k: v.to(device) for k, v in batch.items() if k not in LABEL_KEYS}
         with autocast(device, bf16):
             logits = model(**batch).logits.float()
         outputs.append(logits[:, 0] if data.regression else logits.argmax(-1))
     return torch.cat(outputs).cpu()
 
 
-def evaluate(model: torch.nn.Module, data: Encoded, task: str, profile: Profile,
+@torch.no_grad()
+def predict_spans(model: torch.nn.Module, data: QAFeatures, profile: Profile,
+                  device: torch.device | None = None
+                  ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The span head's start and end logits of every window of ``data`` (fp32, on the CPU, one
+    tensor per window, as long as the window), at twice the SQuAD batch size."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    bf16, starts, ends = uses_bf16(profile, device), [], []
+    for batch in batches(data, 2 * profile.for_squad().batch_size):
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        batch = {k: v.to(device) for k, v in batch.items() if k not in LABEL_KEYS}
+        with autocast(device, bf16):
+            output = model(**batch)
+        for row, n in enumerate(lengths):
+            starts.append(output.start_logits[row, :n].float().cpu())
+            ends.append(output.end_logits[row, :n].float().cpu())
+    return starts, ends
+
+
+def evaluate(model: torch.nn.Module, data: TrainData, task: str, profile: Profile,
              device: torch.device | None = None) -> dict[str, float]:
-    """The task's GLUE metrics on ``data``."""
+    """The task's GLUE metrics on ``data``; for SQuAD windows, exact match and F1 of the best
+    span per question (:func:`flatcomp.qa_answers.squad_scores`)."""
+    if isinstance(data, QAFeatures):
+        return squad_scores(data, *predict_spans(model, data, profile, device))
     return glue_metrics(task, predict(model, data, profile, device), list(data.labels))
 
 
