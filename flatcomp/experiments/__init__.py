@@ -5,6 +5,7 @@
     lottery       chapter 4: IMP, tickets, transfer, compound, the masks' analyses
     cofi          chapter 5: structured pruning with distillation from Adam and SAM teachers
     quantization  chapter 6: int8 and k-bit rounding, its second-order theory, speed
+    squad         SQuAD: span extraction with Adam, SAM and SWA, then int8, k bits and IMP
     efficiency    chapter 8: what SAM costs (bench), the cheaper variants' compressibility
     core          what they share: the Experiment entry, unit ids, cached fine-tunes, costs
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from flatcomp.config import Profile
-from flatcomp.experiments import cofi, efficiency, lottery, quantization, sam, setup
+from flatcomp.experiments import cofi, efficiency, lottery, quantization, sam, setup, squad
 from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Job, Unit, encoded_task,
                                        finetuned, finetuned_file, mean_std, select, unit_id)
 from flatcomp.experiments.lottery import (lottery_jobs, ticket_and_origin, ticket_file,
@@ -29,7 +30,7 @@ from flatcomp.results import ResultsStore
 
 _NO_KEY = object()  # stands for "the unit lacks this key" in select_or_explain's sets
 
-CHAPTERS = (setup, sam, lottery, cofi, quantization, efficiency)  # the book's order
+CHAPTERS = (setup, sam, lottery, cofi, quantization, squad, efficiency)  # the book's order
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for chapter in CHAPTERS
                                       for e in chapter.EXPERIMENTS}
 
@@ -42,8 +43,10 @@ def get_experiment(name: str) -> Experiment:
 
 def experiment_profile(profile: Profile, experiment: str) -> Profile:
     """The profile an experiment runs at: ``profile.for_lottery()`` for the lottery experiments,
-    whose tasks and schedule may differ."""
-    return profile.for_lottery() if get_experiment(experiment).lottery else profile
+    whose tasks and schedule may differ; ``profile.for_squad()`` for the SQuAD experiments, whose
+    batch size and length are SQuAD's."""
+    exp = get_experiment(experiment)
+    return profile.for_lottery() if exp.lottery else profile.for_squad() if exp.squad else profile
 
 
 def planned_units(profile: Profile, experiment: str) -> list[Unit]:

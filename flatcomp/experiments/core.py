@@ -63,6 +63,7 @@ class Experiment:
     needs: Callable[[Profile, Unit], tuple] = no_needs
     lottery: bool = False  # runs at ``profile.for_lottery()``
     alone: bool = False
+    squad: bool = False    # runs at ``profile.for_squad()`` (SQuAD's batch size and length)
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,15 @@ def finetuned_file(profile: Profile, task: str, optimizer: str, seed: int) -> Pa
 def encoded_task(profile: Profile, task: str,
                  train_rows: int | None = None) -> tuple[Encoded, Encoded, str | None]:
     """Train and dev rows of ``task`` tokenised for the profile (``train_rows``: a seeded
-    subsample of train), and the data cut if any."""
+    subsample of train), and the data cut if any. For ``"squad"``, the windows of
+    :func:`flatcomp.qa_features.squad_features` (``train_rows`` not supported)."""
+    if task == "squad":
+        if train_rows is not None:
+            raise ValueError("train_rows subsamples GLUE rows; SQuAD's training questions are "
+                             "capped by the profile's squad settings (train_questions)")
+        from flatcomp.qa_features import squad_features
+
+        return squad_features(profile)
     data = load_task(task, profile)
     tokenizer = load_tokenizer(profile)
     regression = data.task.is_regression
@@ -191,9 +200,12 @@ def encoded_task(profile: Profile, task: str,
 
 def fine_tune_summary(result: FineTuneResult, task: str, optimizer: str, seed: int, lr: float,
              epochs: int, train: Encoded, dev: Encoded, cut: str | None) -> dict:
+    rows = {"train_rows": len(train), "dev_rows": len(dev)}
+    if hasattr(train, "num_questions"):  # SQuAD: rows are questions, each one or more windows
+        rows = {"train_rows": train.num_questions, "dev_rows": dev.num_questions,
+                "train_windows": len(train), "dev_windows": len(dev)}
     return {**result.summary(), "task": task, "optimizer": optimizer, "seed": seed, "lr": lr,
-            "epochs": epochs, "train_rows": len(train), "dev_rows": len(dev),
-            "device": str(default_device()), "data_cut": cut}
+            "epochs": epochs, **rows, "device": str(default_device()), "data_cut": cut}
 
 
 def checkpoint_paths(profile: Profile, task: str, optimizer: str, seed: int, lr: float,
@@ -214,15 +226,20 @@ def training_digest(profile: Profile, task: str, optimizer: str, seed: int, lr: 
            "shipped_data": profile.shipped_data,
            # a bool, as before precision could be "auto": older bf16 checkpoints keep their key
            "bf16": resolve_precision(profile, default_device()) == "bf16"}
+    if task == "squad":  # its windows, batch, split and subsample (GLUE keys stay as they were)
+        squad = profile.for_squad()
+        key.update(max_length=squad.max_length, batch_size=squad.batch_size,
+                   squad={"doc_stride": profile.squad_doc_stride, **profile.squad_settings()})
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def finetune_record(summary: dict) -> dict:
     """What a results file keeps of a fine-tune (the weights stay in the cache)."""
-    return {k: summary[k] for k in ("task", "optimizer", "seed", "lr", "epochs", "history",
+    kept = {k: summary[k] for k in ("task", "optimizer", "seed", "lr", "epochs", "history",
                                     "best_epoch", "best_score", "seconds_per_step", "steps",
                                     "wall_seconds", "train_rows", "dev_rows", "device",
                                     "data_cut")}
+    return {**kept, **{k: summary[k] for k in ("train_windows", "dev_windows") if k in summary}}
 
 
 def model_units(profile: Profile) -> list[Unit]:
