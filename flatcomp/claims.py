@@ -1,0 +1,329 @@
+"""The claims page: each of the paper's claims, the paper's number beside ours, in one table.
+
+Every claim is a paired difference (:func:`flatcomp.stats.paired_difference`, Student's t
+interval over the pairs), oriented so that the paper's side is positive, and judged by the
+book's rule (:func:`flatcomp.stats.verdict`): *reproduced*, *contradicted* or *inconclusive*.
+Two records are a pair when they share the task and the seed (and whatever else the claim holds
+fixed: the sparsity, the fine-tuning optimizer, the source of a ticket) and differ only in the
+arm compared; the same seed means the same starting weights and the same order of the data.
+Each row is a comparison, and a comparison never mixes environments: its records are those of
+the commonest device, precision and starting weights (:func:`flatcomp.tables.one_environment`),
+and the row says how many others were left out (the note under the table names them).
+
+A row is one task, or all tasks pooled (only where more than one task has pairs: the pairs of
+every task together, one pair per task and seed). A claim with no stored pair says *not yet
+measured* and gives the plan command that computes it (or says that the profile's plan lacks
+it). Scores are differences in points (a dev score in percent, MCC and Pearson times 100).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Hashable
+
+import pandas as pd
+
+from flatcomp import cofi_report
+from flatcomp.config import Profile
+from flatcomp.metrics import recorded_score
+from flatcomp.paper import COFI_95, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER, TRANSFER
+from flatcomp.stats import PairedDifference, paired_difference, verdict
+from flatcomp.tables import TASK_NAMES, NotedTable, one_environment
+
+# The paper's Table 1 gives no per-task numbers in our records of it, only this count (PAPER.md).
+FULL_MODEL_PAPER = "SAM ahead on 5 of 8 tasks"
+
+# The chapter of each claim: the label shown, and the page it links to.
+CHAPTERS = {"3 SAM fine-tuning": "03_sam_finetuning", "4 lottery tickets": "04_lottery_tickets",
+            "5 CoFi": "05_cofi", "6 quantization": "06_quantization", "7 SQuAD (to come)": None}
+
+COLUMNS = ["claim", "task", "paper", "ours", "95% CI", "pairs", "verdict", "chapter", "note"]
+
+
+Difference = Callable[[list[dict]], PairedDifference | None]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The stored records of a profile: ``load(experiment)`` gives an experiment's results, and
+    ``planned(experiment)``, if given, how many units the profile's plan has."""
+
+    profile: Profile
+    load: Callable[[str], list[dict]]
+    planned: Callable[[str], int] | None = None
+
+    def how_to_measure(self, experiment: str) -> str:
+        """The plan command that computes an experiment's missing units, or, when every planned
+        unit is stored, that the missing arm is not in the profile's plan."""
+        if self.planned is not None and self.planned(experiment) <= len(self.load(experiment)):
+            return f"not in the {self.profile.name} plan (all its {experiment} units are stored)"
+        return (f"run `python -m flatcomp plan --profile {self.profile.name} --experiment "
+                f"{experiment}`")
+
+
+def stored_records(profile: Profile) -> Stored:
+    """What ``results/<profile>/`` holds, nothing computed (``load_or_run(missing="skip")``),
+    each experiment read once."""
+    from flatcomp.experiments import load_or_run, planned_units
+
+    @functools.cache
+    def load(experiment: str) -> list[dict]:
+        return load_or_run(profile, experiment, progress=False, missing="skip")
+    return Stored(profile, load, lambda experiment: len(planned_units(profile, experiment)))
+
+
+# ---------------------------------------------------------------- pairs and rows
+
+def pairs_of(records: list[dict], arm: Callable[[dict], str], arms: tuple[str, str],
+             key: Callable[[dict], Hashable]) -> list[tuple[dict, dict]]:
+    """(record of ``arms[0]``, record of ``arms[1]``) for each ``key`` (a task and a seed, and
+    what else the comparison holds fixed) that has both, in key order; other arms are ignored."""
+    by = {(key(r), arm(r)): r for r in records if arm(r) in arms}
+    first, second = arms
+    keys = sorted({k for k, _ in by}, key=repr)
+    return [(by[k, first], by[k, second]) for k in keys if (k, first) in by and (k, second) in by]
+
+
+def paired(score: Callable[[dict], float], arm: Callable[[dict], str], arms: tuple[str, str],
+           key: Callable[[dict], Hashable]) -> Difference:
+    """The difference score(arms[0]) - score(arms[1]) over the pairs of :func:`pairs_of`, with
+    Student's t interval (None without a pair)."""
+    def difference(records: list[dict]) -> PairedDifference | None:
+        pairs = pairs_of(records, arm, arms, key)
+        if not pairs:
+            return None
+        return paired_difference([score(a) for a, _ in pairs], [score(b) for _, b in pairs])
+    return difference
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A claim as a paired difference, the paper's side positive; ``experiment`` computes it."""
+
+    claim: str
+    chapter: str
+    experiment: str
+    difference: Difference
+
+
+def not_measured(claim: str, task: str, chapter: str, paper: str, why: str) -> dict:
+    """A row for a claim without a stored pair."""
+    return {"claim": claim, "task": task, "paper": paper, "ours": "-", "95% CI": "-", "pairs": 0,
+            "verdict": "not yet measured", "chapter": chapter, "note": why}
+
+
+def compared(records: list[dict], c: Comparison, task: str, paper: str,
+             stored: Stored) -> tuple[dict, list[dict], str | None]:
+    """The row of one comparison over ``records``, those of the commonest environment only
+    (:func:`flatcomp.tables.one_environment`); the records left out, and the note naming them."""
+    kept, note = one_environment(records, f"{c.claim}, {task}")
+    left_out = [r for r in records if not any(r is k for k in kept)]
+    said = f"{len(left_out)} runs from another environment left out" if left_out else ""
+    d = c.difference(kept)
+    if d is None:
+        why = "; ".join(filter(None, [stored.how_to_measure(c.experiment), said]))
+        return not_measured(c.claim, task, c.chapter, paper, why), left_out, note
+    interval = ("-" if d.half_width is None else
+                f"{100 * (d.mean - d.half_width):+.1f} to {100 * (d.mean + d.half_width):+.1f}")
+    return {"claim": c.claim, "task": task, "paper": paper, "ours": f"{100 * d.mean:+.1f}",
+            "95% CI": interval, "pairs": d.pairs, "verdict": verdict(d, paper_sign=1),
+            "chapter": c.chapter, "note": said}, left_out, note
+
+
+def _task(r: dict) -> str:
+    return r["task"]
+
+
+def per_task(records: list[dict], c: Comparison, paper: Callable[[list[str]], str],
+             stored: Stored, group: Callable[[dict], str] = _task,
+             name: Callable[[str], str] = TASK_NAMES.get,
+             kind: str = "tasks") -> tuple[list[dict], list[str]]:
+    """One row per task (or other ``group``) that has records, then those with pairs pooled, if
+    more than one; ``paper(groups)`` is the paper's number over those groups. Without any
+    record, one row: not yet measured. Also the notes naming the records left out (each record
+    named once)."""
+    rows, notes, named, measured = [], [], set(), []
+
+    def add(row: dict, left_out: list[dict], note: str | None) -> None:
+        rows.append(row)
+        if note and not {id(r) for r in left_out} <= named:
+            notes.append(note)
+            named.update(id(r) for r in left_out)
+
+    for g in dict.fromkeys(map(group, records)):
+        add(*compared([r for r in records if group(r) == g], c, name(g), paper([g]), stored))
+        measured += [g] if rows[-1]["pairs"] else []
+    if len(measured) > 1:
+        add(*compared([r for r in records if group(r) in measured], c,
+                      f"pooled ({len(measured)} {kind})", paper(measured), stored))
+    if not rows:
+        rows.append(not_measured(c.claim, "all", c.chapter, paper([]),
+                                 stored.how_to_measure(c.experiment)))
+    return rows, notes
+
+
+def paper_mean(values: dict[str, float]) -> Callable[[list[str]], str]:
+    """The paper's difference for one task, or its mean over several, or over all it reports
+    (for no task: a claim not measured here yet)."""
+    def over(tasks: list[str]) -> str:
+        known = [values[t] for t in tasks if t in values] if tasks else list(values.values())
+        if not known:
+            return "not reported"
+        mean = f"{statistics.fmean(known):+.1f}"
+        return mean if len(known) == 1 == len(tasks) else f"{mean} (mean of {len(known)})"
+    return over
+
+
+def _task_seed(r: dict) -> tuple:
+    return r["task"], r["seed"]
+
+
+def _optimizer(r: dict) -> str:
+    return r["optimizer"]
+
+
+def _mask(r: dict) -> str:
+    return r["mask"]
+
+
+# ---------------------------------------------------------------- the claims
+
+def full_model(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C1: SAM's dense dev score (best epoch) minus Adam's, paired by task and seed."""
+    c = Comparison("C1 full model: SAM − Adam", "3 SAM fine-tuning", "finetune",
+                   paired(recorded_score, _optimizer, ("sam", "adam"), _task_seed))
+    return per_task(stored.load("finetune"), c, lambda tasks: FULL_MODEL_PAPER, stored)
+
+
+def imp_tickets(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C2: IMP with rewinding, the SAM chain's ticket minus the Adam chain's at the task's
+    reference sparsity (:func:`~flatcomp.experiments.ticket_sparsity`), paired by task and seed
+    (SQuAD is C7's)."""
+    from flatcomp.experiments import ticket_sparsity
+
+    lottery = stored.profile.for_lottery()
+    at = [r for r in stored.load("imp") if r["rewind"]
+          and round(r["sparsity"], 2) == round(ticket_sparsity(lottery, r["task"]), 2)]
+    c = Comparison("C2 IMP ticket: SAM − Adam", "4 lottery tickets", "imp",
+                   paired(recorded_score, _optimizer, ("sam", "adam"), _task_seed))
+    paper = {t: s - a for t, (a, s) in IMP_REWIND.items() if t != "squad"}
+    return per_task(at, c, paper_mean(paper), stored)
+
+
+def masks(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C2: the mask x optimizer table, the SAM-found mask minus the Adam-found one, paired by
+    task, sparsity, fine-tuning optimizer and seed (pairs under both optimizers, per task). The
+    paper's number: its Table 2 difference averaged over the two optimizers."""
+    c = Comparison("C2 mask: SAM − Adam mask", "4 lottery tickets", "tickets",
+                   paired(recorded_score, _mask, ("sam", "adam"),
+                          lambda r: (r["task"], round(r["sparsity"], 2), r["optimizer"],
+                                     r["seed"])))
+    paper = {task: statistics.fmean(cell["sam", o][0] - cell["adam", o][0] for o in ("adam", "sam"))
+             for (task, _), cell in MASK_X_OPTIMIZER.items()}
+    return per_task(stored.load("tickets"), c, paper_mean(paper), stored)
+
+
+def transfer(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C3: tickets found on one task and fine-tuned on another, the SAM ticket minus the Adam
+    ticket, paired by source, target, fine-tuning optimizer and seed; one row per source task,
+    as the paper's row averages. The paper's number is the mean of its Figure 8 cells for the
+    same sources, targets and optimizers (its printed row averages span all eight targets)."""
+    records = stored.load("transfer")
+    c = Comparison("C3 transfer: SAM − Adam ticket", "4 lottery tickets", "transfer",
+                   paired(recorded_score, _mask, ("sam", "adam"),
+                          lambda r: (r["source"], r["task"], r["optimizer"], r["seed"])))
+
+    def paper(sources: list[str]) -> str:
+        cells = {(r["source"], r["task"], r["optimizer"]) for r in records
+                 if r["source"] in sources} if sources else \
+            {(s, t, o) for o in ("adam", "sam") for s, t in TRANSFER["ticket", o] if s != t}
+        values = [TRANSFER["ticket", o][s, t] for s, t, o in sorted(cells)
+                  if (s, t) in TRANSFER["ticket", o]]
+        return f"{statistics.fmean(values):+.1f}" if values else "not reported"
+    return per_task(records, c, paper, stored, group=lambda r: r["source"],
+                    name=lambda source: f"from {TASK_NAMES[source]}", kind="sources")
+
+
+def cofi(stored: Stored, target: float = 0.95) -> tuple[list[dict], list[str]]:
+    """C5: CoFi at 95% sparsity, the student distilled from the SAM teacher minus the one from
+    the Adam teacher, paired by task and seed (the same student initialisation, batches and gate
+    noise: :func:`flatcomp.cofi_report.student_difference`)."""
+    records = [r for r in stored.load("cofi") + stored.load("cofi_more")
+               if r["target_sparsity"] == target]
+
+    def difference(rs: list[dict]) -> PairedDifference | None:
+        return cofi_report.student_difference(rs, target) if cofi_report.pairs(rs) else None
+    c = Comparison(f"C5 CoFi {100 * target:.0f}%: SAM − Adam teacher", "5 CoFi", "cofi",
+                   difference)
+    return per_task(records, c, paper_mean({t: s - a for t, (a, s) in COFI_95.items()}), stored)
+
+
+def int8(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C6: the score lost to dynamic int8 (per tensor), Adam's drop minus SAM's, paired by task
+    and seed (the fine-tuned models of C1; SQuAD is C7's)."""
+    c = Comparison("C6 int8 drop: Adam − SAM", "6 quantization", "quantization",
+                   paired(lambda r: r["scores"]["fp32"] - r["scores"]["int8"], _optimizer,
+                          ("adam", "sam"), _task_seed))
+    paper = {t: a - s for t, (a, s) in INT8_DROP.items() if t != "squad"}
+    return per_task(stored.load("quantization"), c, paper_mean(paper), stored)
+
+
+def squad(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C7: IMP and int8 on SQuAD v1.1 (F1): no SQuAD experiment exists yet (issue 17)."""
+    paper = (f"IMP {IMP_REWIND['squad'][1] - IMP_REWIND['squad'][0]:+.1f}, "
+             f"int8 {INT8_DROP['squad'][0] - INT8_DROP['squad'][1]:+.1f} F1")
+    return [not_measured("C7 SQuAD: SAM − Adam", "SQuAD", "7 SQuAD (to come)", paper,
+                         "the SQuAD chapter is not built yet (issue 17)")], []
+
+
+CLAIMS = (full_model, imp_tickets, masks, transfer, cofi, int8, squad)
+
+
+# ---------------------------------------------------------------- the table
+
+class ClaimsTable(NotedTable):
+    """The claims, with each chapter a link in HTML and the full notes under the table."""
+
+    @property
+    def _constructor(self):
+        return ClaimsTable
+
+    def _repr_html_(self) -> str:
+        formatters = {c: lambda v: html.escape(str(v)) for c in self.columns}
+        formatters["chapter"], formatters["note"] = chapter_link, with_code
+        out = self.to_html(escape=False, formatters=formatters)
+        return out + (f"<p><em>Note: {html.escape(self.note)}</em></p>" if self.note else "")
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.max_colwidth", None, "display.max_columns", None,
+                               "display.width", 100):
+            return super().__repr__()
+
+
+def chapter_link(label: str) -> str:
+    """A chapter's label as a link to its page (the label alone if it has none yet)."""
+    page = CHAPTERS.get(label)
+    return html.escape(label) if page is None else f'<a href="{page}.html">{html.escape(label)}</a>'
+
+
+def with_code(text: str) -> str:
+    """``text`` escaped for HTML, its `backticked` commands as code."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+
+
+def claims_table(profile: Profile, stored: Stored | None = None) -> pd.DataFrame:
+    """Every claim's rows (:data:`CLAIMS`), from ``stored`` (default: what the profile's results
+    hold), indexed by claim and task; the notes of the records left out go under it."""
+    stored = stored or stored_records(profile)
+    rows, notes = [], []
+    for claim in CLAIMS:
+        mine, note = claim(stored)
+        rows += mine
+        notes += note
+    table = ClaimsTable(pd.DataFrame(rows, columns=COLUMNS).set_index(["claim", "task"]))
+    table.note = " ".join(notes) or None
+    return table

@@ -1,0 +1,139 @@
+"""The claims page on hand-made records (no training): pairs, verdicts, environments, gaps."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+
+from flatcomp import claims
+from flatcomp.config import get_profile
+
+SMALL = get_profile("small")
+CPU = {"device": "cpu: a laptop", "precision": "fp32", "weights": "sha256 aaaa"}
+GPU = {"device": "cuda: a GPU", "precision": "bf16", "weights": "fp16-rounded copy"}
+
+
+def finetune(task, optimizer, seed, score, where=CPU):
+    return {"task": task, "optimizer": optimizer, "seed": seed, "best_score": score,
+            "environment": {"unit": f"{task}-{optimizer}-seed{seed}", **where}}
+
+
+def stored(profile=SMALL, planned=None, **records):
+    return claims.Stored(profile, lambda experiment: records.get(experiment, []), planned)
+
+
+def rows(claim, store):
+    found, _ = claim(store)
+    return {row["task"]: row for row in found}
+
+
+def test_pairs_are_formed_by_task_and_seed_only():
+    runs = [finetune("mrpc", "adam", 0, 0.80), finetune("mrpc", "adam", 1, 0.81),
+            finetune("mrpc", "sam", 1, 0.84), finetune("mrpc", "sam", 2, 0.90),
+            finetune("rte", "adam", 2, 0.60), finetune("mrpc", "swa", 1, 0.99)]
+    pairs = claims.pairs_of(runs, lambda r: r["optimizer"], ("sam", "adam"),
+                            lambda r: (r["task"], r["seed"]))
+    assert [(s["seed"], a["seed"], s["task"], a["task"]) for s, a in pairs] == \
+        [(1, 1, "mrpc", "mrpc")]
+    row = rows(claims.full_model, stored(finetune=runs))["MRPC"]
+    assert row["pairs"] == 1 and row["ours"] == "+3.0" and row["95% CI"] == "-"
+    assert row["verdict"] == "inconclusive (one pair: no interval)"
+
+
+@pytest.mark.parametrize("gain, word", [(0.02, "reproduced"), (-0.02, "contradicted")])
+def test_the_verdict_follows_the_sign_of_an_interval_that_excludes_zero(gain, word):
+    runs = [finetune("mrpc", "adam", s, 0.80 + 0.01 * s) for s in range(3)]
+    runs += [finetune("mrpc", "sam", s, 0.80 + 0.01 * s + gain + 0.001 * s) for s in range(3)]
+    row = rows(claims.full_model, stored(finetune=runs))["MRPC"]
+    assert row["verdict"] == word and row["pairs"] == 3
+
+
+def test_an_interval_across_zero_is_inconclusive_with_the_detectable_effect():
+    runs = [finetune("mrpc", "adam", s, 0.80) for s in range(3)]
+    runs += [finetune("mrpc", "sam", s, 0.80 + d) for s, d in enumerate((0.02, -0.02, 0.01))]
+    row = rows(claims.full_model, stored(finetune=runs))["MRPC"]
+    assert row["verdict"].startswith("inconclusive (this design detects differences of about")
+
+
+def test_tasks_are_pooled_when_more_than_one_has_pairs():
+    runs = [finetune(t, o, s, 0.7 + (0.01 * s if o == "sam" else 0))
+            for t in ("mrpc", "rte") for o in ("adam", "sam") for s in range(2)]
+    found = rows(claims.full_model, stored(finetune=runs))
+    assert list(found) == ["MRPC", "RTE", "pooled (2 tasks)"]
+    assert found["pooled (2 tasks)"]["pairs"] == 4
+    assert found["pooled (2 tasks)"]["ours"] == "+0.5"
+
+
+def test_int8_compares_adams_drop_with_sams():
+    def quant(optimizer, seed, drop):
+        return {"task": "rte", "optimizer": optimizer, "seed": seed,
+                "scores": {"fp32": 0.7, "int8": 0.7 - drop}}
+    records = [quant("adam", s, 0.03) for s in range(2)] + [quant("sam", s, 0.01) for s in range(2)]
+    row = rows(claims.int8, stored(quantization=records))["RTE"]
+    assert row["ours"] == "+2.0" and row["paper"] == "+8.7"
+
+
+def test_imp_compares_the_rewound_tickets_at_the_reference_sparsity():
+    def imp(optimizer, sparsity, score, rewind=True):
+        return {"task": "mrpc", "optimizer": optimizer, "seed": 0, "sparsity": sparsity,
+                "rewind": rewind, "best_score": score}
+    records = [imp("adam", 0.5, 0.80), imp("sam", 0.5, 0.83), imp("adam", 0.4, 0.1),
+               imp("sam", 0.4, 0.9), imp("adam", 0.5, 0.5, rewind=False)]
+    row = rows(claims.imp_tickets, stored(imp=records))["MRPC"]
+    assert row["pairs"] == 1 and row["ours"] == "+3.0" and row["paper"] == "+2.1"
+
+
+def test_cofi_pairs_the_students_of_both_teachers_at_95_percent():
+    def student(optimizer, seed, score, target=0.95):
+        return {"task": "sst2", "optimizer": optimizer, "seed": seed, "target_sparsity": target,
+                "dev_score": score}
+    records = [student("adam", 0, 0.80), student("sam", 0, 0.82), student("adam", 1, 0.81),
+               student("sam", 1, 0.83), student("sam", 0, 0.99, target=0.7)]
+    row = rows(claims.cofi, stored(cofi=records))["SST-2"]
+    assert row["pairs"] == 2 and row["ours"] == "+2.0" and row["paper"] == "+1.1"
+
+
+def test_a_claim_without_records_is_not_yet_measured_with_the_plan_command():
+    table = claims.claims_table(SMALL, stored())
+    assert set(table["verdict"]) == {"not yet measured"}
+    cofi = table.loc["C5 CoFi 95%: SAM − Adam teacher"].iloc[0]
+    assert "python -m flatcomp plan --profile small --experiment cofi" in cofi["note"]
+    assert cofi["paper"].endswith("(mean of 4)")  # the paper's four tasks
+    assert "issue 17" in table.loc["C7 SQuAD: SAM − Adam"].iloc[0]["note"]
+
+
+def test_only_one_arm_stored_and_every_planned_unit_stored_says_it_is_not_in_the_plan():
+    runs = [finetune("rte", "adam", s, 0.6) for s in range(3)]
+    row = rows(claims.full_model, stored(finetune=runs, planned=lambda e: 3))["RTE"]
+    assert row["verdict"] == "not yet measured"
+    assert row["note"] == "not in the small plan (all its finetune units are stored)"
+    row = rows(claims.full_model, stored(finetune=runs, planned=lambda e: 6))["RTE"]
+    assert row["note"].startswith("run `python -m flatcomp plan")
+
+
+def test_mixed_environments_are_not_paired_and_the_row_says_so():
+    runs = [finetune("mrpc", o, s, 0.8 + (0.02 if o == "sam" else 0) + 0.001 * s)
+            for o in ("adam", "sam") for s in range(3)]
+    runs.append(finetune("mrpc", "adam", 3, 0.5, where=GPU))  # its SAM partner ran on the CPU
+    runs.append(finetune("mrpc", "sam", 3, 0.9))
+    found, notes = claims.full_model(stored(finetune=runs))
+    assert found[0]["pairs"] == 3 and found[0]["verdict"] == "reproduced"
+    assert found[0]["note"] == "1 runs from another environment left out"
+    assert len(notes) == 1 and "mrpc-adam-seed3 on cuda: a GPU" in notes[0]
+
+
+def test_a_pair_only_in_the_minority_environment_is_not_measured_and_says_what_was_left_out():
+    runs = [finetune("mrpc", "adam", 0, 0.8, where=GPU), finetune("mrpc", "sam", 1, 0.8),
+            finetune("mrpc", "sam", 0, 0.8)]
+    row = rows(claims.full_model, stored(finetune=runs))["MRPC"]
+    assert row["verdict"] == "not yet measured" and "1 runs from another environment" in row["note"]
+
+
+def test_the_html_links_each_chapter_and_shows_the_notes():
+    runs = [finetune("mrpc", o, s, 0.8) for o in ("adam", "sam") for s in range(2)]
+    runs.append(finetune("mrpc", "sam", 2, 0.8, where=GPU))
+    out = claims.claims_table(SMALL, stored(finetune=runs))._repr_html_()
+    assert '<a href="03_sam_finetuning.html">3 SAM fine-tuning</a>' in out
+    assert '<a href="05_cofi.html">5 CoFi</a>' in out
+    assert "<code>python -m flatcomp plan --profile small --experiment imp</code>" in out
+    assert "Note: C1 full model" in out
