@@ -300,7 +300,8 @@ def load_squad(profile: Profile, folder: Path | str | None = None
                 f"no SQuAD v1.1. Tried: {'; '.join(tried)}. Set FLATCOMP_DATA to a folder with "
                 "squad/v1.1/dev-v1.1.json, or connect to the hub, or use the smoke profile.")
         train, dev = splits
-        train, note = _subsample_questions(train, settings["train_questions"], settings["split_seed"])
+        train, note = _subsample_questions(train, settings["train_questions"],
+                                           settings["split_seed"])
         return train, dev, note
     train, dev = split_by_article(examples, settings["eval_articles"], settings["split_seed"])
     full = len(train)
