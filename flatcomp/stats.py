@@ -6,7 +6,9 @@ interval is Student's t interval (Student, 1908)::
 
     mean(d) +- t_{(1 + c) / 2, n - 1} * sd(d) / sqrt(n)
 
-It needs at least two pairs; with one the difference is reported without an interval.
+It needs at least two pairs that do not all differ by the same amount; otherwise (one pair, or
+pairs without spread, whose t interval would have zero width) the difference is reported without
+an interval.
 
 The verdict rule every chapter uses (:func:`verdict`), for a claim that says which way the
 difference goes:
@@ -30,7 +32,7 @@ from scipy import stats
 @dataclass(frozen=True)
 class PairedDifference:
     """mean(a - b) over ``pairs`` pairs; ``half_width`` of the ``confidence`` interval (None for
-    a single pair)."""
+    a single pair, or pairs that all differ by the same amount)."""
 
     mean: float
     half_width: float | None
@@ -47,7 +49,8 @@ class PairedDifference:
         """'+1.2 ± 0.8 points (95% CI, 3 pairs)', or '+1.2 points (1 pair, no interval)'."""
         mean = f"{scale * self.mean:+.1f}"
         if self.half_width is None:
-            return f"{mean} {unit} (1 pair, no interval)"
+            pairs = "1 pair" if self.pairs == 1 else f"{self.pairs} pairs without spread"
+            return f"{mean} {unit} ({pairs}, no interval)"
         return (f"{mean} ± {scale * self.half_width:.1f} {unit} "
                 f"({100 * self.confidence:.0f}% CI, {self.pairs} pairs)")
 
@@ -61,8 +64,8 @@ def paired_difference(a: list[float], b: list[float],
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
     d = [x - y for x, y in zip(a, b)]
-    if len(d) == 1:
-        return PairedDifference(d[0], None, 1, confidence)
+    if len(d) == 1 or statistics.stdev(d) == 0:
+        return PairedDifference(statistics.fmean(d), None, len(d), confidence)
     t = float(stats.t.ppf((1 + confidence) / 2, len(d) - 1))
     se = statistics.stdev(d) / math.sqrt(len(d))
     return PairedDifference(statistics.fmean(d), t * se, len(d), confidence, se)
@@ -88,6 +91,7 @@ def verdict(d: PairedDifference, paper_sign: int = 1, scale: float = 100.0,
         return "reproduced" if d.mean * paper_sign > 0 else "contradicted"
     effect = detectable_effect(d)
     if effect is None:
-        return "inconclusive (one pair: no interval)"
+        return ("inconclusive (one pair: no interval)" if d.pairs == 1 else
+                "inconclusive (the pairs differ by the same amount: no interval)")
     return (f"inconclusive (this design detects differences of about {scale * effect:.1f} "
             f"{unit} or more)")

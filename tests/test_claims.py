@@ -112,7 +112,7 @@ def test_only_one_arm_stored_and_every_planned_unit_stored_says_it_is_not_in_the
 
 
 def test_mixed_environments_are_not_paired_and_the_row_says_so():
-    runs = [finetune("mrpc", o, s, 0.8 + (0.02 if o == "sam" else 0) + 0.001 * s)
+    runs = [finetune("mrpc", o, s, 0.8 + (0.02 + 0.001 * s if o == "sam" else 0.0))
             for o in ("adam", "sam") for s in range(3)]
     runs.append(finetune("mrpc", "adam", 3, 0.5, where=GPU))  # its SAM partner ran on the CPU
     runs.append(finetune("mrpc", "sam", 3, 0.9))

@@ -18,8 +18,15 @@ def test_the_interval_is_students_t_over_the_paired_differences():
 
 def test_pairing_removes_what_the_pairs_share():
     # large spread between pairs, constant difference within them: a tight interval
-    d = paired_difference([0.5, 0.7, 0.9], [0.49, 0.69, 0.89])
-    assert d.mean == pytest.approx(0.01) and d.half_width == pytest.approx(0, abs=1e-12)
+    d = paired_difference([0.5, 0.7, 0.9], [0.48, 0.69, 0.89])
+    assert d.mean == pytest.approx(0.04 / 3) and d.half_width < 0.02
+
+
+def test_pairs_without_spread_have_no_interval():
+    d = paired_difference([0.5, 0.75], [0.25, 0.5])  # both differ by exactly 0.25
+    assert d.half_width is None and not d.excludes_zero
+    assert d.describe() == "+25.0 points (2 pairs without spread, no interval)"
+    assert verdict(d) == "inconclusive (the pairs differ by the same amount: no interval)"
 
 
 def test_consistent_pairs_exclude_zero():
