@@ -380,23 +380,55 @@ def cost_table(timings: list[dict], runs: list[dict]) -> pd.DataFrame:
     return with_notes(pd.DataFrame(rows).set_index(["task", "optimizer"]), notes)
 
 
-def optimizer_differences(runs: list[dict], base: str = "adam") -> pd.DataFrame:
-    """Per task: each optimizer's mean best dev score minus ``base``'s, in points, with the
-    standard error of that difference, sqrt(s_a^2 / n_a + s_b^2 / n_b), over seeds; each task's
-    runs of one environment."""
-    runs, notes = one_environment_per(runs, _task, _task_block("fine-tunes"))
-    groups = {key: [r["best_score"] for r in rs]
-              for key, rs in by_task_and_optimizer(runs).items()}
-    rows = defaultdict(dict)
-    for (task, optimizer), scores in groups.items():
-        if optimizer == base or (task, base) not in groups:
+def _paired_rows(values: dict[tuple[str, str, int], float], base: str,
+                 base_first: bool = False) -> list[dict]:
+    """Per task and optimizer: the paired difference to ``base`` over the seeds both have
+    (``values`` keyed by task, optimizer and seed; ``base_first``: base minus optimizer), in
+    points, with Student's t interval and the verdict for the paper's claim that it is positive
+    (:func:`flatcomp.stats.verdict`)."""
+    from flatcomp.stats import paired_difference, verdict
+
+    rows = []
+    for task, optimizer in dict.fromkeys((t, o) for t, o, _ in values):
+        seeds = sorted(s for t, o, s in values if (t, o) == (task, optimizer)
+                       and (task, base, s) in values)
+        if optimizer == base or not seeds:
             continue
-        (m, s), (mb, sb) = mean_std(scores), mean_std(groups[(task, base)])
-        error = (s ** 2 / len(scores) + sb ** 2 / len(groups[(task, base)])) ** 0.5
-        rows[TASK_NAMES[task]][f"{OPTIMIZER_NAMES[optimizer]} − {OPTIMIZER_NAMES[base]}"] = (
-            f"{100 * (m - mb):+.1f} ± {100 * error:.1f}")
-    return with_notes(pd.DataFrame.from_dict(rows, orient="index").rename_axis("task (points)"),
+        mine, theirs = ([values[task, o, s] for s in seeds] for o in (optimizer, base))
+        d = paired_difference(theirs, mine) if base_first else paired_difference(mine, theirs)
+        names = [OPTIMIZER_NAMES[optimizer], OPTIMIZER_NAMES[base]]
+        rows.append({"task": TASK_NAMES[task],
+                     "comparison": " − ".join(names[::-1] if base_first else names),
+                     "paired seeds": d.pairs, "difference (points)": f"{100 * d.mean:+.1f}",
+                     "95% CI": "-" if d.half_width is None else
+                     f"{100 * (d.mean - d.half_width):+.1f} to {100 * (d.mean + d.half_width):+.1f}",
+                     "verdict": verdict(d)})
+    return rows
+
+
+def _paired_table(rows: list[dict], notes: list[str]) -> pd.DataFrame:
+    columns = ["task", "comparison", "paired seeds", "difference (points)", "95% CI", "verdict"]
+    return with_notes(pd.DataFrame(rows, columns=columns).set_index(["task", "comparison"]),
                       notes)
+
+
+def optimizer_differences(runs: list[dict], base: str = "adam") -> pd.DataFrame:
+    """Per task and optimizer: its best dev score minus ``base``'s on the same seed (the same
+    head initialisation and data order), with the verdict for the paper's claim that it beats
+    ``base`` (:func:`_paired_rows`); each task's runs of one environment."""
+    runs, notes = one_environment_per(runs, _task, _task_block("fine-tunes"))
+    values = {(r["task"], r["optimizer"], r["seed"]): r["best_score"] for r in runs}
+    return _paired_table(_paired_rows(values, base), notes)
+
+
+def int8_differences(quant: list[dict], base: str = "adam") -> pd.DataFrame:
+    """Per task and optimizer: ``base``'s dynamic int8 drop minus its own on the same seed, with
+    the verdict for the paper's claim that flat models lose less (:func:`_paired_rows`); each
+    task's models of one environment."""
+    quant, notes = one_environment_per(quant, _task, _task_block("quantized models"))
+    values = {(r["task"], r["optimizer"], r["seed"]): r["scores"]["fp32"] - r["scores"]["int8"]
+              for r in quant}
+    return _paired_table(_paired_rows(values, base, base_first=True), notes)
 
 
 def int8_table(quant: list[dict]) -> pd.DataFrame:

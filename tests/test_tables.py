@@ -42,12 +42,26 @@ def test_finetune_table_reports_mean_and_sample_std_over_seeds():
     assert row["majority class"] == "70.0"
 
 
-def test_optimizer_differences_are_mean_differences_with_their_standard_error():
-    runs = ([_run("mrpc", "adam", 5e-5, s) for s in (0.80, 0.82, 0.84)]
-            + [_run("mrpc", "sam", 5e-5, s) for s in (0.81, 0.81, 0.81)])
-    table = tables.optimizer_differences(runs)
-    # (0.81 - 0.82) = -1 point; sqrt(0.02^2 / 3 + 0) = 1.15 points
-    assert table.loc["MRPC", "SAM − Adam"] == "-1.0 ± 1.2"
+def test_optimizer_differences_pair_seeds_and_give_the_verdict():
+    runs = ([{**_run("mrpc", "adam", 5e-5, s), "seed": i} for i, s in enumerate((0.80, 0.82, 0.84))]
+            + [{**_run("mrpc", "sam", 5e-5, s), "seed": i}
+               for i, s in enumerate((0.785, 0.81, 0.82))])
+    row = tables.optimizer_differences(runs).loc[("MRPC", "SAM − Adam")]
+    # differences -1.5, -1.0, -2.0 points: mean -1.5, sd 0.5, t(0.975, 2) 4.30 -> +-1.24
+    assert row["difference (points)"] == "-1.5" and row["paired seeds"] == 3
+    assert row["95% CI"] == "-2.7 to -0.3" and row["verdict"] == "contradicted"
+
+
+def test_int8_differences_are_the_base_drop_minus_the_optimizers_paired_by_seed():
+    def q(optimizer, seed, fp32, int8):
+        return {"task": "mrpc", "optimizer": optimizer, "seed": seed,
+                "scores": {"fp32": fp32, "int8": int8}}
+
+    quant = [q("adam", 0, 0.82, 0.79), q("adam", 1, 0.80, 0.78), q("sam", 0, 0.81, 0.80),
+             q("sam", 1, 0.80, 0.796), q("sam", 2, 0.9, 0.1)]  # seed 2 has no Adam partner
+    row = tables.int8_differences(quant).loc[("MRPC", "Adam − SAM")]
+    assert row["paired seeds"] == 2 and row["difference (points)"] == "+1.8"  # (2 + 1.6) / 2
+    assert row["verdict"].startswith("inconclusive")
 
 
 def test_flatness_verdict_counts_seeds_where_sam_is_flatter():
@@ -358,7 +372,8 @@ def test_optimizer_differences_drop_the_minority_environment_of_a_task():
     runs = [run("adam", 0.80, CPU, 0), run("adam", 0.84, CPU, 1), run("sam", 0.83, CPU, 0),
             run("sam", 0.85, CPU, 1), run("sam", 0.99, GPU, 2)]
     table = tables.optimizer_differences(runs)
-    assert table.loc["MRPC", "SAM − Adam"] == "+2.0 ± 2.2"  # sqrt(2.83^2 / 2 + 1.41^2 / 2)
+    row = table.loc[("MRPC", "SAM − Adam")]  # seeds 0 and 1: +3 and +1 points
+    assert row["difference (points)"] == "+2.0" and row["paired seeds"] == 2
     assert "mrpc-sam-seed2 on cuda" in table.note
 
 
