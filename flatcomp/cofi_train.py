@@ -61,7 +61,7 @@ class CoFiSchedule:
     alpha_ce: float = 0.1
     sparsity_epsilon: float = 0.01
     evals_per_epoch: int = 1     # candidates per pruning epoch once the target has warmed up
-    gate_init: float = 0.0       # log alpha at the start: P(z != 0) = 0.83 (CoFi's droprate 0.5)
+    gate_init: float = 10.0      # log alpha at the start, CoFi's: every gate open (clamped to ln 100)
     batch_size: int = 32
 
 
