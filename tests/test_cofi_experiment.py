@@ -58,11 +58,14 @@ def test_a_smoke_unit_reaches_its_target_and_its_compact_model_is_exact(records)
     r = records["adam"]
     # 4 pruning epochs of 32 steps: the expected sparsity within 0.05 of 95% (asserted here)
     assert abs(r["expected_sparsity"] - r["target_sparsity"]) <= 0.05
-    assert abs(r["realised_sparsity"] - r["expected_sparsity"]) <= 0.05
     enc = r["encoder_params"]
     assert enc["compact"] == round((1 - r["realised_sparsity"]) * enc["dense"])
     kept = r["kept"]
     d_head = kept["of"]["hidden"] // kept["of"]["heads"]
+    # the deterministic gates round each structure's expected count: the realised sparsity is
+    # off by at most about one head's share of the encoder (12% of the tiny model's weights)
+    head_share = 4 * d_head * kept["of"]["hidden"] / enc["dense"]
+    assert abs(r["realised_sparsity"] - r["expected_sparsity"]) <= head_share
     assert enc["compact"] == kept["hidden"] * (4 * d_head * sum(kept["heads"]) + 2 * sum(kept["ffn"]))
     assert r["params"]["compact"] < r["params"]["dense"]
     assert r["compact_dev_score_pruned"] == r["gated_dev_score"]
