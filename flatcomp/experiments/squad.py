@@ -34,7 +34,7 @@ from flatcomp.experiments.core import (PASSES_PER_STEP, Experiment, Unit, checkp
                                        encoded_task, fine_tune_summary, finetune_record,
                                        finetuned, finetuned_file, unit_id)
 from flatcomp.experiments.quantization import QUANT_BITS
-from flatcomp.models import load_model, load_weights, save_weights
+from flatcomp.models import load_model, load_weights, model_source, save_weights
 from flatcomp.qa_features import QAFeatures, squad_features
 from flatcomp.results import ResultsStore
 from flatcomp.train import OPTIMIZERS, evaluate, fine_tune
@@ -233,10 +233,10 @@ def _compound_needs(profile: Profile, unit: Unit) -> tuple:
 
 def squad_windows(profile: Profile) -> tuple[int, int]:
     """(train windows, eval windows) at the profile: counted (the questions tokenised, once per
-    process) where the data is at hand (shipped rows, a local dev set), else estimated from the
-    official splits' windows per question (:data:`OFFICIAL_WINDOWS_PER_QUESTION`), without
-    reaching for the hub."""
-    if squad_is_local(profile):
+    process) where the data and the tokenizer are at hand (shipped rows or a local dev set, a
+    local model folder), else estimated from the official splits' windows per question
+    (:data:`OFFICIAL_WINDOWS_PER_QUESTION`), without reaching for the hub."""
+    if squad_is_local(profile) and Path(model_source(profile)).is_dir():
         train, dev, _ = squad_features(profile)
         return len(train), len(dev)
     questions = squad_rows(profile)
