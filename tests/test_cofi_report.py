@@ -15,6 +15,7 @@ def record(optimizer, seed, score, teacher, target=0.95, reached=True):
             "dev_score": score, "teacher": {"dev_score_cpu_fp32": teacher},
             "realised_sparsity": target, "expected_sparsity": target if reached else 0.8,
             "reached_target": reached, "params": {"dense": 22_700_000, "compact": 12_000_000},
+            "encoder_params": {"dense": 10_000_000, "compact": 0 if target == 1.0 else 500_000},
             "latency": latency,
             "kept": {"heads": [12, 3, 0], "ffn": [100, 0, 0], "hidden": 300,
                      "layers_removed": [2], "of": {"heads": 12, "ffn": 1536, "hidden": 384}},
@@ -49,7 +50,7 @@ def test_results_table_shows_both_teachers_the_difference_and_the_paper():
     assert row["student of the SAM teacher"] == "82.7 ± 1.0"
     assert row["student SAM − Adam"] == "+2.2 ± 2.5 points (95% CI, 2 pairs)"
     assert row["paper (Adam / SAM teacher)"] == "90.2 / 91.3"
-    assert "4/4" in row["sparsity reached"]
+    assert row["expected on target"] == "4/4" and row["realised sparsity"] == "95.0"
 
 
 def test_speed_table_averages_speedups_measured_within_records():
@@ -62,6 +63,9 @@ def test_verdict_names_students_that_missed_their_target():
     text = cofi_report.verdict(RECORDS[:3] + [record("sam", 1, 0.83, 0.875, reached=False)])
     assert "SAM teacher seed 1 (reached 80.0%)" in text
     assert "students +2.0" in text and "their teachers +1.3" in text
+    assert "keep no weight" not in text
+    assert "keep no weight of the encoder" in cofi_report.verdict(
+        [record("adam", 0, 0.5, 0.86, target=1.0), record("sam", 0, 0.5, 0.87, target=1.0)])
 
 
 def test_figures_draw_every_panel():
