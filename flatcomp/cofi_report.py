@@ -148,7 +148,7 @@ def verdict(records: list[dict]) -> str:
                      f"**{verdict_of(d)}**; their teachers {teachers.describe()}.")
     missed = [f"{TASK_NAMES[r['task']]} {_target(r['target_sparsity'])} "
               f"{TEACHERS[r['optimizer']]} seed {r['seed']} "
-              f"(reached {pct(r['expected_sparsity'])}%)"
+              f"(expected sparsity {pct(r['expected_sparsity'])}%)"
               for r in records if not r["reached_target"]]
     if missed:
         lines.append("Students that ended more than a point from their target: "
@@ -173,13 +173,15 @@ def _panels(n: int, per_row: int = 2, height: float = 3.4) -> tuple[plt.Figure, 
 
 
 def sparsity_traces(records: list[dict], seed: int | None = None) -> plt.Figure:
-    """Expected sparsity through pruning against the warmed-up target, one panel per task and
-    target (``seed``: the first stored one), both teachers."""
+    """Expected sparsity through pruning against the warmed-up target, and the gated model's dev
+    score at each candidate (right axis), one panel per task and target (``seed``: the first
+    stored one), both teachers."""
     seed = min(r["seed"] for r in records) if seed is None else seed
     cells = sorted({(r["task"], r["target_sparsity"]) for r in records if r["seed"] == seed},
                    key=lambda c: (c[0], -c[1]))
     fig, axes = _panels(len(cells))
     for ax, (task, target) in zip(axes, cells):
+        dev = ax.twinx()
         for r in records:
             if (r["task"], r["target_sparsity"], r["seed"]) != (task, target, seed):
                 continue
@@ -187,13 +189,19 @@ def sparsity_traces(records: list[dict], seed: int | None = None) -> plt.Figure:
             ax.plot(steps, [100 * row["expected_sparsity"] for row in r["trace"]],
                     color=COLORS[r["optimizer"]], label=f"expected, {TEACHERS[r['optimizer']]}")
             target_line = [100 * row["target"] for row in r["trace"]]
+            scored = [h for h in r["history"] if h["phase"] == "prune"]
+            dev.plot([h["step"] for h in scored], [100 * h["dev_score"] for h in scored],
+                     color=COLORS[r["optimizer"]], linestyle=":", marker="o", markersize=3,
+                     label=f"dev score, {TEACHERS[r['optimizer']]}")
         ax.plot(steps, target_line, color="black", linestyle="--", label="target t")
         ax.set_title(f"{TASK_NAMES[task]}, target {_target(target)}, seed {seed}")
         ax.set_xlabel("pruning step")
-        ax.set_ylabel("sparsity of the encoder matrices (%)")
+        ax.set_ylabel("expected sparsity of the encoder matrices (%)")
+        dev.set_ylabel(f"gated model's dev {MAIN_METRIC[task]} (%, dotted)")
         ax.set_ylim(0, 100)
+        dev.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -223,7 +231,8 @@ def accuracy_vs_speed(records: list[dict], batch_size: int = 32) -> plt.Figure:
             left.annotate(_target(r["target_sparsity"]),
                           (_latency(r, "compact", batch_size)["speedup"], 100 * r["dev_score"]),
                           fontsize=7, xytext=(3, 3), textcoords="offset points")
-        left.set_xlabel(f"speed-up over the dense model (CPU, batch {batch_size})")
+        left.set_xscale("log")
+        left.set_xlabel(f"speed-up over the dense model (CPU, batch {batch_size}, log scale)")
         right.set_xlabel("parameters (millions, embeddings included)")
         for ax in (left, right):
             ax.set_ylabel(f"{TASK_NAMES[task]} dev {MAIN_METRIC[task]} (%)")

@@ -19,6 +19,7 @@ def record(optimizer, seed, score, teacher, target=0.95, reached=True):
             "latency": latency,
             "kept": {"heads": [12, 3, 0], "ffn": [100, 0, 0], "hidden": 300,
                      "layers_removed": [2], "of": {"heads": 12, "ffn": 1536, "hidden": 384}},
+            "history": [{"phase": "prune", "step": 10, "dev_score": score}],
             "trace": [{"step": s, "target": target * s / 10, "expected_sparsity": 0.1 * s}
                       for s in range(1, 11)]}
 
@@ -61,7 +62,7 @@ def test_speed_table_averages_speedups_measured_within_records():
 
 def test_verdict_names_students_that_missed_their_target():
     text = cofi_report.verdict(RECORDS[:3] + [record("sam", 1, 0.83, 0.875, reached=False)])
-    assert "SAM teacher seed 1 (reached 80.0%)" in text
+    assert "SAM teacher seed 1 (expected sparsity 80.0%)" in text
     assert "students +2.0" in text and "their teachers +1.3" in text
     assert "keep no weight" not in text
     assert "keep no weight of the encoder" in cofi_report.verdict(
@@ -69,7 +70,7 @@ def test_verdict_names_students_that_missed_their_target():
 
 
 def test_figures_draw_every_panel():
-    assert len(cofi_report.sparsity_traces(RECORDS).axes) == 1
+    assert len(cofi_report.sparsity_traces(RECORDS).axes) == 2  # sparsity and dev score
     assert len(cofi_report.accuracy_vs_speed(RECORDS).axes) == 2
     assert len(cofi_report.kept_structure(RECORDS, "sst2").axes) == 2
     with pytest.raises(ValueError, match="stored tasks"):
