@@ -421,19 +421,25 @@ def batches(data: Encoded, batch_size: int, shuffle: bool = False, seed: int = 0
                            pad_id)
 
 
-def collate(indices: Sequence[int], data: Encoded, pad_id: int = 0) -> dict[str, torch.Tensor]:
-    longest = max(len(data.input_ids[i]) for i in indices)
+def pad_rows(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]],
+             indices: Sequence[int], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """The rows at ``indices`` padded to the longest of them, with their attention mask."""
+    longest = max(len(input_ids[i]) for i in indices)
     ids = torch.full((len(indices), longest), pad_id, dtype=torch.long)
     types = torch.zeros((len(indices), longest), dtype=torch.long)
     mask = torch.zeros((len(indices), longest), dtype=torch.long)
     for row, i in enumerate(indices):
-        n = len(data.input_ids[i])
-        ids[row, :n] = torch.tensor(data.input_ids[i])
-        types[row, :n] = torch.tensor(data.token_type_ids[i])
+        n = len(input_ids[i])
+        ids[row, :n] = torch.tensor(input_ids[i])
+        types[row, :n] = torch.tensor(token_type_ids[i])
         mask[row, :n] = 1
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+
+def collate(indices: Sequence[int], data: Encoded, pad_id: int = 0) -> dict[str, torch.Tensor]:
     label_dtype = torch.float if data.regression else torch.long
     labels = torch.tensor([data.labels[i] for i in indices], dtype=label_dtype)
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
+    return {**pad_rows(data.input_ids, data.token_type_ids, indices, pad_id), "labels": labels}
 
 
 def num_batches(data: Encoded, batch_size: int) -> int:

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from flatcomp.config import Profile, data_dir
-from flatcomp.data import SquadExample, load_squad
+from flatcomp.data import SquadExample, load_squad, pad_rows
 
 CLS_INDEX = 0  # the [CLS] token: the label of a window that lacks the answer
 Offset = tuple[int, int] | None
@@ -70,16 +70,7 @@ class QAFeatures:
     def collate(self, indices: Sequence[int], pad_id: int = 0) -> dict[str, torch.Tensor]:
         """The windows at ``indices`` padded to the longest, with their answer labels, as
         ``BertForQuestionAnswering`` takes them."""
-        longest = max(len(self.input_ids[i]) for i in indices)
-        ids = torch.full((len(indices), longest), pad_id, dtype=torch.long)
-        types = torch.zeros((len(indices), longest), dtype=torch.long)
-        mask = torch.zeros((len(indices), longest), dtype=torch.long)
-        for row, i in enumerate(indices):
-            n = len(self.input_ids[i])
-            ids[row, :n] = torch.tensor(self.input_ids[i])
-            types[row, :n] = torch.tensor(self.token_type_ids[i])
-            mask[row, :n] = 1
-        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+        return {**pad_rows(self.input_ids, self.token_type_ids, indices, pad_id),
                 "start_positions": torch.tensor([self.start_positions[i] for i in indices]),
                 "end_positions": torch.tensor([self.end_positions[i] for i in indices])}
 

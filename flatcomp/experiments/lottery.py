@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file
@@ -98,13 +99,26 @@ def _run_imp(profile: Profile, unit: Unit) -> dict:
             start_state=start_state))
         model = result.model
         summary = fine_tune_summary(result, task, optimizer, seed, lr, epochs, train, dev, cut)
-    if k < profile.imp_rounds:
-        next_masks = pruning.magnitude_masks(pruning.prunable_weights(model),
-                                             round((k + 1) * profile.imp_rate, 12), masks)
-        pruning.save_masks(next_masks, _imp_path(profile, unit, k + 1, "masks"),
+    next_sparsity = round((k + 1) * profile.imp_rate, 12) if k < profile.imp_rounds else None
+    return finish_imp_round(model, masks, unit, k, next_sparsity, summary,
+                            lambda k, kind: _imp_path(profile, unit, k, kind))
+
+
+def finish_imp_round(model: torch.nn.Module, masks: dict | None, unit: Unit, k: int,
+                     next_sparsity: float | None, summary: dict,
+                     path: Callable[[int, str], Path]) -> dict:
+    """The end of IMP round ``k``: the next round's masks pruned from the trained weights by
+    global magnitude to ``next_sparsity`` (None: the last round), the trained weights cached
+    (``path(round, "masks" | "weights")``), and the round's record."""
+    from flatcomp import pruning
+
+    if next_sparsity is not None:
+        next_masks = pruning.magnitude_masks(pruning.prunable_weights(model), next_sparsity,
+                                             masks)
+        pruning.save_masks(next_masks, path(k + 1, "masks"),
                            {"unit": unit_id(unit), "pruned_after_round": k,
                             "device": summary["device"], "round_score": summary["best_score"]})
-    save_weights(model, _imp_path(profile, unit, k, "weights"))
+    save_weights(model, path(k, "weights"))
     return {**unit, **finetune_record(summary),
             "sparsity": pruning.sparsity_report(model)["sparsity"]}
 

@@ -33,8 +33,9 @@ from flatcomp.data import squad_is_local, squad_rows
 from flatcomp.experiments.core import (PASSES_PER_STEP, Experiment, Unit, checkpoint_paths,
                                        encoded_task, fine_tune_summary, finetune_record,
                                        finetuned, finetuned_file, unit_id)
+from flatcomp.experiments.lottery import finish_imp_round
 from flatcomp.experiments.quantization import QUANT_BITS
-from flatcomp.models import load_model, load_weights, model_source, save_weights
+from flatcomp.models import load_model, load_weights, model_source
 from flatcomp.qa_features import QAFeatures, squad_features
 from flatcomp.results import ResultsStore
 from flatcomp.train import OPTIMIZERS, evaluate, fine_tune
@@ -156,15 +157,9 @@ def _run_imp(profile: Profile, unit: Unit) -> dict:
             settings["imp_rate"], rewind=True, start_round=k, start_masks=masks))
         model = result.model
         summary = fine_tune_summary(result, TASK, optimizer, seed, lr, epochs, train, dev, cut)
-    if k < settings["imp_rounds"]:
-        next_masks = pruning.magnitude_masks(pruning.prunable_weights(model),
-                                             _sparsity(profile, k + 1), masks)
-        pruning.save_masks(next_masks, _imp_file(profile, unit, k + 1, "masks"),
-                           {"unit": unit_id(unit), "pruned_after_round": k,
-                            "device": summary["device"], "round_score": summary["best_score"]})
-    save_weights(model, _imp_file(profile, unit, k, "weights"))
-    return {**unit, **finetune_record(summary),
-            "sparsity": pruning.sparsity_report(model)["sparsity"]}
+    next_sparsity = _sparsity(profile, k + 1) if k < settings["imp_rounds"] else None
+    return finish_imp_round(model, masks, unit, k, next_sparsity, summary,
+                            lambda k, kind: _imp_file(profile, unit, k, kind))
 
 
 def _run_compound(profile: Profile, unit: Unit) -> dict:
