@@ -127,10 +127,8 @@ def compared(records: list[dict], c: Comparison, task: str, paper: str,
     if d is None:
         why = "; ".join(filter(None, [stored.how_to_measure(c.experiment), said]))
         return not_measured(c.claim, task, c.chapter, paper, why), left_out, note
-    interval = ("-" if d.half_width is None else
-                f"{100 * (d.mean - d.half_width):+.1f} to {100 * (d.mean + d.half_width):+.1f}")
     return {"claim": c.claim, "task": task, "paper": paper, "ours": f"{100 * d.mean:+.1f}",
-            "95% CI": interval, "pairs": d.pairs, "verdict": verdict(d, paper_sign=1),
+            "95% CI": d.interval(), "pairs": d.pairs, "verdict": verdict(d, paper_sign=1),
             "chapter": c.chapter, "note": said}, left_out, note
 
 

@@ -45,6 +45,13 @@ class PairedDifference:
         """The interval lies on one side of zero (False when there is no interval)."""
         return self.half_width is not None and abs(self.mean) > self.half_width
 
+    def interval(self, scale: float = 100.0) -> str:
+        """'-1.2 to +0.4' (times ``scale``), or '-' without an interval."""
+        if self.half_width is None:
+            return "-"
+        low, high = self.mean - self.half_width, self.mean + self.half_width
+        return f"{scale * low:+.1f} to {scale * high:+.1f}"
+
     def describe(self, scale: float = 100.0, unit: str = "points") -> str:
         """'+1.2 ± 0.8 points (95% CI, 3 pairs)', or '+1.2 points (1 pair, no interval)'."""
         mean = f"{scale * self.mean:+.1f}"

@@ -400,8 +400,7 @@ def _paired_rows(values: dict[tuple[str, str, int], float], base: str,
         rows.append({"task": TASK_NAMES[task],
                      "comparison": " − ".join(names[::-1] if base_first else names),
                      "paired seeds": d.pairs, "difference (points)": f"{100 * d.mean:+.1f}",
-                     "95% CI": "-" if d.half_width is None else
-                     f"{100 * (d.mean - d.half_width):+.1f} to {100 * (d.mean + d.half_width):+.1f}",
+                     "95% CI": d.interval(),
                      "verdict": verdict(d)})
     return rows
 
