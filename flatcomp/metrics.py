@@ -147,12 +147,18 @@ def squad_f1(prediction: str, ground_truths: list[str]) -> float:
 def squad_metrics(predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
     """Mean exact match and F1 (fractions) over the question ids of `references`
     (Rajpurkar et al., 2016); a question with no prediction scores 0 on both."""
+    per_question = squad_question_scores(predictions, references)
+    n = len(per_question)
+    return {"exact_match": sum(em for em, _ in per_question) / n,
+            "f1": sum(f1 for _, f1 in per_question) / n}
+
+
+def squad_question_scores(predictions: dict[str, str], references: dict[str, list[str]]
+                          ) -> list[tuple[float, float]]:
+    """(exact match, F1) of every question of `references`, in its order, each the maximum over
+    the question's gold answers; a question with no prediction scores (0, 0). Their means are
+    :func:`squad_metrics`; paired over questions they compare two models on one dev set."""
     if not references:
         raise ValueError("empty input: no references")
-    em = f1_sum = 0.0
-    for qid, truths in references.items():
-        if qid in predictions:
-            em += squad_exact_match(predictions[qid], truths)
-            f1_sum += squad_f1(predictions[qid], truths)
-    n = len(references)
-    return {"exact_match": em / n, "f1": f1_sum / n}
+    return [(squad_exact_match(predictions[qid], truths), squad_f1(predictions[qid], truths))
+            if qid in predictions else (0.0, 0.0) for qid, truths in references.items()]

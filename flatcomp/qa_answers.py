@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from flatcomp.metrics import squad_metrics
+from flatcomp.metrics import squad_metrics, squad_question_scores
 from flatcomp.qa_features import Offset, QAFeatures
 
 N_BEST = 20
@@ -96,3 +96,12 @@ def squad_scores(features: QAFeatures, start_logits: Sequence[torch.Tensor],
     """Exact match and F1 (fractions) of the predicted answers against every gold answer."""
     references = {e.id: e.answers for e in features.examples}
     return squad_metrics(predicted_answers(features, start_logits, end_logits), references)
+
+
+def question_f1(features: QAFeatures, start_logits: Sequence[torch.Tensor],
+                end_logits: Sequence[torch.Tensor]) -> list[float]:
+    """The F1 of every question of ``features`` (in the order of its examples): the values that
+    :func:`squad_scores` averages, for comparisons paired over questions."""
+    references = {e.id: e.answers for e in features.examples}
+    predictions = predicted_answers(features, start_logits, end_logits)
+    return [f1 for _, f1 in squad_question_scores(predictions, references)]

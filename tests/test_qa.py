@@ -350,8 +350,8 @@ def test_small_splits_the_real_dev_set_by_article_and_subsamples(real_folder):
     from flatcomp.config import SMALL
 
     train, dev, cut = load_squad(SMALL, real_folder)
-    assert len(train) == 4000 and len(dev) == 2192
+    assert len(train) == 2000 and len(dev) == 2192
     assert len({e.title for e in train}) <= 38 and len({e.title for e in dev}) == 10
     assert not {e.title for e in train} & {e.title for e in dev}
     assert "38 articles (8378 questions) to train, 10 (2192) to evaluate" in cut
-    assert "4000 of the 8378 training questions" in cut
+    assert "2000 of the 8378 training questions" in cut

@@ -20,7 +20,7 @@ ONE_SECOND = lambda profile: 1.0  # noqa: E731
 
 def test_the_chapter_lists_its_experiments_in_the_issues_priority_order():
     assert SQUAD == ["squad_finetune", "squad_quant", "squad_imp", "squad_compound",
-                     "squad_more", "squad_more_quant"]
+                     "squad_more", "squad_more_quant", "squad_bits"]
     priority = {name: EXPERIMENTS[name].priority for name in SQUAD}
     assert priority["squad_finetune"] < priority["squad_quant"] < priority["squad_imp"] \
         < priority["squad_more"]
@@ -116,14 +116,21 @@ def test_smoke_units_fine_tune_quantize_prune_and_compound(smoke):
 
     quant, = load_or_run(smoke, "squad_quant", optimizer=["adam"], progress=False)
     scores = quant["scores"]
-    assert set(scores) == {"fp32", "int8", "int8 per channel", "8 bit", "8 bit per channel",
-                           "6 bit", "6 bit per channel", "4 bit", "4 bit per channel", "3 bit",
-                           "3 bit per channel"}
+    assert set(scores) == {"fp32", "int8", "int8 per channel"}
+    per_question = quant["f1_per_question"]
+    assert set(per_question) == {"fp32", "int8"}
+    for name, values in per_question.items():  # the questions' F1s average to the score
+        assert len(values) == 46 and sum(values) / 46 == pytest.approx(scores[name], abs=1e-4)
     assert scores["fp32"] == pytest.approx(result["best_score"], abs=0.02)  # fp32 vs bf16
     assert quant["int8_drop"] == pytest.approx(scores["fp32"] - scores["int8"])
     assert set(quant["exact_match"]) == set(scores)
     assert quant["size_bytes"]["int8"] < quant["size_bytes"]["fp32"]
     assert "split by article" in provenance(smoke, "squad_quant", "squad-adam-seed0")["data_cut"]
+
+    bits, = load_or_run(smoke, "squad_bits", optimizer=["adam"], progress=False)
+    assert set(bits["scores"]) == {f"{b} bit{c}" for b in (8, 6, 4, 3)
+                                   for c in ("", " per channel")}
+    assert "f1_per_question" not in bits
 
     compound, = load_or_run(smoke, "squad_compound", optimizer=["adam"], progress=False)
     rounds = load_or_run(smoke, "squad_imp", optimizer=["adam"], missing="skip")

@@ -5,12 +5,14 @@ k-bit weights, IMP with rewinding, and the sparsest IMP round's ticket in int8.
 The experiments, in the plan's order (their priority, then the seed):
 
     squad_finetune           0  Adam and SAM, first seed: the models the chapter's verdict uses
-    squad_quant              1  their exact match and F1 in fp32, dynamic int8 and k bits
+    squad_quant              1  their exact match and F1 in fp32 and dynamic int8 (F1 per question
+                                too, to pair the int8 drops of two models over one dev set)
     squad_imp                2  IMP with rewinding, Adam and SAM: round 0 is the dense fine-tune,
                                 round k trains the ticket at k x imp_rate sparsity (4 x 10%)
     squad_compound           2  the last IMP round's ticket (40%) in fp32 and dynamic int8
     squad_more               3  SWA on every seed, Adam and SAM on the other seeds
-    squad_more_quant         3  their int8 and k bits
+    squad_more_quant         3  their int8
+    squad_bits               3  the first seed's Adam and SAM models with k-bit weights
 
 Every experiment runs at :meth:`~flatcomp.config.Profile.for_squad` (the SQuAD batch size and
 window length; the plan measures its step there), every record carries the data cut (the article
@@ -38,7 +40,8 @@ from flatcomp.experiments.quantization import QUANT_BITS
 from flatcomp.models import load_model, load_weights, model_source
 from flatcomp.qa_features import QAFeatures, squad_features
 from flatcomp.results import ResultsStore
-from flatcomp.train import OPTIMIZERS, evaluate, fine_tune
+from flatcomp.qa_answers import question_f1, squad_scores
+from flatcomp.train import OPTIMIZERS, fine_tune, predict_spans
 
 TASK = "squad"
 HEADLINE = ("adam", "sam")  # the optimizers of the verdict (SWA is in squad_more)
@@ -96,20 +99,14 @@ def _run_finetune(profile: Profile, unit: Unit) -> dict:
 
 
 def _run_quantization(profile: Profile, unit: Unit) -> dict:
-    """Exact match and F1 of a fine-tuned model in fp32, after dynamic int8 (per tensor and per
-    channel) and with its Linear weights rounded to each of :data:`QUANT_BITS` bits, all on the
-    CPU without autocast (:mod:`flatcomp.quantization`)."""
+    """Exact match and F1 of a fine-tuned model in fp32 and after dynamic int8 (per tensor and
+    per channel), on the CPU without autocast (:mod:`flatcomp.quantization`), with the F1 of every
+    question in fp32 and int8."""
     from flatcomp import quantization as q
 
     model = finetuned(profile, TASK, unit["optimizer"], unit["seed"])[0].cpu().eval()
     _, dev, cut = encoded_task(profile, TASK)
-    variants = {"fp32": lambda: model, "int8": lambda: q.quantize_dynamic_int8(model),
-                "int8 per channel": lambda: q.quantize_dynamic_int8(model, per_channel=True)}
-    for bits in QUANT_BITS:
-        for per_channel in (False, True):
-            key = f"{bits} bit{' per channel' if per_channel else ''}"
-            variants[key] = lambda b=bits, c=per_channel: q.fake_quantize_weights(model, b, c)
-    measured = _cpu_scores(profile, dev, variants)
+    measured = _cpu_scores(profile, dev, _int8_variants(model))
     drop = measured["scores"]["fp32"] - measured["scores"]["int8"]
     return {**unit, **measured, "int8_drop": drop,
             "size_bytes": {"fp32": q.model_size_bytes(model),
@@ -117,16 +114,45 @@ def _run_quantization(profile: Profile, unit: Unit) -> dict:
             "data_cut": cut}
 
 
-def _cpu_scores(profile: Profile, dev: QAFeatures, variants: dict) -> dict:
-    """``{"scores": {name: F1}, "exact_match": {name: EM}}`` of each variant (a function that
-    makes the model) on ``dev``, on the CPU in fp32 (how quantized models are compared)."""
+def _run_bits(profile: Profile, unit: Unit) -> dict:
+    """Exact match and F1 of a fine-tuned model with its Linear weights rounded to each of
+    :data:`QUANT_BITS` bits, per tensor and per channel (the quantization chapter's sweep)."""
+    from flatcomp import quantization as q
+
+    model = finetuned(profile, TASK, unit["optimizer"], unit["seed"])[0].cpu().eval()
+    _, dev, cut = encoded_task(profile, TASK)
+    variants = {}
+    for bits in QUANT_BITS:
+        for per_channel in (False, True):
+            key = f"{bits} bit{' per channel' if per_channel else ''}"
+            variants[key] = lambda b=bits, c=per_channel: q.fake_quantize_weights(model, b, c)
+    return {**unit, **_cpu_scores(profile, dev, variants, paired=()), "data_cut": cut}
+
+
+def _int8_variants(model: torch.nn.Module) -> dict[str, Callable[[], torch.nn.Module]]:
+    from flatcomp import quantization as q
+
+    return {"fp32": lambda: model, "int8": lambda: q.quantize_dynamic_int8(model),
+            "int8 per channel": lambda: q.quantize_dynamic_int8(model, per_channel=True)}
+
+
+def _cpu_scores(profile: Profile, dev: QAFeatures, variants: dict,
+                paired: tuple[str, ...] = ("fp32", "int8")) -> dict:
+    """``{"scores": {name: F1}, "exact_match": {name: EM}, "f1_per_question": {name: [F1]}}`` of
+    each variant (a function that makes the model) on ``dev``, on the CPU in fp32 (how quantized
+    models are compared); the F1 of every question (rounded to 1e-4) for the variants in
+    ``paired``."""
     fp32 = profile.with_overrides(precision="fp32")
-    scores, exact = {}, {}
+    scores, exact, per_question = {}, {}, {}
     for name, make in tqdm(variants.items(), desc="SQuAD on the CPU", leave=False,
                            mininterval=0.5):
-        metrics = evaluate(make(), dev, TASK, fp32, torch.device("cpu"))
+        logits = predict_spans(make(), dev, fp32, torch.device("cpu"))
+        metrics = squad_scores(dev, *logits)
         scores[name], exact[name] = metrics["f1"], metrics["exact_match"]
-    return {"scores": scores, "exact_match": exact}
+        if name in paired:
+            per_question[name] = [round(f1, 4) for f1 in question_f1(dev, *logits)]
+    measured = {"scores": scores, "exact_match": exact}
+    return {**measured, "f1_per_question": per_question} if paired else measured
 
 
 def _run_imp(profile: Profile, unit: Unit) -> dict:
@@ -165,8 +191,6 @@ def _run_imp(profile: Profile, unit: Unit) -> dict:
 def _run_compound(profile: Profile, unit: Unit) -> dict:
     """The last IMP round's model (the ticket at the unit's sparsity, trained) in fp32 and after
     dynamic int8, on the CPU without autocast."""
-    from flatcomp import quantization as q
-
     imp = dict(task=TASK, optimizer=unit["optimizer"], rewind=True, seed=unit["seed"],
                round=_last_round(profile))
     record = ResultsStore(profile).load_or_run("squad_imp", unit_id(imp),
@@ -174,9 +198,7 @@ def _run_compound(profile: Profile, unit: Unit) -> dict:
     weights = _cached(profile, _imp_file(profile, imp, imp["round"], "weights"), imp)
     model = load_weights(load_model(profile, TASK, unit["seed"]), weights).cpu().eval()
     _, dev, cut = encoded_task(profile, TASK)
-    measured = _cpu_scores(profile, dev, {
-        "fp32": lambda: model, "int8": lambda: q.quantize_dynamic_int8(model),
-        "int8 per channel": lambda: q.quantize_dynamic_int8(model, per_channel=True)})
+    measured = _cpu_scores(profile, dev, _int8_variants(model))
     drop = measured["scores"]["fp32"] - measured["scores"]["int8"]
     return {**unit, **measured, "int8_drop": drop,
             "imp_round": unit_id(imp), "imp_record_score": record["best_score"],
@@ -264,8 +286,13 @@ def _finetune_cost(profile: Profile, unit: Unit) -> float:
 
 
 def _quantization_cost(profile: Profile, unit: Unit) -> float:
-    """The model, then fp32, two int8 and two roundings per bit width: one eval pass each."""
-    passes = 3 + 2 * len(QUANT_BITS)
+    """The model, then fp32 and two int8: one eval pass each."""
+    return _model_steps(profile, unit) + _eval_steps(profile, squad_windows(profile)[1], 3)
+
+
+def _bits_cost(profile: Profile, unit: Unit) -> float:
+    """The model, then two roundings per bit width: one eval pass each."""
+    passes = 2 * len(QUANT_BITS)
     return _model_steps(profile, unit) + _eval_steps(profile, squad_windows(profile)[1], passes)
 
 
@@ -284,8 +311,8 @@ EXPERIMENTS = (
     Experiment("squad_finetune", "SQuAD v1.1 span extraction fine-tuned with Adam and SAM, "
                "first seed", _headline_units, _run_finetune, "squad", priority=0,
                cost=_finetune_cost, squad=True),
-    Experiment("squad_quant", "SQuAD exact match and F1 after dynamic int8 and k-bit "
-               "weight rounding (Adam and SAM, first seed)", _headline_units, _run_quantization,
+    Experiment("squad_quant", "SQuAD exact match and F1 after dynamic int8 (Adam and SAM, "
+               "first seed)", _headline_units, _run_quantization,
                "squad", priority=1, cost=_quantization_cost,
                needs=_needs_model("squad_finetune"), squad=True),
     Experiment("squad_imp", "SQuAD IMP with rewinding, Adam and SAM, one unit per round",
@@ -296,7 +323,10 @@ EXPERIMENTS = (
                needs=_compound_needs, squad=True),
     Experiment("squad_more", "SQuAD fine-tunes: SWA on every seed, Adam and SAM on the others",
                _more_units, _run_finetune, "squad", priority=3, cost=_finetune_cost, squad=True),
-    Experiment("squad_more_quant", "SQuAD int8 and k-bit rounding of the squad_more "
-               "models", _more_units, _run_quantization, "squad", priority=3,
-               cost=_quantization_cost, needs=_needs_model("squad_more"), squad=True),
+    Experiment("squad_more_quant", "SQuAD dynamic int8 of the squad_more models", _more_units,
+               _run_quantization, "squad", priority=3, cost=_quantization_cost,
+               needs=_needs_model("squad_more"), squad=True),
+    Experiment("squad_bits", "SQuAD exact match and F1 with k-bit weights (Adam and SAM, first "
+               "seed)", _headline_units, _run_bits, "squad", priority=3, cost=_bits_cost,
+               needs=_needs_model("squad_finetune"), squad=True),
 )
