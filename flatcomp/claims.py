@@ -27,7 +27,7 @@ from typing import Callable, Hashable
 
 import pandas as pd
 
-from flatcomp import cofi_report
+from flatcomp import cofi_report, squad_report
 from flatcomp.config import Profile
 from flatcomp.metrics import recorded_score
 from flatcomp.paper import COFI_95, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER, TRANSFER
@@ -39,7 +39,7 @@ FULL_MODEL_PAPER = "SAM ahead on 5 of 8 tasks"
 
 # The chapter of each claim: the label shown, and the page it links to.
 CHAPTERS = {"3 SAM fine-tuning": "03_sam_finetuning", "4 lottery tickets": "04_lottery_tickets",
-            "5 CoFi": "05_cofi", "6 quantization": "06_quantization", "7 SQuAD (to come)": None}
+            "5 CoFi": "05_cofi", "6 quantization": "06_quantization", "7 SQuAD": "07_squad"}
 
 COLUMNS = ["claim", "task", "paper", "ours", "95% CI", "pairs", "verdict", "chapter", "note"]
 
@@ -270,15 +270,39 @@ def int8(stored: Stored) -> tuple[list[dict], list[str]]:
     return per_task(stored.load("quantization"), c, paper_mean(paper), stored)
 
 
-def squad(stored: Stored) -> tuple[list[dict], list[str]]:
-    """C7: IMP and int8 on SQuAD v1.1 (F1): no SQuAD experiment exists yet (issue 17)."""
-    paper = (f"IMP {IMP_REWIND['squad'][1] - IMP_REWIND['squad'][0]:+.1f}, "
-             f"int8 {INT8_DROP['squad'][0] - INT8_DROP['squad'][1]:+.1f} F1")
-    return [not_measured("C7 SQuAD: SAM − Adam", "SQuAD", "7 SQuAD (to come)", paper,
-                         "the SQuAD chapter is not built yet (issue 17)")], []
+def squad_int8(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C7: the F1 lost to dynamic int8 on SQuAD, Adam's drop minus SAM's, paired by seed; the
+    note gives the first pair's difference over the dev questions
+    (:func:`flatcomp.squad_report.int8_difference`)."""
+    records = stored.load("squad_quant") + stored.load("squad_more_quant")
+    c = Comparison("C7 SQuAD int8 drop: Adam − SAM", "7 SQuAD", "squad_quant",
+                   paired(lambda r: r["int8_drop"], _optimizer, ("adam", "sam"), _task_seed))
+    a, s = INT8_DROP["squad"]
+    rows, notes = per_task(records, c, lambda tasks: f"{a - s:+.1f}", stored)
+    kept, _ = one_environment(records, "C7 SQuAD int8")
+    measured = squad_report.int8_difference(kept)
+    if measured and rows[0]["pairs"]:
+        questions = measured[1]
+        said = (f"over the {questions.pairs:,} dev questions of seed "
+                f"{squad_report.seed_pairs(kept)[0][0]['seed']}: {100 * questions.mean:+.1f} "
+                f"({questions.interval()})")
+        rows[0]["note"] = "; ".join(filter(None, [said, rows[0]["note"]]))
+    return rows, notes
 
 
-CLAIMS = (full_model, imp_tickets, masks, transfer, cofi, int8, squad)
+def squad_imp(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C7: IMP with rewinding on SQuAD at the last round's sparsity (the paper: 40%), the SAM
+    ticket's F1 minus the Adam ticket's, paired by seed."""
+    settings = stored.profile.squad_settings()
+    last = round(settings["imp_rounds"] * settings["imp_rate"], 2)
+    at = [r for r in stored.load("squad_imp") if round(r["sparsity"], 2) == last]
+    c = Comparison(f"C7 SQuAD IMP {100 * last:.0f}%: SAM − Adam", "7 SQuAD", "squad_imp",
+                   paired(recorded_score, _optimizer, ("sam", "adam"), _task_seed))
+    a, s = IMP_REWIND["squad"]
+    return per_task(at, c, lambda tasks: f"{s - a:+.1f}", stored)
+
+
+CLAIMS = (full_model, imp_tickets, masks, transfer, cofi, int8, squad_int8, squad_imp)
 
 
 # ---------------------------------------------------------------- the table

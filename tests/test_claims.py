@@ -99,7 +99,21 @@ def test_a_claim_without_records_is_not_yet_measured_with_the_plan_command():
     cofi = table.loc["C5 CoFi 95%: SAM − Adam teacher"].iloc[0]
     assert "python -m flatcomp plan --profile small --experiment cofi" in cofi["note"]
     assert cofi["paper"].endswith("(mean of 4)")  # the paper's four tasks
-    assert "issue 17" in table.loc["C7 SQuAD: SAM − Adam"].iloc[0]["note"]
+    squad = table.loc["C7 SQuAD int8 drop: Adam − SAM"].iloc[0]
+    assert "--experiment squad_quant" in squad["note"] and squad["paper"] == "+4.8"
+    assert table.loc["C7 SQuAD IMP 40%: SAM − Adam"].iloc[0]["paper"] == "+0.9"
+
+
+def test_squad_int8_pairs_seeds_and_notes_the_difference_over_questions():
+    def quant(optimizer, seed, fp32, int8):
+        return {"task": "squad", "optimizer": optimizer, "seed": seed, "data_cut": "split",
+                "int8_drop": sum(fp32) / 2 - sum(int8) / 2, "scores": {},
+                "f1_per_question": {"fp32": fp32, "int8": int8}}
+    records = [quant("adam", 0, [1.0, 0.5], [0.5, 0.5]), quant("sam", 0, [1.0, 0.5], [1.0, 0.3])]
+    row = rows(claims.squad_int8, stored(squad_quant=records))["SQuAD"]
+    assert row["pairs"] == 1 and row["ours"] == "+15.0"  # 25.0 - 10.0 points
+    assert row["verdict"] == "inconclusive (one pair: no interval)"
+    assert row["note"].startswith("over the 2 dev questions of seed 0: +15.0 (")
 
 
 def test_only_one_arm_stored_and_every_planned_unit_stored_says_it_is_not_in_the_plan():
