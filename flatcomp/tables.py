@@ -77,15 +77,17 @@ def check_one_environment(records: list[dict], what: str) -> None:
 
 def one_environment(records: list[dict], what: str) -> tuple[list[dict], str | None]:
     """The records of the environment most of them share (with those that do not say where they
-    ran), and a note naming the records left out and where they ran (None if none were)."""
+    ran), and a note naming the records left out (None if none were). The note names runs, not
+    machines: where each ran is on the appendix page (:func:`provenance_table`)."""
     groups = _by_environment(records)
     if len(groups) < 2:
         return records, None
-    (kept_env, kept), *others = groups.items()
-    left = {id(r) for _, rs in others for r in rs}
-    note = (f"{what}: only the {len(kept)} runs on {describe(kept_env)} are used; left out: "
-            + "; ".join(f"{_units_of(rs)} on {describe(env)}" for env, rs in others) + ".")
-    return [r for r in records if id(r) not in left], note
+    (_, kept), *others = groups.items()
+    left = [r for _, rs in others for r in rs]
+    note = (f"{what}: only the {len(kept)} runs of one environment (device, precision and "
+            f"starting weights) are used; left out, as made in another: {_units_of(left)} (the "
+            "appendix says where each ran).")
+    return [r for r in records if not any(r is x for x in left)], note
 
 
 def one_environment_per(records: list[dict], key: Callable[[dict], Hashable],
@@ -653,7 +655,7 @@ def pooler_check_table(checks: list[dict], tickets: list[dict]) -> pd.DataFrame:
     class for every row stays near ln 2 = 0.69 on a balanced pair task). A ticket that ran in
     another environment than its check is not shown beside it (a note says where each ran)."""
     found = {(r["task"], r["mask"], r["optimizer"], r["seed"]): r for r in tickets}
-    apart = defaultdict(list)  # (check's environment, ticket's): the checks not compared
+    apart = defaultdict(list)  # (check's environment, ticket's) -> the checks not compared
 
     def score_and_loss(r: dict | None) -> list[str]:
         if r is None:
@@ -675,9 +677,9 @@ def pooler_check_table(checks: list[dict], tickets: list[dict]) -> pd.DataFrame:
                      if ticket else "-"])
     columns = ["task", "mask", "fine-tuning", "seed", "pooler weights kept", "ticket",
                "ticket train loss", "dense pooler", "dense pooler train loss", "difference"]
-    notes = [f"{_units_of(rs)} ran on {describe(mine)}, their tickets on {describe(theirs)}: "
-             "the ticket columns and the difference are left empty."
-             for (mine, theirs), rs in apart.items()]
+    notes = [f"{_units_of(rs)} ran in another environment than their tickets (the appendix "
+             "says where each ran): the ticket columns and the difference are left empty."
+             for rs in apart.values()]
     return with_notes(pd.DataFrame(rows, columns=columns).set_index(columns[:4]), notes)
 
 
