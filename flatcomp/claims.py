@@ -337,12 +337,15 @@ def with_code(text: str) -> str:
     return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
 
 
-def claims_table(profile: Profile, stored: Stored | None = None) -> pd.DataFrame:
-    """Every claim's rows (:data:`CLAIMS`), from ``stored`` (default: what the profile's results
-    hold), indexed by claim and task; the notes of the records left out go under it."""
+def claims_table(profile: Profile, stored: Stored | None = None,
+                 only: tuple[Callable[[Stored], tuple[list[dict], list[str]]], ...] = CLAIMS
+                 ) -> pd.DataFrame:
+    """The rows of every claim (:data:`CLAIMS`, or those in ``only``), from ``stored`` (default:
+    what the profile's results hold), indexed by claim and task; the notes of the records left
+    out go under it."""
     stored = stored or stored_records(profile)
     rows, notes = [], []
-    for claim in CLAIMS:
+    for claim in only:
         mine, note = claim(stored)
         rows += mine
         notes += note

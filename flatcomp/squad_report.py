@@ -197,6 +197,23 @@ def imp_curve(rounds: list[dict]) -> plt.Figure:
     return fig
 
 
+def int8_changes_table(quant: list[dict]) -> pd.DataFrame:
+    """Per optimizer and seed: how many dev questions dynamic int8 scores lower, higher or the
+    same (F1), and the mean F1 lost by those it lowers: whether the drop is many small losses or
+    a few answers lost whole."""
+    rows = []
+    for r in sorted(quant, key=lambda r: (list(OPTIMIZERS).index(r["optimizer"]), r["seed"])):
+        changes = [i - f for f, i in zip(r["f1_per_question"]["fp32"],
+                                         r["f1_per_question"]["int8"])]
+        lower = [-c for c in changes if c < 0]
+        rows.append({"optimizer": OPTIMIZERS[r["optimizer"]], "seed": r["seed"],
+                     "questions": len(changes), "lower in int8": len(lower),
+                     "higher": sum(c > 0 for c in changes), "same": changes.count(0.0),
+                     "mean F1 lost where lower": pct(sum(lower) / len(lower)) if lower else "-",
+                     "int8 drop": pct(r["int8_drop"])})
+    return pd.DataFrame(rows).set_index(["optimizer", "seed"]) if rows else pd.DataFrame()
+
+
 # ---------------------------------------------------------------- the verdict
 
 def _judged(name: str, seeds: PairedDifference, questions: PairedDifference) -> str:
@@ -230,10 +247,10 @@ def imp_verdict(rounds: list[dict], compound: list[dict], sparsity: float) -> st
     pairs = seed_pairs(one_environment(at, "SQuAD IMP")[0])
     paper = "{:.1f} → {:.1f}".format(*IMP_REWIND["squad"])
     if not pairs:
-        return (f"IMP at {pct(sparsity)}% (the paper, at 40%: Adam → SAM {paper} F1) is not "
+        return (f"IMP at {100 * sparsity:.0f}% (the paper, at 40%: Adam → SAM {paper} F1) is not "
                 "measured yet: no Adam/SAM pair of its last squad_imp round.")
     d = paired_difference([s["best_score"] for s, _ in pairs], [a["best_score"] for _, a in pairs])
-    line = (f"IMP at {pct(sparsity)}%, SAM − Adam: {d.describe()}: **{verdict_of(d)}** (the "
+    line = (f"IMP at {100 * sparsity:.0f}%, SAM − Adam: {d.describe()}: **{verdict_of(d)}** (the "
             f"paper, at 40%: {paper} F1).")
     if compound:
         drops = ", ".join(f"{OPTIMIZERS[r['optimizer']]} {100 * r['int8_drop']:.1f}"
@@ -245,3 +262,33 @@ def imp_verdict(rounds: list[dict], compound: list[dict], sparsity: float) -> st
 def verdict(quant: list[dict], rounds: list[dict], compound: list[dict], sparsity: float) -> str:
     """C7 in a few sentences: :func:`int8_verdict`, then :func:`imp_verdict`."""
     return f"{int8_verdict(quant)} {imp_verdict(rounds, compound, sparsity)}"
+
+
+def prose_numbers(finetunes: list[dict], quant: list[dict]) -> dict[str, float]:
+    """The numbers the chapter's prose quotes (glued with myst-nb), in points: per optimizer of
+    the first seed ``<o>_f1``, ``<o>_em`` (best epoch), ``<o>_fp32``, ``<o>_int8``,
+    ``<o>_drop`` and ``<o>_pc_drop`` (int8 per channel); and the paired differences over the first pair's questions, ``int8_diff``
+    (Adam's drop minus SAM's) and ``dense_diff`` (SAM - Adam in fp32), with ``_low`` and
+    ``_high`` (the 95% interval)."""
+    numbers: dict[str, float] = {}
+    first = min((r["seed"] for r in quant), default=None)
+    for r in finetunes:
+        if r["seed"] == first:
+            best = next(h for h in r["history"] if h["epoch"] == r["best_epoch"])
+            numbers[f"{r['optimizer']}_f1"] = 100 * best["f1"]
+            numbers[f"{r['optimizer']}_em"] = 100 * best["exact_match"]
+    for r in quant:
+        if r["seed"] == first:
+            numbers[f"{r['optimizer']}_fp32"] = 100 * r["scores"]["fp32"]
+            numbers[f"{r['optimizer']}_int8"] = 100 * r["scores"]["int8"]
+            numbers[f"{r['optimizer']}_drop"] = 100 * r["int8_drop"]
+            if "int8 per channel" in r["scores"]:
+                numbers[f"{r['optimizer']}_pc_drop"] = \
+                    100 * (r["scores"]["fp32"] - r["scores"]["int8 per channel"])
+    for name, measured in (("int8_diff", int8_difference(quant)),
+                           ("dense_diff", dense_difference(quant))):
+        if measured and measured[1].half_width is not None:
+            d = measured[1]
+            numbers.update({name: 100 * d.mean, f"{name}_low": 100 * (d.mean - d.half_width),
+                            f"{name}_high": 100 * (d.mean + d.half_width)})
+    return numbers

@@ -980,3 +980,15 @@ def provenance_table(profile: Profile) -> pd.DataFrame:
     columns = ["experiment", "device", "precision", "weights", "records", "commits",
                "wall hours", "dates"]
     return pd.DataFrame(rows, columns=columns).set_index(["experiment", "device"])
+
+
+def glue_numbers(numbers: dict[str, float]) -> None:
+    """Glue each number under its name for the chapter's prose (``{glue:text}`name:.1f``` in
+    Markdown, myst-nb's glue), without displaying it. Without myst-nb (a bare Colab runtime) it
+    does nothing: the prose is rendered from the book's committed outputs, not at run time."""
+    try:
+        from myst_nb import glue
+    except ImportError:
+        return
+    for name, value in numbers.items():
+        glue(name, value, display=False)

@@ -99,6 +99,9 @@ def test_a_claim_without_records_is_not_yet_measured_with_the_plan_command():
     cofi = table.loc["C5 CoFi 95%: SAM − Adam teacher"].iloc[0]
     assert "python -m flatcomp plan --profile small --experiment cofi" in cofi["note"]
     assert cofi["paper"].endswith("(mean of 4)")  # the paper's four tasks
+    only = claims.claims_table(SMALL, stored(), only=(claims.squad_int8, claims.squad_imp))
+    assert list(only.index.get_level_values("claim")) == ["C7 SQuAD int8 drop: Adam − SAM",
+                                                          "C7 SQuAD IMP 40%: SAM − Adam"]
     squad = table.loc["C7 SQuAD int8 drop: Adam − SAM"].iloc[0]
     assert "--experiment squad_quant" in squad["note"] and squad["paper"] == "+4.8"
     assert table.loc["C7 SQuAD IMP 40%: SAM − Adam"].iloc[0]["paper"] == "+0.9"

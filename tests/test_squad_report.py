@@ -59,7 +59,7 @@ def test_models_scored_on_different_cuts_are_not_compared():
 def test_without_a_pair_the_verdicts_say_what_is_not_measured():
     assert sr.int8_difference([quant("adam", 0, [1.0], [0.5])]) is None
     text = sr.verdict([quant("adam", 0, [1.0], [0.5])], [imp("adam", 4, 0.5)], [], 0.4)
-    assert "int8 drop is not measured yet" in text and "IMP at 40.0% " in text
+    assert "int8 drop is not measured yet" in text and "IMP at 40% " in text
     assert "not measured yet" in text.split("IMP at")[1]
 
 
@@ -95,3 +95,24 @@ def test_the_results_table_puts_int8_beside_the_paper():
     assert (row["best epoch"], row["F1"], row["EM"]) == ("2 of 2", "60.0", "45.0")
     assert (row["F1 fp32 (CPU)"], row["F1 int8"], row["int8 drop"]) == ("60.0", "55.0", "5.0")
     assert row["paper int8 drop"] == "4.28"
+
+
+def test_prose_numbers_are_the_first_seeds_and_the_question_intervals():
+    finetunes = [{"optimizer": o, "seed": 0, "best_epoch": 1,
+                  "history": [{"epoch": 1, "f1": f1, "exact_match": 0.5}]}
+                 for o, f1 in (("adam", 0.6), ("sam", 0.65))]
+    fp32 = [1.0, 0.8, 0.6, 0.4] * 5
+    records = [quant("adam", 0, fp32, [x - 0.1 for x in fp32]), quant("sam", 0, fp32, fp32),
+               quant("adam", 1, fp32, fp32)]
+    numbers = sr.prose_numbers(finetunes, records)
+    assert numbers["sam_f1"] == pytest.approx(65.0) and numbers["adam_em"] == 50.0
+    assert numbers["adam_drop"] == pytest.approx(10.0) and numbers["sam_drop"] == 0.0
+    assert "int8_diff" not in numbers  # every question differs by the same 10 points
+    assert "dense_diff" not in numbers  # no spread either
+
+
+def test_int8_changes_count_the_questions_int8_lowers_and_raises():
+    table = sr.int8_changes_table([quant("adam", 0, [1.0, 0.5, 0.0, 0.2], [0.0, 0.5, 0.4, 0.1])])
+    row = table.loc["Adam", 0]
+    assert (row["lower in int8"], row["higher"], row["same"]) == (2, 1, 1)
+    assert row["mean F1 lost where lower"] == "55.0"  # (1.0 + 0.1) / 2
