@@ -55,7 +55,7 @@ book: $(BOOK_STAMP)
 test: test-unit test-notebooks test-smoke
 
 test-unit: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -n 2 --dist loadfile
 
 test-notebooks: $(STAMP)
 	FLATCOMP_PROFILE=small $(PY) -m pytest -q --nbval --nbval-current-env \
