@@ -18,15 +18,14 @@ from typing import Callable
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from flatcomp.config import Profile
+from flatcomp.config import Profile, get_profile
 from flatcomp.data import SquadExample, load_squad
 from flatcomp.paper import FULL_BERT_BASE, IMP_REWIND, INT8_DROP, TICKET_SPARSITY
 from flatcomp.qa_answers import Span, span_text
 from flatcomp.qa_features import CLS_INDEX, QAFeatures, encode_squad
 from flatcomp.stats import PairedDifference, paired_difference, verdict as verdict_of
-from flatcomp.tables import one_environment, pct, with_notes
+from flatcomp.tables import OPTIMIZER_NAMES, one_environment, pct, with_notes
 
-OPTIMIZERS = {"adam": "Adam", "sam": "SAM", "swa": "SWA"}
 HEADLINE = ("adam", "sam")
 COLORS = {"adam": "tab:blue", "sam": "tab:orange"}
 
@@ -37,7 +36,6 @@ def example_windows(profile: Profile) -> tuple[SquadExample, QAFeatures]:
     """The shipped SQuAD question (``flatcomp/smoke_data``) whose context takes the most windows
     at the profile's window length and stride, encoded alone with the profile's tokenizer; of
     those, the first whose answer is not in the first window."""
-    from flatcomp.config import get_profile
     from flatcomp.models import load_tokenizer
 
     train, dev, _ = load_squad(get_profile("smoke"))
@@ -128,19 +126,24 @@ def int8_difference(quant: list[dict]) -> tuple[PairedDifference, PairedDifferen
 
 # ---------------------------------------------------------------- tables
 
+def _in_order(records: list[dict]) -> list[dict]:
+    """By optimizer (Adam, SAM, SWA, ...), then seed."""
+    return sorted(records, key=lambda r: (list(OPTIMIZER_NAMES).index(r["optimizer"]), r["seed"]))
+
+
 def results_table(finetunes: list[dict], quant: list[dict]) -> pd.DataFrame:
     """Per optimizer and seed: the best epoch's F1 and exact match (during training), then F1 in
     fp32 and dynamic int8 on the CPU and the drop, beside the paper's (BERT-base) numbers."""
     finetunes, notes = one_environment(finetunes, "SQuAD fine-tunes")
     scored = _by_optimizer_seed(quant)
     rows = []
-    for r in sorted(finetunes, key=lambda r: (list(OPTIMIZERS).index(r["optimizer"]), r["seed"])):
+    for r in _in_order(finetunes):
         best = next(h for h in r["history"] if h["epoch"] == r["best_epoch"])
         q = scored.get((r["optimizer"], r["seed"]))
         drop = INT8_DROP["squad"][HEADLINE.index(r["optimizer"])] \
             if r["optimizer"] in HEADLINE else None
         rows.append({
-            "optimizer": OPTIMIZERS[r["optimizer"]], "seed": r["seed"],
+            "optimizer": OPTIMIZER_NAMES[r["optimizer"]], "seed": r["seed"],
             "best epoch": f"{r['best_epoch']} of {r['epochs']}",
             "EM": pct(best["exact_match"]), "F1": pct(best["f1"]),
             "F1 fp32 (CPU)": pct(q["scores"]["fp32"]) if q else "-",
@@ -184,10 +187,10 @@ def imp_curve(rounds: list[dict]) -> plt.Figure:
                       key=lambda r: r["round"])
         if mine:
             ax.plot([100 * r["sparsity"] for r in mine], [100 * r["best_score"] for r in mine],
-                    "o-", color=COLORS[o], label=f"{OPTIMIZERS[o]} (ours, seed {seed})")
+                    "o-", color=COLORS[o], label=f"{OPTIMIZER_NAMES[o]} (ours, seed {seed})")
     for o, value in zip(HEADLINE, IMP_REWIND["squad"]):
         ax.plot([100 * TICKET_SPARSITY["squad"]], [value], "*", ms=12, color=COLORS[o],
-                label=f"{OPTIMIZERS[o]} (paper, BERT-base)")
+                label=f"{OPTIMIZER_NAMES[o]} (paper, BERT-base)")
     ax.set_xlabel("sparsity of the encoder's prunable weights (%)")
     ax.set_ylabel("dev F1 (%)")
     ax.set_title("SQuAD: IMP with rewinding")
@@ -202,11 +205,11 @@ def int8_changes_table(quant: list[dict]) -> pd.DataFrame:
     same (F1), and the mean F1 lost by those it lowers: whether the drop is many small losses or
     a few answers lost whole."""
     rows = []
-    for r in sorted(quant, key=lambda r: (list(OPTIMIZERS).index(r["optimizer"]), r["seed"])):
+    for r in _in_order(quant):
         changes = [i - f for f, i in zip(r["f1_per_question"]["fp32"],
                                          r["f1_per_question"]["int8"])]
         lower = [-c for c in changes if c < 0]
-        rows.append({"optimizer": OPTIMIZERS[r["optimizer"]], "seed": r["seed"],
+        rows.append({"optimizer": OPTIMIZER_NAMES[r["optimizer"]], "seed": r["seed"],
                      "questions": len(changes), "lower in int8": len(lower),
                      "higher": sum(c > 0 for c in changes), "same": changes.count(0.0),
                      "mean F1 lost where lower": pct(sum(lower) / len(lower)) if lower else "-",
@@ -253,23 +256,18 @@ def imp_verdict(rounds: list[dict], compound: list[dict], sparsity: float) -> st
     line = (f"IMP at {100 * sparsity:.0f}%, SAM − Adam: {d.describe()}: **{verdict_of(d)}** (the "
             f"paper, at 40%: {paper} F1).")
     if compound:
-        drops = ", ".join(f"{OPTIMIZERS[r['optimizer']]} {100 * r['int8_drop']:.1f}"
+        drops = ", ".join(f"{OPTIMIZER_NAMES[r['optimizer']]} {100 * r['int8_drop']:.1f}"
                           for r in sorted(compound, key=lambda r: r["optimizer"]))
         line += f" These tickets lose in int8: {drops} F1."
     return line
 
 
-def verdict(quant: list[dict], rounds: list[dict], compound: list[dict], sparsity: float) -> str:
-    """C7 in a few sentences: :func:`int8_verdict`, then :func:`imp_verdict`."""
-    return f"{int8_verdict(quant)} {imp_verdict(rounds, compound, sparsity)}"
-
-
 def prose_numbers(finetunes: list[dict], quant: list[dict]) -> dict[str, float]:
     """The numbers the chapter's prose quotes (glued with myst-nb), in points: per optimizer of
-    the first seed ``<o>_f1``, ``<o>_em`` (best epoch), ``<o>_fp32``, ``<o>_int8``,
-    ``<o>_drop`` and ``<o>_pc_drop`` (int8 per channel); and the paired differences over the first pair's questions, ``int8_diff``
-    (Adam's drop minus SAM's) and ``dense_diff`` (SAM - Adam in fp32), with ``_low`` and
-    ``_high`` (the 95% interval)."""
+    the first seed ``<o>_f1``, ``<o>_em`` (best epoch), ``<o>_fp32``, ``<o>_int8``, ``<o>_drop``
+    and ``<o>_pc_drop`` (int8 per channel); and the paired differences over the first pair's
+    questions, ``int8_diff`` (Adam's drop minus SAM's) and ``dense_diff`` (SAM - Adam in fp32),
+    with ``_low`` and ``_high`` (the 95% interval)."""
     numbers: dict[str, float] = {}
     first = min((r["seed"] for r in quant), default=None)
     for r in finetunes:

@@ -58,9 +58,9 @@ def test_models_scored_on_different_cuts_are_not_compared():
 
 def test_without_a_pair_the_verdicts_say_what_is_not_measured():
     assert sr.int8_difference([quant("adam", 0, [1.0], [0.5])]) is None
-    text = sr.verdict([quant("adam", 0, [1.0], [0.5])], [imp("adam", 4, 0.5)], [], 0.4)
-    assert "int8 drop is not measured yet" in text and "IMP at 40% " in text
-    assert "not measured yet" in text.split("IMP at")[1]
+    assert "int8 drop is not measured yet" in sr.int8_verdict([quant("adam", 0, [1.0], [0.5])])
+    text = sr.imp_verdict([imp("adam", 4, 0.5)], [], 0.4)
+    assert text.startswith("IMP at 40% ") and "not measured yet" in text
 
 
 def test_the_int8_verdict_uses_the_question_interval_with_one_seed():
