@@ -169,7 +169,11 @@ def test_local_executor_kills_at_the_deadline_and_keeps_what_finished(smoke, tmp
     assert statuses[killed + 1:] == ["not started"] * (len(statuses) - killed - 1)
     store = ResultsStore(smoke)
     assert store.units("data_cards") == ["cola"]
-    assert len(store.units("finetune")) == killed - 1  # what finished is kept, the killed is not
+    stored = set(store.units("finetune"))
+    for o in outcomes[1:killed]:  # what finished is kept
+        assert set(o.step.units) <= stored
+    for o in outcomes[killed + 1:]:  # what never started left nothing
+        assert not set(o.step.units) & stored
 
 
 # ---------------------------------------------------------------- the whole smoke plan
