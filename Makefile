@@ -49,13 +49,15 @@ book: $(BOOK_STAMP)
 	shutil.copytree(pathlib.Path(m.__file__).parent / 'static', '_offline/mathjax', dirs_exist_ok=True)"
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 
-# The tiny model trains fastest on one thread per process (two xdist workers on two cores).
+# The tiny model trains fastest on one thread per process (two xdist workers on two cores); the
+# tests that race plan processes against a deadline run afterwards, alone.
 # Unit tests, then every chapter re-executed at its default profile from results/ (outputs must
 # match exactly), then every chapter trained for real at the smoke profile.
 test: test-unit test-notebooks test-smoke
 
 test-unit: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -n 2 --dist loadfile -m "not serial"
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -m serial
 
 test-notebooks: $(STAMP)
 	FLATCOMP_PROFILE=small $(PY) -m pytest -q --nbval --nbval-current-env \

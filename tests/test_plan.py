@@ -154,6 +154,7 @@ def test_a_step_that_cannot_finish_before_the_deadline_is_not_started(smoke, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_local_executor_kills_at_the_deadline_and_keeps_what_finished(smoke, tmp_path):
     free = lambda profile: 0.0  # noqa: E731 - every step fits: only the deadline stops them
     quick = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=free)[:1]
@@ -189,6 +190,7 @@ def _records(root: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_plan_killed_with_sigkill_resumes_to_byte_identical_results(tmp_path):
     """The same units, run through once and killed (-9, the whole process group) once: the
     resumed run computes only what is missing, and every result is byte for byte the same."""
