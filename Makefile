@@ -50,7 +50,7 @@ book: $(BOOK_STAMP)
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 
 # The tiny model trains fastest on one thread per process (two xdist workers on two cores); the
-# tests that race plan processes against a deadline run afterwards, alone.
+# test that races plan processes against a deadline runs afterwards, alone.
 # Unit tests, then every chapter re-executed at its default profile from results/ (outputs must
 # match exactly), then every chapter trained for real at the smoke profile.
 test: test-unit test-notebooks test-smoke

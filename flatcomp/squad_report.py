@@ -217,6 +217,14 @@ def int8_changes_table(quant: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["optimizer", "seed"]) if rows else pd.DataFrame()
 
 
+def with_fp32(bits: list[dict], quant: list[dict]) -> list[dict]:
+    """The k-bit records (``squad_bits``) with their model's fp32 F1 from ``squad_quant`` added
+    to their scores, for :func:`flatcomp.plots.bit_sweep`; a model without one is left out."""
+    fp32 = {(q["optimizer"], q["seed"]): q["scores"]["fp32"] for q in quant}
+    return [{**b, "scores": {**b["scores"], "fp32": fp32[b["optimizer"], b["seed"]]}}
+            for b in bits if (b["optimizer"], b["seed"]) in fp32]
+
+
 # ---------------------------------------------------------------- the verdict
 
 def _judged(name: str, seeds: PairedDifference, questions: PairedDifference) -> str:

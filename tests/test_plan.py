@@ -190,7 +190,6 @@ def _records(root: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.serial
 def test_a_plan_killed_with_sigkill_resumes_to_byte_identical_results(tmp_path):
     """The same units, run through once and killed (-9, the whole process group) once: the
     resumed run computes only what is missing, and every result is byte for byte the same."""

@@ -116,3 +116,11 @@ def test_int8_changes_count_the_questions_int8_lowers_and_raises():
     row = table.loc["Adam", 0]
     assert (row["lower in int8"], row["higher"], row["same"]) == (2, 1, 1)
     assert row["mean F1 lost where lower"] == "55.0"  # (1.0 + 0.1) / 2
+
+
+def test_the_bit_sweep_gets_its_models_fp32_score():
+    bits = [{"task": "squad", "optimizer": o, "seed": 0, "scores": {"8 bit": 0.5}}
+            for o in ("adam", "sam")]
+    merged = sr.with_fp32(bits, [quant("adam", 0, [0.6], [0.5])])
+    assert [(r["optimizer"], r["scores"]) for r in merged] == [("adam", {"8 bit": 0.5,
+                                                                         "fp32": 0.6})]
