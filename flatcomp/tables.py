@@ -84,9 +84,8 @@ def one_environment(records: list[dict], what: str) -> tuple[list[dict], str | N
         return records, None
     (_, kept), *others = groups.items()
     left = [r for _, rs in others for r in rs]
-    note = (f"{what}: only the {len(kept)} runs of one environment (device, precision and "
-            f"starting weights) are used; left out, as made in another: {_units_of(left)} (the "
-            "appendix says where each ran).")
+    note = (f"{what}: only the {len(kept)} runs of one environment are used; left out, as made "
+            f"in another: {_units_of(left)} (the appendix says where each ran).")
     return [r for r in records if not any(r is x for x in left)], note
 
 
