@@ -121,7 +121,8 @@ def _experiment_step(profile: Profile, job: Job, store: ResultsStore,
     if not missing:
         return None
     seconds = seconds_per_step(at) * sum(exp.cost(at, u) for u in missing)
-    return Step(job, tuple(unit_id(u) for u in missing), seconds, exp.priority, exp.alone)
+    priority = min(exp.priority_of(at, u) for u in missing)
+    return Step(job, tuple(unit_id(u) for u in missing), seconds, priority, exp.alone)
 
 
 def _ticket_step(profile: Profile, job: Job,

@@ -290,7 +290,8 @@ def sweep_verdict(runs: list[dict], cards: list[dict], profile: Profile,
                     f" of an accuracy near it is {pct((p * (1 - p) / dev_rows[task]) ** 0.5)} "
                     "points)")
         use = (f"The `{profile.name}` profile uses lr {profile.lr_for(task):g}."
-               if task in profile.tasks else f"The `{profile.name}` profile drops {TASK_NAMES[task]}.")
+               if task in profile.dense_tasks()
+               else f"The `{profile.name}` profile drops {TASK_NAMES[task]}.")
         lines.append(f"* **{TASK_NAMES[task]}**{base}: {'; '.join(parts)}. {use}")
     return "\n".join(lines)
 

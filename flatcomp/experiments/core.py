@@ -47,7 +47,9 @@ class Experiment:
     """One experiment of a chapter.
 
     ``priority``: the plan starts lower numbers first (0: the units a chapter's verdict rests on;
-    1: what the verdict also uses; 2: analyses; 3: extra seeds' worth and cross-checks).
+    1: what the verdict also uses; 2: analyses; 3: extra seeds' worth and cross-checks); a
+    function of the profile and the unit where an experiment's units differ (see
+    :meth:`priority_of`).
     ``cost``: a unit's work in training steps at the profile's batch size (a SAM step counts 2),
     which the plan multiplies by the seconds per step it measures on the device.
     ``alone``: a timing, which must run with nothing else on the machine.
@@ -58,12 +60,16 @@ class Experiment:
     units: Callable[[Profile], list[Unit]]
     run: Callable[[Profile, Unit], dict]
     chapter: str
-    priority: int
+    priority: int | Callable[[Profile, Unit], int]
     cost: Callable[[Profile, Unit], float]
     needs: Callable[[Profile, Unit], tuple] = no_needs
     lottery: bool = False  # runs at ``profile.for_lottery()``
     alone: bool = False
     squad: bool = False    # runs at ``profile.for_squad()`` (SQuAD's batch size and length)
+
+    def priority_of(self, profile: Profile, unit: Unit) -> int:
+        """The plan's priority of one unit."""
+        return self.priority(profile, unit) if callable(self.priority) else self.priority
 
 
 @dataclass(frozen=True)
@@ -246,6 +252,24 @@ def model_units(profile: Profile) -> list[Unit]:
     """Every optimizer on every task of the profile, every seed: the models later chapters use."""
     return [dict(task=t, optimizer=o, seed=s)
             for t in profile.tasks for o in OPTIMIZERS for s in profile.seeds]
+
+
+def dense_units(profile: Profile) -> list[Unit]:
+    """:func:`model_units` over every task of the full-model comparisons
+    (:meth:`~flatcomp.config.Profile.dense_tasks`)."""
+    return model_units(profile.with_overrides(tasks=profile.dense_tasks()))
+
+
+# The tasks whose int8 drop the paper reports (besides SQuAD): their Adam and SAM pairs head the
+# plan, as the full-model and int8 claims rest on them.
+HEADLINE_TASKS = ("sst2", "rte", "mnli")
+
+
+def dense_priority(profile: Profile, unit: Unit) -> int:
+    """0 for the models of the profile's own tasks and the Adam and SAM models of
+    :data:`HEADLINE_TASKS`; 2 for the other tasks' models and SWA's."""
+    headline = unit["task"] in HEADLINE_TASKS and unit["optimizer"] in ("adam", "sam")
+    return 0 if unit["task"] in profile.tasks or headline else 2
 
 
 def adam_sam_units(profile: Profile) -> list[Unit]:

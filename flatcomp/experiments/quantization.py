@@ -7,9 +7,9 @@ import torch
 
 from flatcomp.config import Profile
 from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Unit, adam_sam_units,
-                                       cpu_fp32_scorer, dev_pass_steps, encoded_task, finetuned,
-                                       model_on_fixed_rows, model_steps, model_units,
-                                       needs_finetune)
+                                       cpu_fp32_scorer, dense_priority, dense_units,
+                                       dev_pass_steps, encoded_task, finetuned,
+                                       model_on_fixed_rows, model_steps, needs_finetune)
 from flatcomp.experiments.sam import flatness_rows_steps
 
 QUANT_BITS = (8, 6, 4, 3)
@@ -107,7 +107,7 @@ def _quant_speed_cost(profile: Profile, unit: Unit) -> float:
 
 EXPERIMENTS = (
     Experiment("quantization", "dev score after dynamic int8 and k-bit weight rounding",
-               model_units, _run_quantization, "quantization", priority=1,
+               dense_units, _run_quantization, "quantization", priority=dense_priority,
                cost=_quantization_cost, needs=needs_finetune),
     Experiment("quant_theory", "second-order prediction of the loss increase from k-bit "
                "weights, against the measured increase", adam_sam_units, _run_quant_theory,

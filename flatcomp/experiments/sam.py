@@ -6,15 +6,16 @@ from __future__ import annotations
 import math
 
 from flatcomp.config import Profile
-from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Unit, finetune_cost,
-                                       finetune_record, finetuned, model_on_fixed_rows,
-                                       model_steps, model_units, needs_finetune)
+from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Unit, dense_priority,
+                                       dense_units, finetune_cost, finetune_record, finetuned,
+                                       model_on_fixed_rows, model_steps, model_units,
+                                       needs_finetune)
 
 def _finetune_units(profile: Profile) -> list[Unit]:
-    """The models of :func:`model_units`, then Adam on any baseline task not among them."""
-    return model_units(profile) + [dict(task=t, optimizer="adam", seed=s)
-                                    for t in profile.baseline_tasks if t not in profile.tasks
-                                    for s in profile.seeds]
+    """The models of :func:`dense_units`, then Adam on any baseline task not among them."""
+    return dense_units(profile) + [dict(task=t, optimizer="adam", seed=s)
+                                    for t in profile.baseline_tasks
+                                    if t not in profile.dense_tasks() for s in profile.seeds]
 
 
 def _run_finetune(profile: Profile, unit: Unit) -> dict:
@@ -88,9 +89,10 @@ def _landscape_cost(profile: Profile, unit: Unit) -> float:
 
 
 EXPERIMENTS = (
-    Experiment("finetune", "Adam, SAM and SWA fine-tunes of every task of the profile (and Adam "
-               "on its baseline tasks), every seed",
-               _finetune_units, _run_finetune, "sam", priority=0, cost=finetune_cost),
+    Experiment("finetune", "Adam, SAM and SWA fine-tunes of every GLUE task of the profile (and "
+               "Adam on its baseline tasks), every seed",
+               _finetune_units, _run_finetune, "sam", priority=dense_priority,
+               cost=finetune_cost),
     Experiment("flatness", "sharpness and Hessian of every fine-tuned model",
                model_units, _run_flatness, "sam", priority=2, cost=_flatness_cost,
                needs=needs_finetune),
