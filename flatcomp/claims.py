@@ -1,7 +1,10 @@
 """The claims page: each of the paper's claims, the paper's number beside ours, in one table.
 
 Every claim is a paired difference (:func:`flatcomp.stats.paired_difference`, Student's t
-interval over the pairs), oriented so that the paper's side is positive, and judged by the
+interval over the pairs; for the full model and int8, where the records keep the prediction for
+every dev row, the two-level bootstrap over the pairs and their dev rows,
+:func:`flatcomp.stats.bootstrap_difference`; the column "CI over" says which), oriented so that
+the paper's side is positive, and judged by the
 book's rule (:func:`flatcomp.stats.verdict`): *reproduced*, *contradicted* or *inconclusive*.
 Two records are a pair when they share the task and the seed (and whatever else the claim holds
 fixed: the sparsity, the fine-tuning optimizer, the source of a ticket) and differ only in the
@@ -25,13 +28,14 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
+import numpy as np
 import pandas as pd
 
 from flatcomp import cofi_report, squad_report
 from flatcomp.config import Profile
-from flatcomp.metrics import recorded_score
+from flatcomp.metrics import recorded_score, resample_score
 from flatcomp.paper import COFI_95, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER, TRANSFER
-from flatcomp.stats import PairedDifference, paired_difference, verdict
+from flatcomp.stats import PairedDifference, bootstrap_difference, paired_difference, verdict
 from flatcomp.tables import TASK_NAMES, NotedTable, one_environment
 
 # The paper's Table 1 gives no per-task numbers in our records of it, only this count (PAPER.md).
@@ -41,7 +45,8 @@ FULL_MODEL_PAPER = "SAM ahead on 5 of 8 tasks"
 CHAPTERS = {"3 SAM fine-tuning": "03_sam_finetuning", "4 lottery tickets": "04_lottery_tickets",
             "5 CoFi": "05_cofi", "6 quantization": "06_quantization", "7 SQuAD": "07_squad"}
 
-COLUMNS = ["claim", "task", "paper", "ours", "95% CI", "pairs", "verdict", "chapter", "note"]
+COLUMNS = ["claim", "task", "paper", "ours", "95% CI", "CI over", "pairs", "verdict", "chapter",
+           "note"]
 
 
 Difference = Callable[[list[dict]], PairedDifference | None]
@@ -100,6 +105,63 @@ def paired(score: Callable[[dict], float], arm: Callable[[dict], str], arms: tup
     return difference
 
 
+def bootstrapped(t_difference: Difference, rows: Callable[[dict, dict], tuple | None],
+                 arm: Callable[[dict], str], arms: tuple[str, str],
+                 key: Callable[[dict], Hashable]) -> Difference:
+    """``t_difference``, unless there are two pairs or more and ``rows(a, b)`` gives every pair's
+    (number of dev rows, difference on a resample of them): then the two-level bootstrap over
+    the pairs and their dev rows (:func:`flatcomp.stats.bootstrap_difference`)."""
+    def difference(records: list[dict]) -> PairedDifference | None:
+        pairs = [rows(a, b) for a, b in pairs_of(records, arm, arms, key)]
+        if len(pairs) >= 2 and all(p is not None for p in pairs):
+            return bootstrap_difference(pairs)
+        return t_difference(records)
+    return difference
+
+
+CI_OVER = {"t": "seeds (t)", "bootstrap": "seeds and dev rows (bootstrap)"}
+
+
+def _same_rows(a: dict, b: dict) -> np.ndarray | None:
+    """The dev labels two records share, if both keep their predictions on the same rows."""
+    if "dev_predictions" not in a or "dev_predictions" not in b or \
+            a.get("dev_labels") is None or a.get("dev_labels") != b.get("dev_labels"):
+        return None
+    return np.asarray(a["dev_labels"])
+
+
+def dense_rows(a: dict, b: dict) -> tuple[int, Callable] | None:
+    """C1's pair on resampled dev rows: the score of ``a``'s predictions minus ``b``'s."""
+    labels = _same_rows(a, b)
+    if labels is None:
+        return None
+    score = resample_score(a["task"])
+    pa, pb = np.asarray(a["dev_predictions"]), np.asarray(b["dev_predictions"])
+    everything = np.arange(len(labels))
+
+    def difference(index: np.ndarray | None) -> float:
+        i = everything if index is None else index
+        return score(pa[i], labels[i]) - score(pb[i], labels[i])
+    return len(labels), difference
+
+
+def int8_rows(a: dict, b: dict) -> tuple[int, Callable] | None:
+    """C6's pair on resampled dev rows: ``a``'s int8 drop minus ``b``'s."""
+    labels = _same_rows(a, b)
+    if labels is None:
+        return None
+    score = resample_score(a["task"])
+    p = {(r, k): np.asarray(rec["dev_predictions"][k]) for r, rec in (("a", a), ("b", b))
+         for k in ("fp32", "int8")}
+    everything = np.arange(len(labels))
+
+    def difference(index: np.ndarray | None) -> float:
+        i, y = (everything, labels) if index is None else (index, labels[index])
+        drop = {r: score(p[r, "fp32"][i], y) - score(p[r, "int8"][i], y) for r in "ab"}
+        return drop["a"] - drop["b"]
+    return len(labels), difference
+
+
 @dataclass(frozen=True)
 class Comparison:
     """A claim as a paired difference, the paper's side positive; ``experiment`` computes it."""
@@ -112,8 +174,9 @@ class Comparison:
 
 def not_measured(claim: str, task: str, chapter: str, paper: str, why: str) -> dict:
     """A row for a claim without a stored pair."""
-    return {"claim": claim, "task": task, "paper": paper, "ours": "-", "95% CI": "-", "pairs": 0,
-            "verdict": "not yet measured", "chapter": chapter, "note": why}
+    return {"claim": claim, "task": task, "paper": paper, "ours": "-", "95% CI": "-",
+            "CI over": "-", "pairs": 0, "verdict": "not yet measured", "chapter": chapter,
+            "note": why}
 
 
 def compared(records: list[dict], c: Comparison, task: str, paper: str,
@@ -128,7 +191,8 @@ def compared(records: list[dict], c: Comparison, task: str, paper: str,
         why = "; ".join(filter(None, [stored.how_to_measure(c.experiment), said]))
         return not_measured(c.claim, task, c.chapter, paper, why), left_out, note
     return {"claim": c.claim, "task": task, "paper": paper, "ours": f"{100 * d.mean:+.1f}",
-            "95% CI": d.interval(), "pairs": d.pairs, "verdict": verdict(d, paper_sign=1),
+            "95% CI": d.interval(), "CI over": CI_OVER[d.method], "pairs": d.pairs,
+            "verdict": verdict(d, paper_sign=1),
             "chapter": c.chapter, "note": said}, left_out, note
 
 
@@ -192,8 +256,10 @@ def _mask(r: dict) -> str:
 
 def full_model(stored: Stored) -> tuple[list[dict], list[str]]:
     """C1: SAM's dense dev score (best epoch) minus Adam's, paired by task and seed."""
+    arms = ("sam", "adam")
     c = Comparison("C1 full model: SAM − Adam", "3 SAM fine-tuning", "finetune",
-                   paired(recorded_score, _optimizer, ("sam", "adam"), _task_seed))
+                   bootstrapped(paired(recorded_score, _optimizer, arms, _task_seed),
+                                dense_rows, _optimizer, arms, _task_seed))
     return per_task(stored.load("finetune"), c, lambda tasks: FULL_MODEL_PAPER, stored)
 
 
@@ -263,9 +329,11 @@ def cofi(stored: Stored, target: float = 0.95) -> tuple[list[dict], list[str]]:
 def int8(stored: Stored) -> tuple[list[dict], list[str]]:
     """C6: the score lost to dynamic int8 (per tensor), Adam's drop minus SAM's, paired by task
     and seed (the fine-tuned models of C1; SQuAD is C7's)."""
+    arms = ("adam", "sam")
     c = Comparison("C6 int8 drop: Adam − SAM", "6 quantization", "quantization",
-                   paired(lambda r: r["scores"]["fp32"] - r["scores"]["int8"], _optimizer,
-                          ("adam", "sam"), _task_seed))
+                   bootstrapped(paired(lambda r: r["scores"]["fp32"] - r["scores"]["int8"],
+                                       _optimizer, arms, _task_seed),
+                                int8_rows, _optimizer, arms, _task_seed))
     paper = {t: a - s for t, (a, s) in INT8_DROP.items() if t != "squad"}
     return per_task(stored.load("quantization"), c, paper_mean(paper), stored)
 

@@ -8,10 +8,11 @@ exact match and token-level F1 after the answer normalisation of its official sc
 plain Python floats. Predictions and labels may be lists, numpy arrays or torch tensors.
 """
 
+import math
 import re
 import string
 from collections import Counter
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy import stats
@@ -85,6 +86,35 @@ def spearman(predictions: Any, labels: Any) -> float:
 
 _METRIC_FNS = {"accuracy": accuracy, "f1": f1, "mcc": matthews_corrcoef,
                "pearson": pearson, "spearman": spearman}
+
+
+def resample_score(task: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The task's main GLUE metric (:data:`MAIN_METRIC`) on numpy arrays of predictions and
+    labels, written out in numpy for the thousands of calls of a bootstrap: accuracy, Matthews
+    correlation of the two classes (CoLA) or Pearson's r (STS-B). A correlation that is not
+    defined (a constant input) counts as 0, as :func:`recorded_score` does."""
+    name = MAIN_METRIC.get(task)
+    if task not in GLUE_METRICS or name not in ("accuracy", "mcc", "pearson"):
+        raise ValueError(f"no resample score for task {task!r}: choose a GLUE task, one of "
+                         f"{', '.join(sorted(GLUE_METRICS))}")
+    return {"accuracy": _accuracy_np, "mcc": _mcc_np, "pearson": _pearson_np}[name]
+
+
+def _accuracy_np(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(p == y))
+
+
+def _mcc_np(p: np.ndarray, y: np.ndarray) -> float:
+    tp, tn = float(np.sum((p == 1) & (y == 1))), float(np.sum((p == 0) & (y == 0)))
+    fp, fn = float(np.sum((p == 1) & (y == 0))), float(np.sum((p == 0) & (y == 1)))
+    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denominator if denominator else 0.0
+
+
+def _pearson_np(p: np.ndarray, y: np.ndarray) -> float:
+    p, y = p - p.mean(), y - y.mean()
+    denominator = math.sqrt(float(np.dot(p, p)) * float(np.dot(y, y)))
+    return float(np.dot(p, y)) / denominator if denominator else 0.0
 
 
 def glue_metrics(task: str, predictions: Any, labels: Any) -> dict[str, float]:

@@ -59,12 +59,16 @@ class FineTuneResult:
     seconds_per_step: float = 0.0
     steps: int = 0
     wall_seconds: float = 0.0
+    dev_predictions: list | None = None  # GLUE: the best epoch's prediction for every dev row
 
     def summary(self) -> dict:
         """The JSON-ready part (everything but the weights)."""
-        return {"history": self.history, "best_epoch": self.best_epoch,
-                "best_score": self.best_score, "seconds_per_step": self.seconds_per_step,
-                "steps": self.steps, "wall_seconds": self.wall_seconds}
+        summary = {"history": self.history, "best_epoch": self.best_epoch,
+                   "best_score": self.best_score, "seconds_per_step": self.seconds_per_step,
+                   "steps": self.steps, "wall_seconds": self.wall_seconds}
+        if self.dev_predictions is not None:
+            summary["dev_predictions"] = self.dev_predictions
+        return summary
 
 
 def default_device() -> torch.device:
@@ -159,12 +163,13 @@ def fine_tune(model: torch.nn.Module, train: TrainData, dev: TrainData, task: st
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         train_seconds += time.perf_counter() - tick
         evaluated = average.module if average is not None and epoch >= SWA_START_EPOCH else model
-        metrics = evaluate(evaluated, dev, task, profile, device)
+        metrics, predictions = evaluate_rows(evaluated, dev, task, profile, device)
         score = main_score(task, metrics)
         score = float("-inf") if math.isnan(score) else score
         result.history.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), **metrics})
         if best_state is None or score > result.best_score:  # a NaN score never wins
             result.best_epoch, result.best_score = epoch, score
+            result.dev_predictions = predictions
             best_state = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
     bar.close()
     model.load_state_dict(best_state)
@@ -220,6 +225,13 @@ def _per_example_closure(model: torch.nn.Module, batch: dict, opt: torch.optim.O
 LABEL_KEYS = ("labels", "start_positions", "end_positions")  # what a model must not see at eval
 
 
+def rows_of(predictions: torch.Tensor) -> list:
+    """Predictions as a JSON-ready list: class ids, or regression scores to 4 decimals."""
+    if predictions.is_floating_point():
+        return [round(float(x), 4) for x in predictions]
+    return [int(x) for x in predictions]
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, data: Encoded, profile: Profile,
             device: torch.device | None = None) -> torch.Tensor:
@@ -262,6 +274,16 @@ def evaluate(model: torch.nn.Module, data: TrainData, task: str, profile: Profil
     if isinstance(data, QAFeatures):
         return squad_scores(data, *predict_spans(model, data, profile, device))
     return glue_metrics(task, predict(model, data, profile, device), list(data.labels))
+
+
+def evaluate_rows(model: torch.nn.Module, data: TrainData, task: str, profile: Profile,
+                  device: torch.device | None = None) -> tuple[dict[str, float], list | None]:
+    """:func:`evaluate`, and the prediction for every GLUE row (:func:`rows_of`; None for SQuAD
+    windows), from one pass over ``data``."""
+    if isinstance(data, QAFeatures):
+        return evaluate(model, data, task, profile, device), None
+    predictions = predict(model, data, profile, device)
+    return glue_metrics(task, predictions, list(data.labels)), rows_of(predictions)
 
 
 # ---- masks (the lottery-ticket chapter builds on these)

@@ -154,3 +154,39 @@ def test_the_html_links_each_chapter_and_shows_the_notes():
     assert '<a href="05_cofi.html">5 CoFi</a>' in out
     assert "<code>python -m flatcomp plan --profile small --experiment imp</code>" in out
     assert "Note: C1 full model" in out
+
+
+def with_rows(record, predictions, labels):
+    return {**record, "dev_predictions": predictions, "dev_labels": labels}
+
+
+def test_records_with_their_dev_predictions_are_bootstrapped_over_seeds_and_rows():
+    labels = [i % 2 for i in range(200)]
+    wrong = lambda k: [1 - y if i < k else y for i, y in enumerate(labels)]  # first k rows wrong
+    runs = [with_rows(finetune("rte", "adam", s, 1 - k / 200), wrong(k), labels)
+            for s, k in enumerate((40, 44, 42))]
+    runs += [with_rows(finetune("rte", "sam", s, 1 - k / 200), wrong(k), labels)
+             for s, k in enumerate((30, 35, 31))]
+    row = rows(claims.full_model, stored(finetune=runs))["RTE"]
+    assert row["CI over"] == "seeds and dev rows (bootstrap)" and row["pairs"] == 3
+    assert row["ours"] == "+5.0"
+    assert row["verdict"] == "reproduced"  # SAM is right on every row Adam is, and on more
+    # one record without its rows: the t interval over seeds
+    runs[0] = finetune("rte", "adam", 0, 0.8)
+    assert rows(claims.full_model, stored(finetune=runs))["RTE"]["CI over"] == "seeds (t)"
+
+
+def test_int8_drops_are_bootstrapped_over_rows_when_the_records_keep_them():
+    labels = [i % 2 for i in range(100)]
+    wrong = lambda k: [1 - y if i < k else y for i, y in enumerate(labels)]
+
+    def quantized(optimizer, seed, lost):
+        return {"task": "sst2", "optimizer": optimizer, "seed": seed,
+                "scores": {"fp32": 0.9, "int8": 0.9 - lost / 100},
+                "dev_predictions": {"fp32": wrong(10), "int8": wrong(10 + lost)},
+                "dev_labels": labels,
+                "environment": {"unit": f"sst2-{optimizer}-seed{seed}", **CPU}}
+    quant = [quantized("adam", s, 6 + s) for s in range(2)] + \
+        [quantized("sam", s, 1) for s in range(2)]
+    row = rows(claims.int8, stored(quantization=quant))["SST-2"]
+    assert row["CI over"] == "seeds and dev rows (bootstrap)" and row["ours"] == "+5.5"

@@ -113,3 +113,11 @@ def test_every_profile_chooses_its_precision_per_machine():
 def test_a_profile_refuses_an_unknown_precision(bad):
     with pytest.raises(ValueError, match="'auto', 'bf16', 'fp32'"):
         SMOKE.with_overrides(precision=bad)
+
+
+def test_dense_tasks_are_the_profile_tasks_then_the_rest_of_its_glue_tasks():
+    assert SMALL.dense_tasks()[:len(SMALL.tasks)] == SMALL.tasks
+    assert set(SMALL.dense_tasks()) == set(PAPER.tasks)  # the paper's eight GLUE tasks
+    assert len(set(SMALL.dense_tasks())) == len(SMALL.dense_tasks())
+    assert PAPER.dense_tasks() == PAPER.tasks and SMOKE.dense_tasks() == SMOKE.tasks
+    assert SMOKE.with_overrides(glue_tasks=("rte", "mrpc")).dense_tasks() == ("mrpc", "stsb", "rte")

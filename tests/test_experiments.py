@@ -349,6 +349,18 @@ def test_quantization_unit_scores_every_bit_width(smoke):
                for b in QUANT_BITS)
     assert r["int8_drop"] == r["scores"]["fp32"] - r["scores"]["int8"]
     assert r["size_bytes"]["int8"] < r["size_bytes"]["fp32"]
+    # every dev row's prediction in fp32 and int8, which score as the record says
+    from flatcomp.metrics import glue_metrics, main_score
+
+    for kind in ("fp32", "int8"):
+        predictions = r["dev_predictions"][kind]
+        assert len(predictions) == len(r["dev_labels"])
+        assert main_score("mrpc", glue_metrics("mrpc", predictions, r["dev_labels"])) == \
+            r["scores"][kind]
+    [tuned] = load_or_run(smoke, "finetune", task=["mrpc"], optimizer=["adam"], seed=[0],
+                          progress=False)
+    assert tuned["dev_labels"] == r["dev_labels"] and len(tuned["dev_predictions"]) == \
+        len(r["dev_labels"])
 
 
 def test_imp_rounds_are_units_that_build_on_each_other(smoke):
@@ -528,3 +540,18 @@ def test_the_command_line_writes_a_tasks_ticket(tmp_path, capsys):
     assert meta["sparsity"] == pytest.approx(0.2, abs=1e-3)   # smoke: 2 rounds of 10%
     with pytest.raises(SystemExit):
         main(["ticket", "--profile", "smoke", "--task", "mrcp", "--mask", "sam"])
+
+
+def test_the_full_model_and_int8_units_cover_the_dense_tasks_headline_pairs_first():
+    from flatcomp.config import SMALL
+    from flatcomp.experiments.core import HEADLINE_TASKS
+
+    for name in ("finetune", "quantization"):
+        exp = EXPERIMENTS[name]
+        units = exp.units(SMALL)
+        assert {u["task"] for u in units} >= set(SMALL.dense_tasks())
+        first = {(u["task"], u["optimizer"]) for u in units if exp.priority_of(SMALL, u) == 0}
+        assert first == {(t, o) for t in SMALL.tasks for o in ("adam", "sam", "swa")} | \
+            {(t, o) for t in HEADLINE_TASKS for o in ("adam", "sam")}
+        assert all(exp.priority_of(SMALL, u) == 2 for u in units
+                   if (u["task"], u["optimizer"]) not in first)

@@ -188,3 +188,24 @@ def test_recorded_score_counts_an_undefined_correlation_as_zero():
 
     assert recorded_score({"best_score": 0.83}) == 0.83
     assert recorded_score({"best_score": float("-inf")}) == 0.0
+
+
+@pytest.mark.parametrize("task", ["cola", "rte", "stsb", "mrpc", "mnli"])
+def test_the_resample_score_is_the_main_metric(task):
+    rng = np.random.default_rng(0)
+    if task == "stsb":
+        y = rng.normal(size=300)
+        p = y + rng.normal(size=300)
+    else:
+        y = rng.integers(0, 2, 300)
+        p = np.where(rng.random(300) < 0.7, y, 1 - y)
+    assert M.resample_score(task)(p, y) == pytest.approx(M.main_score(task,
+                                                                      M.glue_metrics(task, p, y)))
+
+
+def test_the_resample_score_of_constant_predictions_is_zero_correlation():
+    y = np.array([0, 1, 1, 0])
+    assert M.resample_score("cola")(np.zeros(4), y) == 0.0
+    assert M.resample_score("stsb")(np.ones(4), y.astype(float)) == 0.0
+    with pytest.raises(ValueError, match="GLUE task"):
+        M.resample_score("squad")

@@ -1,8 +1,9 @@
 import math
 
+import numpy as np
 import pytest
 
-from flatcomp.stats import detectable_effect, paired_difference, verdict
+from flatcomp.stats import bootstrap_difference, detectable_effect, paired_difference, verdict
 
 
 def test_the_interval_is_students_t_over_the_paired_differences():
@@ -61,3 +62,44 @@ def test_the_verdict_rule():
     assert verdict(paired_difference([0.9], [0.8])) == "inconclusive (one pair: no interval)"
     with pytest.raises(ValueError, match="paper_sign"):
         verdict(up, paper_sign=0)
+
+
+def _mean_pair(values):
+    """A pair whose difference is the mean of ``values`` over the rows drawn."""
+    values = np.asarray(values, dtype=float)
+    return len(values), lambda index: float(values.mean() if index is None else values[index].mean())
+
+
+def test_the_bootstrap_is_seeded_and_centred_on_the_observed_mean():
+    rng = np.random.default_rng(1)
+    pairs = [_mean_pair(rng.normal(0.02, 0.3, 400)) for _ in range(3)]
+    d = bootstrap_difference(pairs)
+    assert d.method == "bootstrap" and d.pairs == 3
+    assert d.mean == pytest.approx(np.mean([f(None) for _, f in pairs]))
+    low, high = d.limits()
+    assert low < d.mean < high
+    assert bootstrap_difference(pairs).bounds == d.bounds  # same seed, same interval
+    # about the standard error of the mean of 1,200 rows of sd 0.3 (plus the pairs' spread)
+    assert 0.005 < d.standard_error < 0.03
+
+
+def test_the_bootstrap_sees_the_noise_of_the_dev_rows():
+    """Three pairs with the same mean: the t interval has no spread to measure, the bootstrap
+    still sees that each mean comes from 50 noisy rows."""
+    rows = np.r_[np.ones(26), -np.ones(24)] * 0.5  # mean +0.02, sd 0.5
+    pairs = [_mean_pair(rows) for _ in range(3)]
+    assert paired_difference([0.02] * 3, [0.0] * 3).half_width is None
+    d = bootstrap_difference(pairs)
+    assert d.limits()[0] < 0 < d.limits()[1] and not d.excludes_zero
+    assert verdict(d).startswith("inconclusive (this design detects")
+    assert "bootstrap CI" in d.describe()
+
+
+def test_a_clear_bootstrap_difference_is_reproduced():
+    pairs = [_mean_pair(np.full(200, 0.03) + 0.001 * np.arange(200) % 0.01) for _ in range(2)]
+    assert verdict(bootstrap_difference(pairs)) == "reproduced"
+
+
+def test_the_bootstrap_needs_a_pair():
+    with pytest.raises(ValueError, match="at least one pair"):
+        bootstrap_difference([])

@@ -108,7 +108,8 @@ def test_swa_keeps_the_running_average_of_the_weights(batch8, rows, monkeypatch)
 
     epochs_seen = iter(range(100))
     monkeypatch.setattr(T, "AveragedModel", Recording)
-    monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"accuracy": next(epochs_seen) / 100})
+    monkeypatch.setattr(T, "evaluate_rows",
+                        lambda *a, **k: ({"accuracy": next(epochs_seen) / 100}, None))
     result = fine_tune(load_model(batch8, TASK, 0), rows[32], rows[32], TASK, batch8, "swa", 0,
                        epochs=2, lr=1e-3, progress=False, device=torch.device("cpu"))
 
@@ -151,6 +152,10 @@ def test_returned_model_scores_as_the_best_epoch(batch8, rows):
     again = evaluate(result.model, rows[64], TASK, batch8)
     best = result.history[result.best_epoch - 1]
     assert again == {k: best[k] for k in again}
+    # the best epoch's prediction for every dev row, which scores as that epoch did
+    assert len(result.dev_predictions) == len(rows[64])
+    assert T.glue_metrics(TASK, result.dev_predictions, list(rows[64].labels)) == again
+    assert result.summary()["dev_predictions"] == result.dev_predictions
 
 
 def test_returned_weights_are_those_of_the_best_epoch(batch8, rows, monkeypatch):
@@ -160,9 +165,9 @@ def test_returned_weights_are_those_of_the_best_epoch(batch8, rows, monkeypatch)
 
     def fake_evaluate(model, data, task, profile, device=None):
         seen.append(_state(model))
-        return {"accuracy": next(scripted)}
+        return {"accuracy": next(scripted)}, None
 
-    monkeypatch.setattr(T, "evaluate", fake_evaluate)
+    monkeypatch.setattr(T, "evaluate_rows", fake_evaluate)
     result = _tune(batch8, rows[32], rows[32], epochs=3, lr=1e-3)
     assert result.best_epoch == 2 and result.best_score == 0.9
     final = _state(result.model)
@@ -172,6 +177,6 @@ def test_returned_weights_are_those_of_the_best_epoch(batch8, rows, monkeypatch)
 
 def test_nan_score_never_wins(batch8, rows, monkeypatch):
     scripted = iter([float("nan"), 0.3, float("nan")])
-    monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"accuracy": next(scripted)})
+    monkeypatch.setattr(T, "evaluate_rows", lambda *a, **k: ({"accuracy": next(scripted)}, None))
     result = _tune(batch8, rows[32], rows[32], epochs=3, lr=1e-3)
     assert result.best_epoch == 2 and result.best_score == 0.3

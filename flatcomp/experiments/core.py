@@ -210,8 +210,15 @@ def fine_tune_summary(result: FineTuneResult, task: str, optimizer: str, seed: i
     if hasattr(train, "num_questions"):  # SQuAD: rows are questions, each one or more windows
         rows = {"train_rows": train.num_questions, "dev_rows": dev.num_questions,
                 "train_windows": len(train), "dev_windows": len(dev)}
+    else:  # the dev labels, beside the predictions, to score any resample of the dev rows
+        rows["dev_labels"] = dev_labels(dev)
     return {**result.summary(), "task": task, "optimizer": optimizer, "seed": seed, "lr": lr,
             "epochs": epochs, **rows, "device": str(default_device()), "data_cut": cut}
+
+
+def dev_labels(dev: Encoded) -> list:
+    """The labels of the dev rows as a JSON-ready list (class ids, or regression targets)."""
+    return [float(y) if dev.regression else int(y) for y in dev.labels]
 
 
 def checkpoint_paths(profile: Profile, task: str, optimizer: str, seed: int, lr: float,
@@ -245,7 +252,8 @@ def finetune_record(summary: dict) -> dict:
                                     "best_epoch", "best_score", "seconds_per_step", "steps",
                                     "wall_seconds", "train_rows", "dev_rows", "device",
                                     "data_cut")}
-    return {**kept, **{k: summary[k] for k in ("train_windows", "dev_windows") if k in summary}}
+    optional = ("train_windows", "dev_windows", "dev_predictions", "dev_labels")
+    return {**kept, **{k: summary[k] for k in optional if k in summary}}
 
 
 def model_units(profile: Profile) -> list[Unit]:

@@ -7,7 +7,7 @@ import torch
 
 from flatcomp.config import Profile
 from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Unit, adam_sam_units,
-                                       cpu_fp32_scorer, dense_priority, dense_units,
+                                       cpu_fp32_scorer, dense_priority, dense_units, dev_labels,
                                        dev_pass_steps, encoded_task, finetuned,
                                        model_on_fixed_rows, model_steps, needs_finetune)
 from flatcomp.experiments.sam import flatness_rows_steps
@@ -17,23 +17,32 @@ QUANT_BITS = (8, 6, 4, 3)
 
 def _run_quantization(profile: Profile, unit: Unit) -> dict:
     """Dev score of a fine-tuned model in fp32, after dynamic int8, and with its Linear weights
-    rounded to fewer bits (per tensor and per channel). All on the CPU, without autocast."""
+    rounded to fewer bits (per tensor and per channel). All on the CPU, without autocast. The
+    predictions of fp32 and int8 for every dev row are kept, to pair two models row by row."""
     from flatcomp import quantization as q
+    from flatcomp.metrics import glue_metrics, main_score
+    from flatcomp.train import predict, rows_of
 
     task = unit["task"]
     model, _ = finetuned(profile, task, unit["optimizer"], unit["seed"])
     model = model.cpu().eval()
     _, dev, _ = encoded_task(profile, task)
     score = cpu_fp32_scorer(profile, task, dev)
-    scores = {"fp32": score(model), "int8": score(q.quantize_dynamic_int8(model)),
-              "int8 per channel": score(q.quantize_dynamic_int8(model, per_channel=True))}
+    fp32, cpu = profile.with_overrides(precision="fp32"), torch.device("cpu")
+    predictions = {"fp32": predict(model, dev, fp32, cpu),
+                   "int8": predict(q.quantize_dynamic_int8(model), dev, fp32, cpu)}
+    scores = {k: main_score(task, glue_metrics(task, p, list(dev.labels)))
+              for k, p in predictions.items()}
+    scores["int8 per channel"] = score(q.quantize_dynamic_int8(model, per_channel=True))
     for bits in QUANT_BITS:
         for per_channel in (False, True):
             key = f"{bits} bit{' per channel' if per_channel else ''}"
             scores[key] = score(q.fake_quantize_weights(model, bits, per_channel))
     return {**unit, "scores": scores, "int8_drop": scores["fp32"] - scores["int8"],
             "size_bytes": {"fp32": q.model_size_bytes(model),
-                           "int8": q.model_size_bytes(q.quantize_dynamic_int8(model))}}
+                           "int8": q.model_size_bytes(q.quantize_dynamic_int8(model))},
+            "dev_predictions": {k: rows_of(p) for k, p in predictions.items()},
+            "dev_labels": dev_labels(dev)}
 
 
 def _run_quant_theory(profile: Profile, unit: Unit) -> dict:
