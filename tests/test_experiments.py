@@ -555,3 +555,13 @@ def test_the_full_model_and_int8_units_cover_the_dense_tasks_headline_pairs_firs
             {(t, o) for t in HEADLINE_TASKS for o in ("adam", "sam")}
         assert all(exp.priority_of(SMALL, u) == 2 for u in units
                    if (u["task"], u["optimizer"]) not in first)
+
+
+def test_small_sweeps_adam_and_sam_over_the_same_grid():
+    from flatcomp.config import SMALL
+
+    units = EXPERIMENTS["lr_sweep"].units(SMALL)
+    for task in ("mrpc", "sst2", "rte"):
+        rates = {o: {u["lr"] for u in units if u["task"] == task and u["optimizer"] == o}
+                 for o in ("adam", "sam")}
+        assert {5e-5, 1e-4, 2e-4} <= rates["adam"] and rates["sam"] == {5e-5, 1e-4, 2e-4}
