@@ -565,3 +565,14 @@ def test_small_sweeps_adam_and_sam_over_the_same_grid():
         rates = {o: {u["lr"] for u in units if u["task"] == task and u["optimizer"] == o}
                  for o in ("adam", "sam")}
         assert {5e-5, 1e-4, 2e-4} <= rates["adam"] and rates["sam"] == {5e-5, 1e-4, 2e-4}
+
+
+def test_the_longer_budget_trains_the_first_task_longer_for_both_optimizers(smoke):
+    from flatcomp.config import PAPER, SMALL
+    from flatcomp.experiments import load_or_run
+
+    assert EXPERIMENTS["budget"].units(PAPER) == []  # the paper's own 10 epochs
+    assert {(u["optimizer"], u["epochs"]) for u in EXPERIMENTS["budget"].units(SMALL)} == \
+        {("adam", 10), ("sam", 10)}
+    [r] = load_or_run(smoke, "budget", optimizer=["adam"], seed=[0], progress=False)
+    assert r["epochs"] == 4 > smoke.epochs_for("mrpc") and len(r["history"]) == 4
