@@ -32,7 +32,10 @@ def test_the_plan_runs_the_headline_after_its_teachers():
     assert all(s.seconds > 0 for s in cofi)
     small = plan.make_plan(SMALL, experiments=["cofi"], seconds_per_step=lambda p: 1.0)
     assert small[0].units == ("sst2-adam-sparsity0.95-seed0",)
-    assert small[0].job.needs == ()  # SST-2 is no fine-tune task at small: the unit trains it
+    assert small[0].job.needs == (("finetune", "sst2-adam-seed0"),)  # the SAM chapter's model
+    alone = plan.make_plan(SMALL.with_overrides(glue_tasks=()), experiments=["cofi"],
+                           seconds_per_step=lambda p: 1.0)
+    assert alone[0].job.needs == ()  # SST-2 is no fine-tune task there: the unit trains it
 
 
 @pytest.fixture(scope="module")
