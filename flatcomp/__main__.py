@@ -35,8 +35,8 @@ def _boolean(text: str) -> bool:
 
 
 # The unit keys that `run` can select on, and their types.
-UNIT_FILTERS = {"task": str, "optimizer": str, "seed": int, "mask": str, "source": str,
-                "round": int, "rewind": _boolean}
+UNIT_FILTERS = {"task": str, "optimizer": str, "seed": int, "lr": float, "epochs": int,
+                "mask": str, "source": str, "round": int, "rewind": _boolean}
 
 
 def main(argv: list[str] | None = None) -> int:

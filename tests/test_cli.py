@@ -211,3 +211,9 @@ def test_ticket_says_what_it_will_train_and_dry_run_trains_nothing(capsys):
     assert re.search(r"this trains IMP rounds 0 to 1 of mrpc with sam \(rewinding\), about "
                      r"\d+ min on this machine", said)
     assert ResultsStore(lottery).units("imp") == []
+
+
+def test_run_selects_sweep_units_by_learning_rate(capsys):
+    assert main(["run", "lr_sweep", "--profile", "smoke", "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "lr" in err and "0.001" in err  # the rates the smoke sweep has
