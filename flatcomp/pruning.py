@@ -54,7 +54,7 @@ METADATA_KEY = "flatcomp_masks"  # the safetensors header entry that holds our J
 # ---------------------------------------------------------------- the prunable set
 
 HEAD_NAMES = ("classifier", "lm_head", "head", "qa_outputs")  # output heads, never pruned
-PRESETS = ("linear", "bert")
+PRESETS = ("linear", "bert", "encoder")
 
 
 def prunable_weights(model: nn.Module, preset: str = "linear") -> dict[str, torch.Tensor]:
@@ -70,14 +70,19 @@ def prunable_weights(model: nn.Module, preset: str = "linear") -> dict[str, torc
     ``encoder`` or the ``pooler``: 6 L + 1 matrices for BERT with L layers. For Hugging Face's
     ``BertForSequenceClassification`` the two presets agree.
 
+    ``preset="encoder"``: the 6 L matrices inside the ``encoder``, the pooler left dense: for a
+    model whose pooler was never trained (a sentence-embedding model such as all-MiniLM-L6-v2,
+    which pools by averaging), where global magnitude pruning would empty it.
+
     Raises ValueError when nothing matches: pass a dict of weights of your own to
     :func:`magnitude_masks` instead.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if preset == "bert":
-        chosen = [(n, m) for n, m in linears if {"encoder", "pooler"} & set(n.split("."))]
+    if preset in ("bert", "encoder"):
+        inside = {"encoder", "pooler"} if preset == "bert" else {"encoder"}
+        chosen = [(n, m) for n, m in linears if inside & set(n.split("."))]
     else:
         chosen = [(n, m) for n, m in linears if not set(HEAD_NAMES) & set(n.split("."))]
         if len(chosen) == len(linears):
@@ -89,7 +94,7 @@ def prunable_weights(model: nn.Module, preset: str = "linear") -> dict[str, torc
             f"no prunable weights in {type(model).__name__} with preset {preset!r}: 'linear' "
             f"takes every nn.Linear weight but the output head (a module named one of "
             f"{', '.join(HEAD_NAMES)}, else the last nn.Linear), 'bert' those inside an "
-            "'encoder' or 'pooler'; pass your own {name: weight} dict to magnitude_masks instead")
+            "'encoder' or 'pooler', 'encoder' those inside an 'encoder'; pass your own {name: weight} dict to magnitude_masks instead")
     return weights
 
 
@@ -246,14 +251,16 @@ def random_masks(masks_or_weights: Mapping[str, torch.Tensor], seed: int) -> Mas
 
 # ---------------------------------------------------------------- reports
 
-def sparsity_report(model_or_masks: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, Any]:
+def sparsity_report(model_or_masks: nn.Module | Mapping[str, torch.Tensor],
+                    preset: str = "linear") -> dict[str, Any]:
     """The fraction of pruned entries, overall and per layer.
 
-    A model is measured by the exact zeros of its prunable weights; a dict of bool masks by its
+    A model is measured by the exact zeros of its prunable weights (:func:`prunable_weights`
+    with ``preset``); a dict of bool masks by its
     False entries (a dict of other tensors is read as weights). Returns ``{"sparsity", "pruned",
     "total", "layers": {name: fraction pruned}}``.
     """
-    tensors = (prunable_weights(model_or_masks) if isinstance(model_or_masks, nn.Module)
+    tensors = (prunable_weights(model_or_masks, preset) if isinstance(model_or_masks, nn.Module)
                else model_or_masks)
     pruned = {name: int((~_kept(t.detach())).sum()) for name, t in tensors.items()}
     total = sum(t.numel() for t in tensors.values())
@@ -377,7 +384,7 @@ def imp_rounds(make_model: Callable[[], nn.Module],
                rounds: int, rate: float = 0.1, rewind: bool = True, start_round: int = 0,
                start_masks: Masks | None = None,
                start_state: Mapping[str, torch.Tensor] | None = None,
-               ) -> Iterator[tuple[ImpRound, Any]]:
+               preset: str = "linear") -> Iterator[tuple[ImpRound, Any]]:
     """IMP one round at a time: yields ``(ImpRound, what train_fn returned)`` for rounds
     ``start_round, ..., rounds``. See :func:`iterative_magnitude_pruning` for the arguments.
 
@@ -389,8 +396,8 @@ def imp_rounds(make_model: Callable[[], nn.Module],
     model = make_model()
     theta_0 = snapshot(model)
     masks = start_masks or {n: torch.ones_like(w, dtype=torch.bool)
-                            for n, w in prunable_weights(model).items()}
-    _check_start(masks, prunable_weights(model), start_round, rate)
+                            for n, w in prunable_weights(model, preset).items()}
+    _check_start(masks, prunable_weights(model, preset), start_round, rate)
     if start_round > 0 and not rewind:
         if start_state is None:
             raise ValueError("without rewinding, resuming at round k needs start_state: the "
@@ -403,7 +410,8 @@ def imp_rounds(make_model: Callable[[], nn.Module],
             apply_masks(model, masks)            # theta_{k-1} * m_k
         trained = train_fn(model, masks if k > 0 else None)
         model = trained if isinstance(trained, nn.Module) else trained.model
-        next_masks = (magnitude_masks(prunable_weights(model), _nominal(k + 1, rate), masks)
+        next_masks = (magnitude_masks(prunable_weights(model, preset), _nominal(k + 1, rate),
+                                      masks)
                       if k < rounds else None)
         yield ImpRound(k, _nominal(k, rate), masks, next_masks), trained
         masks = next_masks
@@ -415,7 +423,7 @@ def iterative_magnitude_pruning(make_model: Callable[[], nn.Module],
                                 start_round: int = 0, start_masks: Masks | None = None,
                                 start_state: Mapping[str, torch.Tensor] | None = None,
                                 on_round: Callable[[ImpRound, Any], None] | None = None,
-                                ) -> list[ImpRound]:
+                                preset: str = "linear") -> list[ImpRound]:
     """Iterative magnitude pruning with (or without) rewinding (Frankle & Carbin, 2019; Chen et
     al., 2020), rounds ``start_round, ..., rounds``.
 
@@ -442,11 +450,12 @@ def iterative_magnitude_pruning(make_model: Callable[[], nn.Module],
     rewinding the trained weights). A killed run resumes with ``start_round=k``,
     ``start_masks`` = round k - 1's ``next_masks`` and, without rewinding, ``start_state`` = the
     weights round k - 1 trained; on a deterministic device it then gives the same masks as an
-    uninterrupted run. Returns the records of the rounds run.
+    uninterrupted run. ``preset`` names the prunable set (:func:`prunable_weights`). Returns the
+    records of the rounds run.
     """
     records = []
     for record, trained in imp_rounds(make_model, train_fn, rounds, rate, rewind, start_round,
-                                      start_masks, start_state):
+                                      start_masks, start_state, preset):
         if on_round is not None:
             on_round(record, trained)
         records.append(record)

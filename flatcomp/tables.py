@@ -543,6 +543,39 @@ def imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.DataFrame:
     return with_notes(pd.DataFrame.from_dict(rows, orient="index").rename_axis("task"), notes)
 
 
+def seeded_imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.DataFrame:
+    """Per task, IMP over several seeds: Adam's and SAM's dense model (round 0) and ticket at the
+    task's ``reference`` sparsity, mean ± std over seeds, and SAM's ticket minus Adam's paired by
+    seed with its t interval and verdict, beside the paper's tickets; each task's rounds of one
+    environment."""
+    from flatcomp.stats import paired_difference, verdict
+
+    rounds, notes = one_environment_per(rounds, _task, _task_block("IMP rounds"))
+    rows = {}
+    for task in dict.fromkeys(r["task"] for r in rounds):
+        s = round(reference[task], 2)
+        at = lambda o, sparsity: {r["seed"]: recorded_score(r) for r in rounds
+                                  if (r["task"], r["optimizer"]) == (task, o)
+                                  and round(r["sparsity"], 2) == sparsity}
+        row = {"ticket sparsity": f"{100 * s:.0f}%"}
+        for o in ("adam", "sam"):
+            for name, sparsity in (("dense", 0.0), ("ticket", s)):
+                values = list(at(o, sparsity).values())
+                row[f"{OPTIMIZER_NAMES[o]} {name}"] = pm(values) if values else "-"
+        adam, sam = at("adam", s), at("sam", s)
+        seeds = sorted(set(adam) & set(sam))
+        d = paired_difference([sam[k] for k in seeds], [adam[k] for k in seeds]) if seeds \
+            else None
+        row["SAM − Adam ticket"] = f"{100 * d.mean:+.1f}" if d else "-"
+        row["95% CI"] = d.interval() if d else "-"
+        row["paired seeds"] = len(seeds)
+        row["verdict"] = verdict(d) if d else "-"
+        for optimizer, value in zip(("Adam", "SAM"), IMP_REWIND.get(task, (None, None))):
+            row[f"{optimizer} ticket (paper)"] = f"{value:.1f}" if value is not None else "-"
+        rows[TASK_NAMES[task]] = row
+    return with_notes(pd.DataFrame.from_dict(rows, orient="index").rename_axis("task"), notes)
+
+
 def mask_effects(tickets: list[dict]) -> pd.DataFrame:
     """The two questions of the paper's Table 2, in points (mean difference ± its standard error
     over seeds, beside the paper's difference of means): does the SAM *mask* beat the Adam mask

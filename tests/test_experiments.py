@@ -576,3 +576,21 @@ def test_the_longer_budget_trains_the_first_task_longer_for_both_optimizers(smok
         {("adam", 10), ("sam", 10)}
     [r] = load_or_run(smoke, "budget", optimizer=["adam"], seed=[0], progress=False)
     assert r["epochs"] == 4 > smoke.epochs_for("mrpc") and len(r["history"]) == 4
+
+
+def test_the_pooler_free_imp_prunes_the_encoder_only(smoke):
+    """imp_encoder's round k prunes k/10 of the encoder's matrices and leaves the pooler dense;
+    its cache files are apart from those of imp, whose masks include the pooler."""
+    from flatcomp.experiments import load_or_run
+    from flatcomp.experiments.lottery import _imp_path
+    from flatcomp.pruning import load_masks
+
+    [r1] = load_or_run(smoke, "imp_encoder", task=["mrpc"], optimizer=["adam"], seed=[0],
+                       round=[1], progress=False)
+    assert r1["sparsity"] == pytest.approx(0.1, abs=1e-4)
+    lot = smoke.for_lottery()
+    masks, _ = load_masks(_imp_path(lot, r1, 1, "masks", "imp_encoder"))
+    assert masks and not any("pooler" in name for name in masks)
+    assert _imp_path(lot, r1, 1, "masks", "imp_encoder") != _imp_path(lot, r1, 1, "masks")
+    units = EXPERIMENTS["imp_encoder"].units(lot)
+    assert {u["seed"] for u in units} == set(lot.seeds) and {u["task"] for u in units} == {"mrpc"}

@@ -107,6 +107,17 @@ def test_imp_table_reads_the_dense_round_and_the_ticket_at_the_reference_sparsit
     assert (row["Adam ticket (paper)"], row["SAM ticket (paper)"]) == ("81.5", "83.6")
 
 
+def test_seeded_imp_table_pairs_the_tickets_by_seed():
+    rounds = [{"task": "mrpc", "optimizer": o, "rewind": True, "seed": seed, "round": k,
+               "sparsity": k / 10, "best_score": base - k / 100 + gain * seed}
+              for o, base, gain in (("adam", 0.80, 0.0), ("sam", 0.82, 0.001))
+              for seed in range(3) for k in (0, 5)]
+    row = tables.seeded_imp_table(rounds, {"mrpc": 0.5}).loc["MRPC"]
+    assert row["Adam ticket"] == "75.0 ± 0.0" and row["paired seeds"] == 3
+    assert row["SAM − Adam ticket"] == "+2.1" and row["verdict"] == "reproduced"
+    assert row["SAM ticket (paper)"] == "83.6"
+
+
 def test_mask_effects_are_differences_of_means_with_their_standard_error():
     scores = {("adam", "adam"): (0.80, 0.82), ("sam", "adam"): (0.84, 0.86),
               ("adam", "sam"): (0.80, 0.80), ("sam", "sam"): (0.81, 0.81)}

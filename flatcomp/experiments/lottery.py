@@ -68,8 +68,23 @@ def _imp_units(profile: Profile) -> list[Unit]:
             for k in range(profile.imp_rounds + 1)]
 
 
-def _run_imp(profile: Profile, unit: Unit) -> dict:
-    """One round of IMP (see :func:`flatcomp.pruning.iterative_magnitude_pruning`).
+# The IMP experiments and the prunable set each prunes (flatcomp.pruning.prunable_weights):
+# "imp" Chen et al.'s, every encoder matrix and the pooler; "imp_encoder" the encoder only, the
+# pooler kept dense, as all-MiniLM-L6-v2's pooler was never trained (it pools by averaging).
+IMP_PRESETS = {"imp": "linear", "imp_encoder": "encoder"}
+ENCODER_IMP_TASKS = ("mrpc", "sst2")  # the pooler-free IMP chains, every seed
+
+
+def _imp_encoder_units(profile: Profile) -> list[Unit]:
+    """IMP with rewinding and the pooler kept dense: every seed, rounds 0 to ``imp_rounds``."""
+    return [dict(task=t, optimizer=o, rewind=True, seed=s, round=k)
+            for t in profile.tasks if t in ENCODER_IMP_TASKS for o in ("adam", "sam")
+            for s in profile.seeds for k in range(profile.imp_rounds + 1)]
+
+
+def _run_imp(profile: Profile, unit: Unit, experiment: str = "imp") -> dict:
+    """One round of IMP (see :func:`flatcomp.pruning.iterative_magnitude_pruning`), over the
+    prunable set of ``experiment`` (:data:`IMP_PRESETS`).
 
     Round 0 is the dense fine-tune (the ``finetune`` checkpoint). Round k > 0 needs the masks
     that round k - 1 pruned: they are computed first if missing, and every round leaves its
@@ -78,49 +93,52 @@ def _run_imp(profile: Profile, unit: Unit) -> dict:
     from flatcomp import pruning
 
     task, optimizer, seed, k = unit["task"], unit["optimizer"], unit["seed"], unit["round"]
-    lr, epochs = profile.lr_for(task), profile.epochs_for(task)
+    lr, epochs, preset = profile.lr_for(task), profile.epochs_for(task), IMP_PRESETS[experiment]
+    path = lambda k, kind: _imp_path(profile, unit, k, kind, experiment)
     if k == 0:
         model, summary = finetuned(profile, task, optimizer, seed)
         masks = None
     else:
         previous = {**unit, "round": k - 1}
-        ResultsStore(profile).load_or_run("imp", unit_id(previous),
-                                          lambda: _run_imp(profile, previous), seed)
-        masks, _ = pruning.load_masks(_cached(profile, _imp_path(profile, unit, k, "masks"),
-                                              previous))
+        ResultsStore(profile).load_or_run(experiment, unit_id(previous),
+                                          lambda: _run_imp(profile, previous, experiment), seed)
+        masks, _ = pruning.load_masks(_cached(profile, path(k, "masks"), previous, experiment))
         start_state = None if unit["rewind"] else load_file(
-            _cached(profile, _imp_path(profile, unit, k - 1, "weights"), previous))
+            _cached(profile, path(k - 1, "weights"), previous, experiment))
         train, dev, cut = encoded_task(profile, task)
         train_fn = lambda model, m: fine_tune(model, train, dev, task, profile, optimizer, seed,
                                               masks=m, epochs=epochs, lr=lr)
         _, result = next(pruning.imp_rounds(
             lambda: load_model(profile, task, seed), train_fn, profile.imp_rounds,
             profile.imp_rate, unit["rewind"], start_round=k, start_masks=masks,
-            start_state=start_state))
+            start_state=start_state, preset=preset))
         model = result.model
         summary = fine_tune_summary(result, task, optimizer, seed, lr, epochs, train, dev, cut)
     next_sparsity = round((k + 1) * profile.imp_rate, 12) if k < profile.imp_rounds else None
-    return finish_imp_round(model, masks, unit, k, next_sparsity, summary,
-                            lambda k, kind: _imp_path(profile, unit, k, kind))
+    return finish_imp_round(model, masks, unit, k, next_sparsity, summary, path, preset)
+
+
+def _run_imp_encoder(profile: Profile, unit: Unit) -> dict:
+    return _run_imp(profile, unit, "imp_encoder")
 
 
 def finish_imp_round(model: torch.nn.Module, masks: dict | None, unit: Unit, k: int,
                      next_sparsity: float | None, summary: dict,
-                     path: Callable[[int, str], Path]) -> dict:
+                     path: Callable[[int, str], Path], preset: str = "linear") -> dict:
     """The end of IMP round ``k``: the next round's masks pruned from the trained weights by
-    global magnitude to ``next_sparsity`` (None: the last round), the trained weights cached
-    (``path(round, "masks" | "weights")``), and the round's record."""
+    global magnitude over the ``preset`` set to ``next_sparsity`` (None: the last round), the
+    trained weights cached (``path(round, "masks" | "weights")``), and the round's record."""
     from flatcomp import pruning
 
     if next_sparsity is not None:
-        next_masks = pruning.magnitude_masks(pruning.prunable_weights(model), next_sparsity,
-                                             masks)
+        next_masks = pruning.magnitude_masks(pruning.prunable_weights(model, preset),
+                                             next_sparsity, masks)
         pruning.save_masks(next_masks, path(k + 1, "masks"),
                            {"unit": unit_id(unit), "pruned_after_round": k,
                             "device": summary["device"], "round_score": summary["best_score"]})
     save_weights(model, path(k, "weights"))
     return {**unit, **finetune_record(summary),
-            "sparsity": pruning.sparsity_report(model)["sparsity"]}
+            "sparsity": pruning.sparsity_report(model, preset)["sparsity"]}
 
 
 def ticket_sparsity(profile: Profile, task: str) -> float:
@@ -240,7 +258,7 @@ def _ticket_maker(profile: Profile, task: str, mask: str) -> Unit:
     return ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
 
 
-def _cached(profile: Profile, path: Path, maker: Unit) -> Path:
+def _cached(profile: Profile, path: Path, maker: Unit, experiment: str = "imp") -> Path:
     """``path``, which the stored IMP round ``maker`` left in the checkpoint cache.
 
     If the round was stored on another machine (or the cache was cleared) the file is gone: the
@@ -253,7 +271,7 @@ def _cached(profile: Profile, path: Path, maker: Unit) -> Path:
                       f"round {unit_id(maker)} is stored (computed on another machine, or the "
                       f"cache was cleared): training that round again to remake it",
                       stacklevel=2)
-        _run_imp(profile, maker)
+        _run_imp(profile, maker, experiment)
     return path
 
 
@@ -391,11 +409,13 @@ def _transfer_units(profile: Profile) -> list[Unit]:
             for m in ("adam", "sam") for o in ("adam", "sam")]
 
 
-def _imp_path(profile: Profile, unit: Unit, k: int, kind: str) -> Path:
+def _imp_path(profile: Profile, unit: Unit, k: int, kind: str, experiment: str = "imp") -> Path:
     """Cache file of round ``k``'s masks (those it trains with) or trained weights."""
     weights, _ = checkpoint_paths(profile, unit["task"], unit["optimizer"], unit["seed"],
                                    profile.lr_for(unit["task"]), profile.epochs_for(unit["task"]))
     run = f"{'rewind' if unit['rewind'] else 'continue'}-rate{profile.imp_rate:g}"
+    if IMP_PRESETS[experiment] != "linear":
+        run += f"-{IMP_PRESETS[experiment]}"
     return weights.parent / "imp" / f"{weights.stem}-{run}-round{k}.{kind}.safetensors"
 
 
@@ -425,6 +445,8 @@ def lottery_jobs(profile: Profile) -> list[Job]:
     jobs = []
     if True in lot.imp_rewind:
         jobs += [Job("imp", dict(task=[t], optimizer=[o], rewind=[True])) for t, o in chains]
+    jobs += [Job("imp_encoder", dict(task=[t], optimizer=[o], seed=[s]))
+             for s in lot.seeds for t, o in chains if t in ENCODER_IMP_TASKS]
     # The ticket file: made by its chain here, or remade where the chain is stored from elsewhere.
     jobs += [Job("ticket", dict(task=[t], mask=[o]), (pruned(t, o),)) for t, o in chains]
     found = {(t, o): ticket_file(lot, t, o) for t, o in chains}
@@ -501,6 +523,10 @@ def ticket_job_cost(profile: Profile, task: str, mask: str) -> float:
 EXPERIMENTS = (
     Experiment("imp", "iterative magnitude pruning, one unit per round",
                _imp_units, _run_imp, "lottery", priority=1, cost=_imp_cost, lottery=True),
+    Experiment("imp_encoder", "IMP with rewinding, the pooler kept dense (out of the prunable "
+               "set: MiniLM's pooler was never trained), MRPC and SST-2, every seed",
+               _imp_encoder_units, _run_imp_encoder, "lottery",
+               priority=1, cost=_imp_cost, lottery=True),
     Experiment("tickets", "random, Adam and SAM masks, each fine-tuned with Adam and with SAM",
                _ticket_units, _run_ticket, "lottery", priority=1, cost=_ticket_cost,
                lottery=True),
