@@ -72,13 +72,16 @@ def _imp_units(profile: Profile) -> list[Unit]:
 # "imp" Chen et al.'s, every encoder matrix and the pooler; "imp_encoder" the encoder only, the
 # pooler kept dense, as all-MiniLM-L6-v2's pooler was never trained (it pools by averaging).
 IMP_PRESETS = {"imp": "linear", "imp_encoder": "encoder"}
-ENCODER_IMP_TASKS = ("mrpc", "sst2")  # the pooler-free IMP chains, every seed
+# The tasks of the pooler-free IMP chains (every seed), per profile: none at paper, whose
+# BERT-base pooler was trained by next-sentence prediction.
+ENCODER_IMP_TASKS = {"smoke": ("mrpc",), "small": ("mrpc", "sst2"), "paper": ()}
 
 
 def _imp_encoder_units(profile: Profile) -> list[Unit]:
     """IMP with rewinding and the pooler kept dense: every seed, rounds 0 to ``imp_rounds``."""
     return [dict(task=t, optimizer=o, rewind=True, seed=s, round=k)
-            for t in profile.tasks if t in ENCODER_IMP_TASKS for o in ("adam", "sam")
+            for t in profile.tasks if t in ENCODER_IMP_TASKS.get(profile.name, ())
+            for o in ("adam", "sam")
             for s in profile.seeds for k in range(profile.imp_rounds + 1)]
 
 
@@ -446,7 +449,7 @@ def lottery_jobs(profile: Profile) -> list[Job]:
     if True in lot.imp_rewind:
         jobs += [Job("imp", dict(task=[t], optimizer=[o], rewind=[True])) for t, o in chains]
     jobs += [Job("imp_encoder", dict(task=[t], optimizer=[o], seed=[s]))
-             for s in lot.seeds for t, o in chains if t in ENCODER_IMP_TASKS]
+             for s in lot.seeds for t, o in chains if t in ENCODER_IMP_TASKS.get(lot.name, ())]
     # The ticket file: made by its chain here, or remade where the chain is stored from elsewhere.
     jobs += [Job("ticket", dict(task=[t], mask=[o]), (pruned(t, o),)) for t, o in chains]
     found = {(t, o): ticket_file(lot, t, o) for t, o in chains}
