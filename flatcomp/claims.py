@@ -420,3 +420,20 @@ def claims_table(profile: Profile, stored: Stored | None = None,
     table = ClaimsTable(pd.DataFrame(rows, columns=COLUMNS).set_index(["claim", "task"]))
     table.note = " ".join(notes) or None
     return table
+
+
+def prose_numbers(table: pd.DataFrame, prefix: str) -> dict[str, float]:
+    """The measured rows of a :func:`claims_table` as numbers for a chapter's prose (myst-nb
+    glue, :func:`flatcomp.tables.glue_numbers`): per task, named by ``prefix`` and the task's
+    label in lower-case letters and digits (``c1_sst2``, ``c1_pooled3tasks``), the difference in
+    points, with ``_pairs`` and, where there is an interval, ``_low`` and ``_high``."""
+    numbers = {}
+    for (_, task), row in table.iterrows():
+        if not row["pairs"]:
+            continue
+        name = f"{prefix}_{re.sub('[^a-z0-9]', '', task.lower())}"
+        numbers[name], numbers[f"{name}_pairs"] = float(row["ours"]), float(row["pairs"])
+        if row["95% CI"] != "-":
+            numbers[f"{name}_low"], numbers[f"{name}_high"] = \
+                (float(x) for x in row["95% CI"].split(" to "))
+    return numbers

@@ -190,3 +190,14 @@ def test_int8_drops_are_bootstrapped_over_rows_when_the_records_keep_them():
         [quantized("sam", s, 1) for s in range(2)]
     row = rows(claims.int8, stored(quantization=quant))["SST-2"]
     assert row["CI over"] == "seeds and dev rows (bootstrap)" and row["ours"] == "+5.5"
+
+
+def test_prose_numbers_name_each_measured_row():
+    runs = [finetune(t, o, s, 0.7 + (0.01 * s + 0.01 if o == "sam" else 0))
+            for t in ("mrpc", "sst2") for o in ("adam", "sam") for s in range(2)]
+    runs.append(finetune("rte", "adam", 0, 0.6))  # no pair: not measured, no number
+    numbers = claims.prose_numbers(claims.claims_table(SMALL, stored(finetune=runs),
+                                                       only=(claims.full_model,)), "c1")
+    assert numbers["c1_sst2"] == 1.5 and numbers["c1_sst2_pairs"] == 2
+    assert numbers["c1_sst2_low"] < 1.5 < numbers["c1_sst2_high"]
+    assert numbers["c1_pooled2tasks_pairs"] == 4 and not any("rte" in k for k in numbers)
