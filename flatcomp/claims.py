@@ -205,7 +205,7 @@ def per_task(records: list[dict], c: Comparison, paper: Callable[[list[str]], st
              name: Callable[[str], str] = TASK_NAMES.get,
              kind: str = "tasks") -> tuple[list[dict], list[str]]:
     """One row per task (or other ``group``) that has records, then those with pairs pooled, if
-    more than one; ``paper(groups)`` is the paper's number over those groups. Without any
+    more than one is left in the pool's one environment; ``paper(groups)`` is the paper's number over those groups. Without any
     record, one row: not yet measured. Also the notes naming the records left out (each record
     named once)."""
     rows, notes, named, measured = [], [], set(), []
@@ -219,9 +219,11 @@ def per_task(records: list[dict], c: Comparison, paper: Callable[[list[str]], st
     for g in dict.fromkeys(map(group, records)):
         add(*compared([r for r in records if group(r) == g], c, name(g), paper([g]), stored))
         measured += [g] if rows[-1]["pairs"] else []
-    if len(measured) > 1:
-        add(*compared([r for r in records if group(r) in measured], c,
-                      f"pooled ({len(measured)} {kind})", paper(measured), stored))
+    pool = [r for r in records if group(r) in measured]
+    kept, _ = one_environment(pool, f"{c.claim}, pooled") if len(measured) > 1 else ([], None)
+    used = list(dict.fromkeys(group(r) for r in kept))  # those of the pool's one environment
+    if len(used) > 1:
+        add(*compared(pool, c, f"pooled ({len(used)} {kind})", paper(used), stored))
     if not rows:
         rows.append(not_measured(c.claim, "all", c.chapter, paper([]),
                                  stored.how_to_measure(c.experiment)))

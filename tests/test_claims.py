@@ -201,3 +201,14 @@ def test_prose_numbers_name_each_measured_row():
     assert numbers["c1_sst2"] == 1.5 and numbers["c1_sst2_pairs"] == 2
     assert numbers["c1_sst2_low"] < 1.5 < numbers["c1_sst2_high"]
     assert numbers["c1_pooled2tasks_pairs"] == 4 and not any("rte" in k for k in numbers)
+
+
+def test_a_pooled_row_counts_only_the_tasks_of_its_environment():
+    runs = [finetune(t, o, s, 0.7) for t in ("mrpc", "sst2") for o in ("adam", "sam")
+            for s in range(2)]
+    runs += [finetune("rte", o, 0, 0.6, where=GPU) for o in ("adam", "sam")]
+    found = rows(claims.full_model, stored(finetune=runs))
+    assert "pooled (2 tasks)" in found and found["pooled (2 tasks)"]["pairs"] == 4
+    assert found["RTE"]["pairs"] == 1  # its own environment, on its own row
+    lone = [r for r in runs if r["task"] != "sst2"]
+    assert not any(k.startswith("pooled") for k in rows(claims.full_model, stored(finetune=lone)))
