@@ -20,28 +20,27 @@ def _run_quantization(profile: Profile, unit: Unit) -> dict:
     rounded to fewer bits (per tensor and per channel). All on the CPU, without autocast. The
     predictions of fp32 and int8 for every dev row are kept, to pair two models row by row."""
     from flatcomp import quantization as q
-    from flatcomp.metrics import glue_metrics, main_score
-    from flatcomp.train import predict, rows_of
+    from flatcomp.metrics import main_score
+    from flatcomp.train import evaluate_rows
 
     task = unit["task"]
     model, _ = finetuned(profile, task, unit["optimizer"], unit["seed"])
     model = model.cpu().eval()
+    int8 = q.quantize_dynamic_int8(model)
     _, dev, _ = encoded_task(profile, task)
     score = cpu_fp32_scorer(profile, task, dev)
     fp32, cpu = profile.with_overrides(precision="fp32"), torch.device("cpu")
-    predictions = {"fp32": predict(model, dev, fp32, cpu),
-                   "int8": predict(q.quantize_dynamic_int8(model), dev, fp32, cpu)}
-    scores = {k: main_score(task, glue_metrics(task, p, list(dev.labels)))
-              for k, p in predictions.items()}
+    scored = {"fp32": evaluate_rows(model, dev, task, fp32, cpu),
+              "int8": evaluate_rows(int8, dev, task, fp32, cpu)}
+    scores = {k: main_score(task, metrics) for k, (metrics, _) in scored.items()}
     scores["int8 per channel"] = score(q.quantize_dynamic_int8(model, per_channel=True))
     for bits in QUANT_BITS:
         for per_channel in (False, True):
             key = f"{bits} bit{' per channel' if per_channel else ''}"
             scores[key] = score(q.fake_quantize_weights(model, bits, per_channel))
     return {**unit, "scores": scores, "int8_drop": scores["fp32"] - scores["int8"],
-            "size_bytes": {"fp32": q.model_size_bytes(model),
-                           "int8": q.model_size_bytes(q.quantize_dynamic_int8(model))},
-            "dev_predictions": {k: rows_of(p) for k, p in predictions.items()},
+            "size_bytes": {"fp32": q.model_size_bytes(model), "int8": q.model_size_bytes(int8)},
+            "dev_predictions": {k: rows for k, (_, rows) in scored.items()},
             "dev_labels": dev_labels(dev)}
 
 
