@@ -35,7 +35,8 @@ from flatcomp import cofi_report, squad_report
 from flatcomp.config import Profile
 from flatcomp.metrics import recorded_score, resample_score
 from flatcomp.paper import COFI_95, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER, TRANSFER
-from flatcomp.stats import PairedDifference, bootstrap_difference, paired_difference, verdict
+from flatcomp.stats import (PairedDifference, bootstrap_difference, paired_difference, pairs_of,
+                            verdict)
 from flatcomp.tables import TASK_NAMES, NotedTable, one_environment
 
 # The paper's Table 1 gives no per-task numbers in our records of it, only this count (PAPER.md).
@@ -82,16 +83,6 @@ def stored_records(profile: Profile) -> Stored:
 
 
 # ---------------------------------------------------------------- pairs and rows
-
-def pairs_of(records: list[dict], arm: Callable[[dict], str], arms: tuple[str, str],
-             key: Callable[[dict], Hashable]) -> list[tuple[dict, dict]]:
-    """(record of ``arms[0]``, record of ``arms[1]``) for each ``key`` (a task and a seed, and
-    what else the comparison holds fixed) that has both, in key order; other arms are ignored."""
-    by = {(key(r), arm(r)): r for r in records if arm(r) in arms}
-    first, second = arms
-    keys = sorted({k for k, _ in by}, key=repr)
-    return [(by[k, first], by[k, second]) for k in keys if (k, first) in by and (k, second) in by]
-
 
 def paired(score: Callable[[dict], float], arm: Callable[[dict], str], arms: tuple[str, str],
            key: Callable[[dict], Hashable]) -> Difference:

@@ -23,7 +23,7 @@ from flatcomp.data import SquadExample, load_squad
 from flatcomp.paper import FULL_BERT_BASE, IMP_REWIND, INT8_DROP, TICKET_SPARSITY
 from flatcomp.qa_answers import Span, span_text
 from flatcomp.qa_features import CLS_INDEX, QAFeatures, encode_squad
-from flatcomp.stats import PairedDifference, paired_difference, verdict as verdict_of
+from flatcomp.stats import PairedDifference, paired_difference, pairs_of, verdict as verdict_of
 from flatcomp.tables import OPTIMIZER_NAMES, one_environment, pct, with_notes
 
 HEADLINE = ("adam", "sam")
@@ -77,9 +77,7 @@ def _by_optimizer_seed(records: list[dict]) -> dict[tuple[str, int], dict]:
 def seed_pairs(records: list[dict], first: str = "sam", second: str = "adam"
                ) -> list[tuple[dict, dict]]:
     """(``first`` record, ``second`` record) of every seed that has both, in seed order."""
-    by = _by_optimizer_seed(records)
-    return [(by[first, s], by[second, s]) for s in sorted({s for _, s in by})
-            if (first, s) in by and (second, s) in by]
+    return pairs_of(records, lambda r: r["optimizer"], (first, second), lambda r: r["seed"])
 
 
 def question_difference(a: dict, b: dict, score: Callable[[dict], list[float]]) -> PairedDifference:

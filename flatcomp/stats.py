@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 from scipy import stats
@@ -88,6 +88,20 @@ class PairedDifference:
             return f"{mean} {unit} ({pairs}, no interval)"
         return (f"{mean} ± {scale * self.half_width:.1f} {unit} "
                 f"({100 * self.confidence:.0f}% CI, {self.pairs} pairs)")
+
+
+def pairs_of(records: list[dict], arm: Callable[[dict], str], arms: tuple[str, str],
+             key: Callable[[dict], Hashable]) -> list[tuple[dict, dict]]:
+    """(record of ``arms[0]``, record of ``arms[1]``) for each ``key`` (a task and a seed, and
+    what else the comparison holds fixed) that has both, in key order; other arms are ignored."""
+    by = {(key(r), arm(r)): r for r in records if arm(r) in arms}
+    first, second = arms
+    keys = list(dict.fromkeys(k for k, _ in by))
+    try:
+        keys.sort()
+    except TypeError:  # keys of mixed types: a fixed order all the same
+        keys.sort(key=repr)
+    return [(by[k, first], by[k, second]) for k in keys if (k, first) in by and (k, second) in by]
 
 
 def paired_difference(a: list[float], b: list[float],

@@ -666,6 +666,37 @@ def transfer_table(cells: list[dict]) -> pd.DataFrame:
     return with_notes(table.rename_axis("source → target"), [note] if note else [])
 
 
+def seeded_transfer_table(cells: list[dict]) -> pd.DataFrame:
+    """Ticket transfer over several seeds: per (source, target) pair, the SAM ticket minus the
+    Adam ticket under each fine-tuning optimizer (the paper's Figure 8), paired by seed, with its
+    95% t interval and verdict (the paper's claim: SAM's ticket transfers better), beside the
+    paper's cell. Each pair's runs are of one environment (else ``ValueError``)."""
+    from flatcomp.stats import paired_difference, pairs_of, verdict
+
+    found = [r for r in cells if r["mask"] in ("adam", "sam")]
+    rows = {}
+    for (s, t), runs in _by_pair(found).items():
+        check_one_environment(runs, f"the transfer {TASK_NAMES[s]} → {TASK_NAMES[t]}")
+        row = {}
+        for o in ("adam", "sam"):
+            name, better, worse = TRANSFER_PANELS["ticket", o]
+            pairs = pairs_of(runs, lambda r: (r["mask"], r["optimizer"]), (better, worse),
+                             lambda r: r["seed"])
+            d = paired_difference([recorded_score(a) for a, _ in pairs],
+                                  [recorded_score(b) for _, b in pairs]) if pairs else None
+            row[(name, "ours")] = f"{100 * d.mean:+.1f}" if d else "-"
+            row[(name, "95% CI")] = d.interval() if d else "-"
+            row[(name, "seeds")] = len(pairs)
+            row[(name, "verdict")] = verdict(d) if d else "-"
+            paper = TRANSFER["ticket", o].get((s, t))
+            row[(name, "paper")] = f"{paper:+.1f}" if paper is not None else "-"
+        rows[f"{TASK_NAMES[s]} → {TASK_NAMES[t]}"] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if rows:
+        table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table.rename_axis("source → target")
+
+
 def ticket_origin_table(records: list[dict]) -> pd.DataFrame:
     """Where the tickets of ticket or transfer records came from: the IMP round that pruned each,
     the device it trained on and its dev score there, beside the score stored for that round (the

@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 
 import pytest
 
-from flatcomp import claims
+from flatcomp import claims, stats
 from flatcomp.config import get_profile
 
 SMALL = get_profile("small")
@@ -31,8 +31,8 @@ def test_pairs_are_formed_by_task_and_seed_only():
     runs = [finetune("mrpc", "adam", 0, 0.80), finetune("mrpc", "adam", 1, 0.81),
             finetune("mrpc", "sam", 1, 0.84), finetune("mrpc", "sam", 2, 0.90),
             finetune("rte", "adam", 2, 0.60), finetune("mrpc", "swa", 1, 0.99)]
-    pairs = claims.pairs_of(runs, lambda r: r["optimizer"], ("sam", "adam"),
-                            lambda r: (r["task"], r["seed"]))
+    pairs = stats.pairs_of(runs, lambda r: r["optimizer"], ("sam", "adam"),
+                           lambda r: (r["task"], r["seed"]))
     assert [(s["seed"], a["seed"], s["task"], a["task"]) for s, a in pairs] == \
         [(1, 1, "mrpc", "mrpc")]
     row = rows(claims.full_model, stored(finetune=runs))["MRPC"]

@@ -111,9 +111,10 @@ def test_unit_ids_are_unique_within_an_experiment(profile, experiment):
     units = EXPERIMENTS[experiment].units(PROFILES[profile])
     # empty by design: no transfer with one task; smoke runs only CoFi's headline units; the
     # paper's own schedule is the longer budget, and its pooler was trained
-    assert units or (experiment == "transfer" and len(PROFILES[profile].tasks) == 1) \
+    assert units or (experiment.startswith("transfer") and len(PROFILES[profile].tasks) == 1) \
         or (experiment, profile) in (("cofi_more", "smoke"), ("budget", "paper"),
-                                     ("imp_encoder", "paper"))
+                                     ("imp_encoder", "paper"), ("tickets_encoder", "paper"),
+                                     ("transfer_encoder", "paper"))
     assert len({unit_id(u) for u in units}) == len(units)
 
 
@@ -595,4 +596,38 @@ def test_the_pooler_free_imp_prunes_the_encoder_only(smoke):
     assert masks and not any("pooler" in name for name in masks)
     assert _imp_path(lot, r1, 1, "masks", "imp_encoder") != _imp_path(lot, r1, 1, "masks")
     units = EXPERIMENTS["imp_encoder"].units(lot)
-    assert {u["seed"] for u in units} == set(lot.seeds) and {u["task"] for u in units} == {"mrpc"}
+    assert {u["seed"] for u in units} == set(lot.seeds) and {u["task"] for u in units} == \
+        set(lot.tasks)
+
+
+def test_each_seed_of_the_pooler_free_table_uses_its_own_chains_ticket(smoke):
+    """tickets_encoder's seed 1: the SAM ticket fine-tuned with SAM is round 2 of the seed-1
+    imp_encoder chain (no training of its own); with Adam it trains under that chain's mask,
+    whose pooler is dense, and its weights are cached apart from the with-pooler tickets'."""
+    from flatcomp.experiments import load_or_run, ticket_and_origin
+    from flatcomp.experiments.lottery import _masked_weights_path
+
+    lot = smoke.for_lottery()
+    wanted = dict(task=["mrpc"], mask=["sam"], seed=[1])
+    own, other = (load_or_run(smoke, "tickets_encoder", optimizer=[o], progress=False, **wanted)[0]
+                  for o in ("sam", "adam"))
+    [chain] = load_or_run(smoke, "imp_encoder", task=["mrpc"], optimizer=["sam"], seed=[1],
+                          round=[2], progress=False)
+    assert own["history"] == chain["history"]
+    assert other["sparsity"] == pytest.approx(own["sparsity"])  # both over the encoder
+    assert own["ticket"]["imp_round"] == "mrpc-sam-rewind-seed1-round1" == \
+        other["ticket"]["imp_round"]
+    masks, _ = ticket_and_origin(lot, "mrpc", "sam", 1, "imp_encoder")
+    assert not any("pooler" in name for name in masks)
+    unit = dict(task="mrpc", mask="sam", optimizer="adam", seed=1)
+    assert _masked_weights_path(lot, unit, "imp_encoder").exists()
+    assert _masked_weights_path(lot, unit, "imp_encoder") != _masked_weights_path(lot, unit)
+
+
+def test_pooler_free_transfer_moves_the_same_seeds_tickets(smoke):
+    from flatcomp.experiments import load_or_run
+
+    [cell] = load_or_run(smoke, "transfer_encoder", source=["stsb"], task=["mrpc"],
+                         mask=["adam"], optimizer=["sam"], seed=[1], progress=False)
+    assert cell["ticket"]["imp_round"] == "stsb-adam-rewind-seed1-round1"
+    assert cell["task"] == "mrpc" and 0 < cell["sparsity"] < 1

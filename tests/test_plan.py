@@ -68,6 +68,15 @@ def test_a_ticket_job_per_chain_and_the_tickets_wait_for_its_file(smoke):
     assert jobs["transfer-stsb-mrpc"].needs == (ticket_file(lot, "stsb", "adam"),
                                                 ticket_file(lot, "stsb", "sam"))
     assert jobs["flatness-mrpc-sam-1"].needs == (("finetune", "mrpc-sam-seed1"),)
+    # the pooler-free tickets wait for their own seed's chain
+    assert jobs["tickets_encoder-mrpc-random-adam-1"].needs == (
+        ("imp_encoder", "mrpc-adam-rewind-seed1-round1"),)
+    assert jobs["tickets_encoder-mrpc-sam-sam-1"].needs == (
+        ("imp_encoder", "mrpc-sam-rewind-seed1-round1"),
+        ("imp_encoder", "mrpc-sam-rewind-seed1-round2"))
+    assert jobs["transfer_encoder-stsb-mrpc-0"].needs == (
+        ("imp_encoder", "stsb-adam-rewind-seed0-round1"),
+        ("imp_encoder", "stsb-sam-rewind-seed0-round1"))
 
 
 # ---------------------------------------------------------------- the order and the cost

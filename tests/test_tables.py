@@ -237,6 +237,25 @@ def test_transfer_table_sets_each_pair_and_the_mean_beside_the_paper():
     assert set(table[("SAM − Adam fine-tuning, Adam ticket", "ours")]) == {"+1.0"}
 
 
+def test_seeded_transfer_pairs_the_tickets_by_seed_with_an_interval_and_a_verdict():
+    """MRPC -> RTE over three seeds, the SAM ticket 3, 4 and 5 points ahead under SAM fine-tuning
+    (level under Adam); seed 2 lacks its Adam-ticket run under Adam, so that panel pairs two."""
+    cells = [{"source": "mrpc", "task": "rte", "mask": m, "optimizer": o, "seed": k,
+              "best_score": 0.6 + (0.03 + 0.01 * k if (m, o) == ("sam", "sam") else 0)}
+             for m in ("adam", "sam") for o in ("adam", "sam") for k in range(3)]
+    cells = [c for c in cells if (c["mask"], c["optimizer"], c["seed"]) != ("adam", "adam", 2)]
+    table = tables.seeded_transfer_table(cells)
+    under_sam, under_adam = ("SAM − Adam ticket, SAM fine-tuning",
+                             "SAM − Adam ticket, Adam fine-tuning")
+    row = table.loc["MRPC → RTE"]
+    assert (row[(under_sam, "ours")], row[(under_sam, "seeds")]) == ("+4.0", 3)
+    assert row[(under_sam, "95% CI")] == "+1.5 to +6.5" and row[(under_sam, "verdict")] == \
+        "reproduced"
+    assert row[(under_sam, "paper")] == "+1.8"  # poster Figure 8
+    assert (row[(under_adam, "ours")], row[(under_adam, "seeds")]) == ("+0.0", 2)
+    assert row[(under_adam, "verdict")].startswith("inconclusive")
+
+
 def test_the_transcribed_transfer_grids_agree_with_the_posters_averages():
     """Row means of Figure 8 and column means of Figure 9 as printed beside the grids (the
     grids' entries are rounded to 0.1, so their means may differ by up to 0.1)."""

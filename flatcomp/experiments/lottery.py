@@ -72,16 +72,34 @@ def _imp_units(profile: Profile) -> list[Unit]:
 # "imp" Chen et al.'s, every encoder matrix and the pooler; "imp_encoder" the encoder only, the
 # pooler kept dense, as all-MiniLM-L6-v2's pooler was never trained (it pools by averaging).
 IMP_PRESETS = {"imp": "linear", "imp_encoder": "encoder"}
-# The tasks of the pooler-free IMP chains (every seed), per profile: none at paper, whose
-# BERT-base pooler was trained by next-sentence prediction.
-ENCODER_IMP_TASKS = {"smoke": ("mrpc",), "small": ("mrpc", "sst2"), "paper": ()}
+# The experiments that fine-tune tickets, and the IMP experiment whose chains pruned them.
+TICKET_SOURCES = {"tickets": "imp", "transfer": "imp", "tickets_encoder": "imp_encoder",
+                  "transfer_encoder": "imp_encoder"}
+# The pooler-free lottery runs on every lottery task and seed, except at paper, whose BERT-base
+# pooler was trained by next-sentence prediction; these tasks come first in the plan.
+ENCODER_FIRST_TASKS = ("mrpc", "sst2")
+
+
+def encoder_tasks(profile: Profile) -> tuple[str, ...]:
+    """The tasks of the pooler-free lottery (``imp_encoder`` and its tickets): none at paper."""
+    return () if profile.name == "paper" else profile.tasks
+
+
+def _encoder_priority(profile: Profile, unit: Unit) -> int:
+    """MRPC's and SST-2's pooler-free chains and tickets first (1), the other tasks after (2)."""
+    return 1 if unit["task"] in ENCODER_FIRST_TASKS else 2
+
+
+def chain_seed(profile: Profile, imp: str, seed: int) -> int:
+    """The seed of the IMP chain whose ticket a fine-tune of seed ``seed`` uses: the ``imp``
+    experiment runs the first seed only, ``imp_encoder`` every seed (each seed its own ticket)."""
+    return profile.seeds[0] if imp == "imp" else seed
 
 
 def _imp_encoder_units(profile: Profile) -> list[Unit]:
     """IMP with rewinding and the pooler kept dense: every seed, rounds 0 to ``imp_rounds``."""
     return [dict(task=t, optimizer=o, rewind=True, seed=s, round=k)
-            for t in profile.tasks if t in ENCODER_IMP_TASKS.get(profile.name, ())
-            for o in ("adam", "sam")
+            for t in encoder_tasks(profile) for o in ("adam", "sam")
             for s in profile.seeds for k in range(profile.imp_rounds + 1)]
 
 
@@ -152,46 +170,71 @@ def ticket_sparsity(profile: Profile, task: str) -> float:
     return min(TICKET_SPARSITY[task], round(profile.imp_rounds * profile.imp_rate, 12))
 
 
-def _ticket_units(profile: Profile) -> list[Unit]:
+def _ticket_units(profile: Profile, tasks: tuple[str, ...] | None = None) -> list[Unit]:
     """The mask x optimizer table: random, Adam-found and SAM-found masks at the task's ticket
     sparsity, each fine-tuned from the pre-trained weights with Adam and with SAM, every seed."""
-    return [dict(task=t, mask=m, optimizer=o, seed=s) for t in profile.tasks
+    return [dict(task=t, mask=m, optimizer=o, seed=s) for t in tasks or profile.tasks
             for m in ("random", "adam", "sam") for o in ("adam", "sam") for s in profile.seeds]
 
 
-def _run_ticket(profile: Profile, unit: Unit, need_weights: bool = False) -> dict:
+def _encoder_ticket_units(profile: Profile) -> list[Unit]:
+    """The mask x optimizer table of the pooler-free tickets: seed s uses the ticket of the
+    ``imp_encoder`` chain of seed s."""
+    return _ticket_units(profile, encoder_tasks(profile)) if encoder_tasks(profile) else []
+
+
+def _is_own_round(profile: Profile, unit: Unit, imp: str) -> bool:
+    """A ticket on its own task, fine-tuned with the optimizer that found it, with its chain's
+    seed: the same computation as the chain's round at the ticket sparsity."""
+    return (unit.get("source", unit["task"]) == unit["task"] and unit["mask"] == unit["optimizer"]
+            and unit["seed"] == chain_seed(profile, imp, unit["seed"]))
+
+
+def _run_ticket(profile: Profile, unit: Unit, need_weights: bool = False,
+                experiment: str = "tickets") -> dict:
     """Fine-tune the pre-trained model on the unit's task under its mask (:func:`ticket_masks`),
-    the ticket of the unit's ``source`` task if it has one (transfer), else of its own task. The
-    record says where the mask came from (:func:`ticket_and_origin`).
+    the ticket of the unit's ``source`` task if it has one (transfer), else of its own task, from
+    the IMP chains of ``TICKET_SOURCES[experiment]``. The record says where the mask came from
+    (:func:`ticket_and_origin`).
 
-    A ticket fine-tuned with the optimizer that found it, with IMP's seed, is IMP's own round at
-    the ticket sparsity: see :func:`_imp_round_as_ticket`.
+    A ticket fine-tuned with the optimizer that found it, with its chain's seed, is the chain's
+    own round at the ticket sparsity: see :func:`_imp_round_as_ticket`.
     """
-    task, source = unit["task"], unit.get("source", unit["task"])
-    if source == task and unit["mask"] == unit["optimizer"] and unit["seed"] == profile.seeds[0]:
-        return _imp_round_as_ticket(profile, unit, need_weights)
-    masks, origin = ticket_and_origin(profile, source, unit["mask"], unit["seed"])
-    return {**_fine_tune_masked(profile, unit, masks), "ticket": origin}
+    imp = TICKET_SOURCES[experiment]
+    if _is_own_round(profile, unit, imp):
+        return _imp_round_as_ticket(profile, unit, need_weights, imp)
+    masks, origin = ticket_and_origin(profile, unit.get("source", unit["task"]), unit["mask"],
+                                      unit["seed"], imp)
+    return {**_fine_tune_masked(profile, unit, masks, imp), "ticket": origin}
 
 
-def _imp_round_as_ticket(profile: Profile, unit: Unit, need_weights: bool) -> dict:
+def _run_encoder_ticket(profile: Profile, unit: Unit) -> dict:
+    return _run_ticket(profile, unit, experiment="tickets_encoder")
+
+
+def _run_encoder_transfer(profile: Profile, unit: Unit) -> dict:
+    return _run_ticket(profile, unit, experiment="transfer_encoder")
+
+
+def _imp_round_as_ticket(profile: Profile, unit: Unit, need_weights: bool,
+                         imp: str = "imp") -> dict:
     """IMP's round at the ticket sparsity, which is the same computation as fine-tuning the
     ticket with the optimizer that found it: its stored record is reused, with the stored round
     that pruned the mask as the ticket's origin. Its weights are copied if they are in the
     checkpoint cache; if not, the round is trained again for them only when ``need_weights``
     (:func:`_ticket_model`)."""
     store = ResultsStore(profile)
-    maker = ticket_imp_unit(profile, unit["task"], unit["mask"])
+    maker = ticket_imp_unit(profile, unit["task"], unit["mask"], imp, unit["seed"])
     trained_unit = {**maker, "round": maker["round"] + 1}
-    pruned_by = store.load_or_run("imp", unit_id(maker), lambda: _run_imp(profile, maker),
+    pruned_by = store.load_or_run(imp, unit_id(maker), lambda: _run_imp(profile, maker, imp),
                                   unit["seed"])
-    record = store.load_or_run("imp", unit_id(trained_unit),
-                               lambda: _run_imp(profile, trained_unit), unit["seed"])
-    trained = _imp_path(profile, trained_unit, trained_unit["round"], "weights")
+    record = store.load_or_run(imp, unit_id(trained_unit),
+                               lambda: _run_imp(profile, trained_unit, imp), unit["seed"])
+    trained = _imp_path(profile, trained_unit, trained_unit["round"], "weights", imp)
     if trained.exists() or need_weights:
-        path = _masked_weights_path(profile, unit)
+        path = _masked_weights_path(profile, unit, imp)
         path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_cached(profile, trained, trained_unit), path)
+        shutil.copyfile(_cached(profile, trained, trained_unit, imp), path)
     origin = {"imp_round": unit_id(maker), "device": pruned_by["device"],
               "round_score": pruned_by["best_score"], "stored_round_score": pruned_by["best_score"]}
     return {**unit, **{k: v for k, v in record.items() if k not in ("rewind", "round")},
@@ -217,48 +260,54 @@ def _run_pooler_check(profile: Profile, unit: Unit) -> dict:
             "pooler_size": sum(m.numel() for m in pooler)}
 
 
-def ticket_masks(profile: Profile, task: str, mask: str, seed: int) -> dict[str, torch.Tensor]:
-    """The ``adam`` or ``sam`` ticket of ``task``: the mask that IMP with rewinding (first seed)
-    trains with at :func:`ticket_sparsity`, computed first if missing; or a ``random`` mask with
-    as many weights per layer as the Adam ticket, at positions drawn with ``seed``."""
-    return ticket_and_origin(profile, task, mask, seed)[0]
+def ticket_masks(profile: Profile, task: str, mask: str, seed: int,
+                 imp: str = "imp") -> dict[str, torch.Tensor]:
+    """The ``adam`` or ``sam`` ticket of ``task``: the mask that IMP with rewinding (experiment
+    ``imp``, chain :func:`chain_seed`) trains with at :func:`ticket_sparsity`, computed first if
+    missing; or a ``random`` mask with as many weights per layer as the Adam ticket, at positions
+    drawn with ``seed``."""
+    return ticket_and_origin(profile, task, mask, seed, imp)[0]
 
 
-def ticket_and_origin(profile: Profile, task: str, mask: str,
-                      seed: int) -> tuple[dict[str, torch.Tensor], dict]:
+def ticket_and_origin(profile: Profile, task: str, mask: str, seed: int,
+                      imp: str = "imp") -> tuple[dict[str, torch.Tensor], dict]:
     """:func:`ticket_masks`, and where the ticket came from: the IMP round that pruned it (a random
     mask: the Adam ticket's), the device it trained on and its dev score there, beside the score
     in that round's stored record (the two differ when the masks were remade on another machine,
     see :func:`_cached`)."""
     from flatcomp import pruning
 
-    masks, meta = pruning.load_masks(_ticket_path(profile, task, mask))
-    maker = _ticket_maker(profile, task, mask)
-    stored = ResultsStore(profile).load("imp", unit_id(maker))
+    masks, meta = pruning.load_masks(_ticket_path(profile, task, mask, imp, seed))
+    maker = _ticket_maker(profile, task, mask, imp, seed)
+    stored = ResultsStore(profile).load(imp, unit_id(maker))
     origin = {"imp_round": unit_id(maker), "device": meta.get("device"),
               "round_score": meta.get("round_score"),
               "stored_round_score": stored["best_score"] if stored else None}
     return (pruning.random_masks(masks, seed=seed) if mask == "random" else masks), origin
 
 
-def ticket_file(profile: Profile, task: str, mask: str) -> Path:
+def ticket_file(profile: Profile, task: str, mask: str, imp: str = "imp",
+                seed: int | None = None) -> Path:
     """Where the checkpoint cache keeps ``task``'s Adam or SAM ticket (for ``random``: Adam's,
-    from which the random masks are drawn). It may not exist yet: see :func:`ticket_masks`."""
-    source = _ticket_maker(profile, task, mask)
-    return _imp_path(profile, source, source["round"] + 1, "masks")
+    from which the random masks are drawn) of the ``imp`` chain of ``seed`` (for ``imp``: its
+    only chain). It may not exist yet: see :func:`ticket_masks`."""
+    source = _ticket_maker(profile, task, mask, imp, seed)
+    return _imp_path(profile, source, source["round"] + 1, "masks", imp)
 
 
-def _ticket_path(profile: Profile, task: str, mask: str) -> Path:
+def _ticket_path(profile: Profile, task: str, mask: str, imp: str = "imp",
+                 seed: int | None = None) -> Path:
     """:func:`ticket_file`, made first if missing (IMP trained, or remade, up to the ticket)."""
-    source = _ticket_maker(profile, task, mask)
-    ResultsStore(profile).load_or_run("imp", unit_id(source), lambda: _run_imp(profile, source),
-                                      source["seed"])
-    return _cached(profile, ticket_file(profile, task, mask), source)
+    source = _ticket_maker(profile, task, mask, imp, seed)
+    ResultsStore(profile).load_or_run(imp, unit_id(source),
+                                      lambda: _run_imp(profile, source, imp), source["seed"])
+    return _cached(profile, ticket_file(profile, task, mask, imp, seed), source, imp)
 
 
-def _ticket_maker(profile: Profile, task: str, mask: str) -> Unit:
+def _ticket_maker(profile: Profile, task: str, mask: str, imp: str = "imp",
+                  seed: int | None = None) -> Unit:
     """The IMP round that pruned ``task``'s ``mask`` ticket (for a random mask: Adam's)."""
-    return ticket_imp_unit(profile, task, "adam" if mask == "random" else mask)
+    return ticket_imp_unit(profile, task, "adam" if mask == "random" else mask, imp, seed)
 
 
 def _cached(profile: Profile, path: Path, maker: Unit, experiment: str = "imp") -> Path:
@@ -278,14 +327,19 @@ def _cached(profile: Profile, path: Path, maker: Unit, experiment: str = "imp") 
     return path
 
 
-def ticket_imp_unit(profile: Profile, task: str, optimizer: str) -> Unit:
-    """The IMP round (with rewinding, first seed) after which ``task``'s ticket is pruned."""
+def ticket_imp_unit(profile: Profile, task: str, optimizer: str, imp: str = "imp",
+                    seed: int | None = None) -> Unit:
+    """The round of experiment ``imp`` (with rewinding; its chain of :func:`chain_seed`) after
+    which ``task``'s ticket is pruned."""
     k = round(ticket_sparsity(profile, task) / profile.imp_rate)
-    return dict(task=task, optimizer=optimizer, rewind=True, seed=profile.seeds[0], round=k - 1)
+    seed = chain_seed(profile, imp, profile.seeds[0] if seed is None else seed)
+    return dict(task=task, optimizer=optimizer, rewind=True, seed=seed, round=k - 1)
 
 
-def _fine_tune_masked(profile: Profile, unit: Unit, masks: dict[str, torch.Tensor]) -> dict:
-    """The pre-trained model fine-tuned on ``unit["task"]`` under ``masks``, as a results record."""
+def _fine_tune_masked(profile: Profile, unit: Unit, masks: dict[str, torch.Tensor],
+                      imp: str = "imp") -> dict:
+    """The pre-trained model fine-tuned on ``unit["task"]`` under ``masks``, as a results record
+    (its sparsity over the prunable set of ``imp``'s chains)."""
     from flatcomp.pruning import sparsity_report
 
     task, optimizer, seed = unit["task"], unit["optimizer"], unit["seed"]
@@ -293,18 +347,20 @@ def _fine_tune_masked(profile: Profile, unit: Unit, masks: dict[str, torch.Tenso
     lr, epochs = profile.lr_for(task), profile.epochs_for(task)
     result = fine_tune(load_model(profile, task, seed), train, dev, task, profile, optimizer, seed,
                        masks=masks, epochs=epochs, lr=lr)
-    save_weights(result.model, _masked_weights_path(profile, unit))
+    save_weights(result.model, _masked_weights_path(profile, unit, imp))
     summary = fine_tune_summary(result, task, optimizer, seed, lr, epochs, train, dev, cut)
     return {**unit, **finetune_record(summary),
-            "sparsity": sparsity_report(result.model)["sparsity"]}
+            "sparsity": sparsity_report(result.model, IMP_PRESETS[imp])["sparsity"]}
 
 
-def _masked_weights_path(profile: Profile, unit: Unit) -> Path:
-    """Cache file of a fine-tune under a mask: the unit's name and the training config's key."""
+def _masked_weights_path(profile: Profile, unit: Unit, imp: str = "imp") -> Path:
+    """Cache file of a fine-tune under a ticket of experiment ``imp``'s chains: the unit's name
+    and the training config's key."""
     task = unit["task"]
     digest = training_digest(profile, task, unit["optimizer"], unit["seed"],
                               profile.lr_for(task), profile.epochs_for(task))
-    return cache_dir() / profile.name / "masked" / f"{unit_id(unit)}-{digest}.safetensors"
+    folder = "masked" if imp == "imp" else f"masked-{IMP_PRESETS[imp]}"
+    return cache_dir() / profile.name / folder / f"{unit_id(unit)}-{digest}.safetensors"
 
 
 def _compound_units(profile: Profile) -> list[Unit]:
@@ -401,15 +457,24 @@ def _run_mask_analysis(profile: Profile, unit: Unit) -> dict:
             "overlap": mask_overlap(masks["adam"], masks["sam"])}
 
 
-def _transfer_units(profile: Profile) -> list[Unit]:
+def _transfer_units(profile: Profile, grid: tuple[str, ...] | None = None,
+                    seeds: tuple[int, ...] | None = None) -> list[Unit]:
     """Ticket transfer (the paper's Figures 8 and 9): the Adam and SAM tickets of every source
     task, fine-tuned with Adam and with SAM on every other task of the transfer grid
     (:meth:`Profile.transfer_grid`), first seed. (The diagonal, source = target, is the
     ``tickets`` experiment.)"""
-    grid = profile.transfer_grid()
-    return [dict(source=a, task=b, mask=m, optimizer=o, seed=profile.seeds[0])
+    grid = profile.transfer_grid() if grid is None else grid
+    return [dict(source=a, task=b, mask=m, optimizer=o, seed=s)
             for a in grid for b in grid if a != b
-            for m in ("adam", "sam") for o in ("adam", "sam")]
+            for m in ("adam", "sam") for o in ("adam", "sam")
+            for s in seeds or profile.seeds[:1]]
+
+
+def _encoder_transfer_units(profile: Profile) -> list[Unit]:
+    """Transfer of the pooler-free tickets over the transfer grid, every seed (seed s moves the
+    tickets of the chains of seed s)."""
+    grid = tuple(t for t in profile.transfer_grid() if t in encoder_tasks(profile))
+    return _transfer_units(profile, grid, profile.seeds)
 
 
 def _imp_path(profile: Profile, unit: Unit, k: int, kind: str, experiment: str = "imp") -> Path:
@@ -449,7 +514,7 @@ def lottery_jobs(profile: Profile) -> list[Job]:
     if True in lot.imp_rewind:
         jobs += [Job("imp", dict(task=[t], optimizer=[o], rewind=[True])) for t, o in chains]
     jobs += [Job("imp_encoder", dict(task=[t], optimizer=[o], seed=[s]))
-             for s in lot.seeds for t, o in chains if t in ENCODER_IMP_TASKS.get(lot.name, ())]
+             for s in lot.seeds for t in encoder_tasks(lot) for o in ("adam", "sam")]
     # The ticket file: made by its chain here, or remade where the chain is stored from elsewhere.
     jobs += [Job("ticket", dict(task=[t], mask=[o]), (pruned(t, o),)) for t, o in chains]
     found = {(t, o): ticket_file(lot, t, o) for t, o in chains}
@@ -482,6 +547,32 @@ def lottery_jobs(profile: Profile) -> list[Job]:
                  tuple(ticket(u) for u in tickets if u["task"] == task)) for task in lot.tasks]
     jobs += [Job("pooler_check", dict(task=[task]), (found[task, "adam"], found[task, "sam"]))
              for task in lot.tasks]
+    return jobs + encoder_jobs(lot)
+
+
+def encoder_jobs(lot: Profile) -> list[Job]:
+    """The pooler-free tickets' jobs, one per seed, each waiting for the rounds of that seed's
+    ``imp_encoder`` chains that pruned its tickets: the mask x optimizer table per task, then
+    transfer per pair of tasks."""
+    def pruned(task: str, mask: str, seed: int, later: int = 0) -> tuple[str, str]:
+        maker = _ticket_maker(lot, task, mask, "imp_encoder", seed)
+        return "imp_encoder", unit_id({**maker, "round": maker["round"] + later})
+
+    jobs = []
+    for seed in lot.seeds:
+        for task in encoder_tasks(lot):
+            for mask in ("random", "adam", "sam"):
+                for optimizer in ("adam", "sam"):
+                    needs = (pruned(task, mask, seed),)
+                    if mask == optimizer:
+                        needs += (pruned(task, mask, seed, later=1),)
+                    jobs.append(Job("tickets_encoder", dict(task=[task], mask=[mask],
+                                                            optimizer=[optimizer], seed=[seed]),
+                                    needs))
+        grid = [t for t in lot.transfer_grid() if t in encoder_tasks(lot)]
+        jobs += [Job("transfer_encoder", dict(source=[a], task=[b], seed=[seed]),
+                     (pruned(a, "adam", seed), pruned(a, "sam", seed)))
+                 for a in grid for b in grid if a != b]
     return jobs
 
 
@@ -495,11 +586,15 @@ def _imp_cost(profile: Profile, unit: Unit) -> float:
     return fine_tune_steps(profile, unit["task"], unit["optimizer"])
 
 
-def _ticket_cost(profile: Profile, unit: Unit) -> float:
+def _ticket_cost(profile: Profile, unit: Unit, imp: str = "imp") -> float:
     """A masked fine-tune, except a ticket that is IMP's own round (:func:`_imp_round_as_ticket`)."""
-    own = (unit.get("source", unit["task"]) == unit["task"] and unit["mask"] == unit["optimizer"]
-           and unit["seed"] == profile.seeds[0])
-    return 0.0 if own else fine_tune_steps(profile, unit["task"], unit["optimizer"])
+    if _is_own_round(profile, unit, imp):
+        return 0.0
+    return fine_tune_steps(profile, unit["task"], unit["optimizer"])
+
+
+def _encoder_ticket_cost(profile: Profile, unit: Unit) -> float:
+    return _ticket_cost(profile, unit, "imp_encoder")
 
 
 def _compound_cost(profile: Profile, unit: Unit) -> float:
@@ -527,9 +622,15 @@ EXPERIMENTS = (
     Experiment("imp", "iterative magnitude pruning, one unit per round",
                _imp_units, _run_imp, "lottery", priority=1, cost=_imp_cost, lottery=True),
     Experiment("imp_encoder", "IMP with rewinding, the pooler kept dense (out of the prunable "
-               "set: MiniLM's pooler was never trained), MRPC and SST-2, every seed",
+               "set: MiniLM's pooler was never trained), every seed",
                _imp_encoder_units, _run_imp_encoder, "lottery",
-               priority=1, cost=_imp_cost, lottery=True),
+               priority=_encoder_priority, cost=_imp_cost, lottery=True),
+    Experiment("tickets_encoder", "the mask x optimizer table of the pooler-free tickets, each "
+               "seed with its own chain's ticket", _encoder_ticket_units, _run_encoder_ticket,
+               "lottery", priority=_encoder_priority, cost=_encoder_ticket_cost, lottery=True),
+    Experiment("transfer_encoder", "the pooler-free tickets of one task fine-tuned on another, "
+               "every seed", _encoder_transfer_units, _run_encoder_transfer, "lottery",
+               priority=2, cost=_encoder_ticket_cost, lottery=True),
     Experiment("tickets", "random, Adam and SAM masks, each fine-tuned with Adam and with SAM",
                _ticket_units, _run_ticket, "lottery", priority=1, cost=_ticket_cost,
                lottery=True),
