@@ -111,6 +111,34 @@ def speed_table(records: list[dict]) -> pd.DataFrame:
     return with_notes(pd.DataFrame(rows).set_index(["task", "target"]), notes)
 
 
+def prose_numbers(records: list[dict]) -> dict[str, float]:
+    """The numbers of the chapter's prose (myst-nb glue, :func:`flatcomp.tables.glue_numbers`),
+    means over seeds per task and target, named ``cofi_<task><target %>_<what>``: the teachers'
+    and the students' dev scores in points (``adam_teacher``, ``sam_student``...), the students'
+    paired difference (``difference``), SAM's teacher minus Adam's (``teacher_difference``),
+    the realised sparsity in percent and the speed-up of the
+    compact model at each batch size timed (``speedup_b1``...)."""
+    records, _ = _one_environment(records)
+    numbers = {}
+    for (task, target), by in sorted(_cells(records).items()):
+        name = f"cofi_{task}{100 * target:.0f}"
+        cell = [r for rs in by.values() for r in rs]
+        for o, rs in by.items():
+            numbers[f"{name}_{o}_teacher"] = 100 * statistics.fmean(
+                r["teacher"]["dev_score_cpu_fp32"] for r in rs)
+            numbers[f"{name}_{o}_student"] = 100 * statistics.fmean(r["dev_score"] for r in rs)
+        if pairs(cell):
+            numbers[f"{name}_difference"] = 100 * student_difference(cell).mean
+        if {"adam", "sam"} <= set(by):
+            numbers[f"{name}_teacher_difference"] = (numbers[f"{name}_sam_teacher"]
+                                                     - numbers[f"{name}_adam_teacher"])
+        numbers[f"{name}_realised"] = 100 * statistics.fmean(r["realised_sparsity"] for r in cell)
+        for b in sorted({row["batch_size"] for r in cell for row in r["latency"]}):
+            numbers[f"{name}_speedup_b{b}"] = statistics.fmean(
+                _latency(r, "compact", b)["speedup"] for r in cell)
+    return numbers
+
+
 def _per_layer(values: list[int]) -> str:
     return " ".join(str(v) for v in values)
 

@@ -543,6 +543,27 @@ def imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.DataFrame:
     return with_notes(pd.DataFrame.from_dict(rows, orient="index").rename_axis("task"), notes)
 
 
+def imp_prose_numbers(rounds: list[dict]) -> dict[str, float]:
+    """The IMP curves as numbers for a chapter's prose (myst-nb glue, :func:`glue_numbers`), in
+    points, one seed per curve: ``imp_<task>_<optimizer>_<rewind|continue>_<sparsity %>`` for each
+    round, and per task and chain kind ``imp_<task>_<kind>_sam_lead_low`` and ``..._high``, the
+    smallest and largest SAM - Adam difference over the pruned rounds both optimizers have."""
+    numbers = {}
+    for r in rounds:
+        kind = "rewind" if r["rewind"] else "continue"
+        numbers[f"imp_{r['task']}_{r['optimizer']}_{kind}_{100 * r['sparsity']:.0f}"] = \
+            100 * recorded_score(r)
+    for task, kind in dict.fromkeys((r["task"], "rewind" if r["rewind"] else "continue")
+                                    for r in rounds):
+        leads = [numbers[f"imp_{task}_sam_{kind}_{s}"] - numbers[f"imp_{task}_adam_{kind}_{s}"]
+                 for s in range(1, 100) if f"imp_{task}_sam_{kind}_{s}" in numbers
+                 and f"imp_{task}_adam_{kind}_{s}" in numbers]
+        if leads:
+            numbers[f"imp_{task}_{kind}_sam_lead_low"] = min(leads)
+            numbers[f"imp_{task}_{kind}_sam_lead_high"] = max(leads)
+    return numbers
+
+
 def seeded_imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.DataFrame:
     """Per task, IMP over several seeds: Adam's and SAM's dense model (round 0) and ticket at the
     task's ``reference`` sparsity, mean ± std over seeds, and SAM's ticket minus Adam's paired by
@@ -1055,4 +1076,4 @@ def glue_numbers(numbers: dict[str, float]) -> None:
     except ImportError:
         return
     for name, value in numbers.items():
-        glue(name, value, display=False)
+        glue(name, float(value), display=False)  # a plain float: NumPy's repr would reach the text

@@ -54,6 +54,16 @@ def test_results_table_shows_both_teachers_the_difference_and_the_paper():
     assert row["expected on target"] == "4/4" and row["realised sparsity"] == "95.0"
 
 
+def test_prose_numbers_are_the_tables_means_in_points():
+    numbers = cofi_report.prose_numbers(RECORDS)
+    assert numbers["cofi_sst295_adam_student"] == pytest.approx(80.5)
+    assert numbers["cofi_sst295_sam_teacher"] == pytest.approx(87.25)
+    assert numbers["cofi_sst295_difference"] == pytest.approx(2.2)
+    assert numbers["cofi_sst295_teacher_difference"] == pytest.approx(1.25)
+    assert numbers["cofi_sst295_realised"] == pytest.approx(95.0)
+    assert numbers["cofi_sst295_speedup_b32"] == pytest.approx(4.0)
+
+
 def test_speed_table_averages_speedups_measured_within_records():
     row = cofi_report.speed_table(RECORDS).loc[("SST-2", "95%")]
     assert row["speed-up, batch 32"] == "4.0×"

@@ -107,6 +107,19 @@ def test_imp_table_reads_the_dense_round_and_the_ticket_at_the_reference_sparsit
     assert (row["Adam ticket (paper)"], row["SAM ticket (paper)"]) == ("81.5", "83.6")
 
 
+def test_imp_prose_numbers_name_every_round_and_the_range_of_sams_lead():
+    rounds = [{"task": "sst2", "optimizer": o, "rewind": True, "round": k, "sparsity": k / 10,
+               "best_score": 0.80 + (0.01 * k if o == "sam" else 0)}
+              for o in ("adam", "sam") for k in range(4)]
+    rounds.append({**rounds[1], "rewind": False, "best_score": 0.5})  # no SAM partner
+    numbers = tables.imp_prose_numbers(rounds)
+    assert numbers["imp_sst2_sam_rewind_30"] == pytest.approx(83.0)
+    assert numbers["imp_sst2_adam_continue_10"] == pytest.approx(50.0)
+    assert (numbers["imp_sst2_rewind_sam_lead_low"], numbers["imp_sst2_rewind_sam_lead_high"]) \
+        == (pytest.approx(1.0), pytest.approx(3.0))  # rounds 1-3; the dense round 0 is left out
+    assert "imp_sst2_continue_sam_lead_low" not in numbers
+
+
 def test_seeded_imp_table_pairs_the_tickets_by_seed():
     rounds = [{"task": "mrpc", "optimizer": o, "rewind": True, "seed": seed, "round": k,
                "sparsity": k / 10, "best_score": base - k / 100 + gain * seed}
