@@ -465,6 +465,20 @@ def speed_table(speed: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["batch", "precision"])
 
 
+def speed_numbers(speed: list[dict]) -> dict[str, float]:
+    """The int8 model's size as a percentage of the fp32 one's (``int8_size_percent``) and its
+    speed-up at each batch size (``int8_speedup_b1``...), means over the records, for a chapter's
+    prose (myst-nb glue, :func:`glue_numbers`)."""
+    timings = [t for r in speed for t in r["timings"]]
+    size = lambda precision: statistics.fmean(t["size_bytes"] for t in timings
+                                              if t["precision"] == precision)
+    numbers = {"int8_size_percent": 100 * size("int8") / size("fp32")} if timings else {}
+    for b in sorted({t["batch_size"] for t in timings if "speedup" in t}):
+        numbers[f"int8_speedup_b{b}"] = statistics.fmean(
+            t["speedup"] for t in timings if t["batch_size"] == b and "speedup" in t)
+    return numbers
+
+
 def theory_table(theory: list[dict]) -> pd.DataFrame:
     """Predicted and measured loss increase after rounding the weights to k bits, mean ± std over
     seeds, per optimizer, grid (per tensor or per channel) and bit width; and on how many seeds

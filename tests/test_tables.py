@@ -432,3 +432,12 @@ def test_provenance_table_groups_records_by_experiment_and_environment(smoke):
     row = table.iloc[0]
     assert row["records"] == 2 and row["wall hours"] == "1.50" and row["commits"] == 1
     assert table.index[0][0] == "data_cards"
+
+
+def test_speed_numbers_are_the_int8_size_share_and_speed_ups_per_batch_size():
+    timings = [{"batch_size": b, "precision": p, "size_bytes": size,
+                **({"speedup": up} if p == "int8" else {})}
+               for b, up in ((1, 1.5), (32, 1.7)) for p, size in (("fp32", 90e6), ("int8", 60e6))]
+    numbers = tables.speed_numbers([{"timings": timings}])
+    assert numbers == {"int8_size_percent": pytest.approx(66.67, abs=0.01),
+                       "int8_speedup_b1": 1.5, "int8_speedup_b32": 1.7}

@@ -173,14 +173,15 @@ def ticket_sparsity(profile: Profile, task: str) -> float:
 def _ticket_units(profile: Profile, tasks: tuple[str, ...] | None = None) -> list[Unit]:
     """The mask x optimizer table: random, Adam-found and SAM-found masks at the task's ticket
     sparsity, each fine-tuned from the pre-trained weights with Adam and with SAM, every seed."""
-    return [dict(task=t, mask=m, optimizer=o, seed=s) for t in tasks or profile.tasks
+    tasks = profile.tasks if tasks is None else tasks
+    return [dict(task=t, mask=m, optimizer=o, seed=s) for t in tasks
             for m in ("random", "adam", "sam") for o in ("adam", "sam") for s in profile.seeds]
 
 
 def _encoder_ticket_units(profile: Profile) -> list[Unit]:
     """The mask x optimizer table of the pooler-free tickets: seed s uses the ticket of the
     ``imp_encoder`` chain of seed s."""
-    return _ticket_units(profile, encoder_tasks(profile)) if encoder_tasks(profile) else []
+    return _ticket_units(profile, encoder_tasks(profile))
 
 
 def _is_own_round(profile: Profile, unit: Unit, imp: str) -> bool:
