@@ -160,12 +160,12 @@ SMOKE = Profile(
         "seeds": "2 seeds: enough to exercise mean and std",
         "tasks": "MRPC and STS-B: one classification and one regression task exercise every "
                  "code path in a fraction of the time",
-        "lottery": "IMP, the tickets and their transfer train 1 epoch: the lottery chapter "
-                   "trains about 60 models",
+        "lottery": "IMP, the tickets and their transfer train 1 epoch on the first seed: the "
+                   "lottery chapter trains about 60 models",
         "cofi": "CoFi on MRPC at 95% and 50%, one seed, 4 pruning epochs of 32 steps (batch 8) "
                 "with the log alphas and lambdas at 0.1 and 0.05, 1 fine-tune epoch",
     },
-    lottery={"epochs": {"default": 1}},
+    lottery={"epochs": {"default": 1}, "seeds": (0,)},
     squad_max_length=128,
     squad_doc_stride=32,
     squad={"eval_articles": 2, "split_seed": 2, "imp_rounds": 2},  # seed 2: 118 train, 46 eval
