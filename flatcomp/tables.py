@@ -635,9 +635,9 @@ def mask_effects(tickets: list[dict]) -> pd.DataFrame:
                 "ours": f"{100 * (ma - mb):+.1f} ± {100 * error:.1f}",
                 "paper": (f"{paper[better][0] - paper[worse][0]:+.1f}"
                           if better in paper and worse in paper else "-")}
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.names = ["task", "sparsity", "comparison (points)"]
-    return with_notes(table, notes)
+    index = pd.MultiIndex.from_tuples(list(rows), names=["task", "sparsity", "comparison (points)"])
+    return with_notes(pd.DataFrame(list(rows.values()), index=index, columns=["ours", "paper"]),
+                      notes)
 
 
 # The four differences of the paper's transfer figures, in points: ("ticket", o) is the SAM

@@ -142,6 +142,8 @@ def test_mask_effects_are_differences_of_means_with_their_standard_error():
     assert mask_effect["ours"] == "+4.0 ± 1.4" and mask_effect["paper"] == "+1.1"
     assert table.loc[("MRPC", "50%", "SAM − Adam fine-tuning, sam mask")]["ours"] == "-4.0 ± 1.0"
     assert ("MRPC", "50%", "SAM − Adam fine-tuning, random mask") not in table.index  # no data
+    one_seed = tables.mask_effects(tickets[::2])  # no error bar from one seed: no rows
+    assert one_seed.empty and list(one_seed.index.names) == list(table.index.names)
 
 
 def test_overhead_table_shows_every_repeat_and_the_fastest_ratio():
