@@ -256,41 +256,52 @@ def full_model(stored: Stored) -> tuple[list[dict], list[str]]:
     return per_task(stored.load("finetune"), c, lambda tasks: FULL_MODEL_PAPER, stored)
 
 
-def imp_tickets(stored: Stored) -> tuple[list[dict], list[str]]:
+# The lottery claims' labels: with the pooler in the prunable set (the paper's protocol), or
+# kept dense (the pooler-free lottery, :data:`flatcomp.experiments.lottery.IMP_PRESETS`).
+_POOLER_DENSE = {"imp": "", "tickets": "", "transfer": "", "imp_encoder": ", pooler dense",
+                 "tickets_encoder": ", pooler dense", "transfer_encoder": ", pooler dense"}
+
+
+def imp_tickets(stored: Stored, experiment: str = "imp") -> tuple[list[dict], list[str]]:
     """C2: IMP with rewinding, the SAM chain's ticket minus the Adam chain's at the task's
     reference sparsity (:func:`~flatcomp.experiments.ticket_sparsity`), paired by task and seed
-    (SQuAD is C7's)."""
+    (SQuAD is C7's). ``experiment``: ``imp`` (the pooler in the prunable set, as the paper) or
+    ``imp_encoder`` (the pooler kept dense: :func:`pooler_dense`)."""
     from flatcomp.experiments import ticket_sparsity
 
     lottery = stored.profile.for_lottery()
-    at = [r for r in stored.load("imp") if r["rewind"]
+    at = [r for r in stored.load(experiment) if r["rewind"]
           and round(r["sparsity"], 2) == round(ticket_sparsity(lottery, r["task"]), 2)]
-    c = Comparison("C2 IMP ticket: SAM − Adam", "4 lottery tickets", "imp",
-                   paired(recorded_score, _optimizer, ("sam", "adam"), _task_seed))
+    c = Comparison(f"C2 IMP ticket{_POOLER_DENSE[experiment]}: SAM − Adam", "4 lottery tickets",
+                   experiment, paired(recorded_score, _optimizer, ("sam", "adam"), _task_seed))
     paper = {t: s - a for t, (a, s) in IMP_REWIND.items() if t != "squad"}
     return per_task(at, c, paper_mean(paper), stored)
 
 
-def masks(stored: Stored) -> tuple[list[dict], list[str]]:
+def masks(stored: Stored, experiment: str = "tickets") -> tuple[list[dict], list[str]]:
     """C2: the mask x optimizer table, the SAM-found mask minus the Adam-found one, paired by
     task, sparsity, fine-tuning optimizer and seed (pairs under both optimizers, per task). The
-    paper's number: its Table 2 difference averaged over the two optimizers."""
-    c = Comparison("C2 mask: SAM − Adam mask", "4 lottery tickets", "tickets",
+    paper's number: its Table 2 difference averaged over the two optimizers. ``experiment``:
+    ``tickets``, or ``tickets_encoder`` for the pooler-free tickets."""
+    c = Comparison(f"C2 mask{_POOLER_DENSE[experiment]}: SAM − Adam mask", "4 lottery tickets",
+                   experiment,
                    paired(recorded_score, _mask, ("sam", "adam"),
                           lambda r: (r["task"], round(r["sparsity"], 2), r["optimizer"],
                                      r["seed"])))
     paper = {task: statistics.fmean(cell["sam", o][0] - cell["adam", o][0] for o in ("adam", "sam"))
              for (task, _), cell in MASK_X_OPTIMIZER.items()}
-    return per_task(stored.load("tickets"), c, paper_mean(paper), stored)
+    return per_task(stored.load(experiment), c, paper_mean(paper), stored)
 
 
-def transfer(stored: Stored) -> tuple[list[dict], list[str]]:
+def transfer(stored: Stored, experiment: str = "transfer") -> tuple[list[dict], list[str]]:
     """C3: tickets found on one task and fine-tuned on another, the SAM ticket minus the Adam
     ticket, paired by source, target, fine-tuning optimizer and seed; one row per source task,
     as the paper's row averages. The paper's number is the mean of its Figure 8 cells for the
-    same sources, targets and optimizers (its printed row averages span all eight targets)."""
-    records = stored.load("transfer")
-    c = Comparison("C3 transfer: SAM − Adam ticket", "4 lottery tickets", "transfer",
+    same sources, targets and optimizers (its printed row averages span all eight targets).
+    ``experiment``: ``transfer``, or ``transfer_encoder`` for the pooler-free tickets."""
+    records = stored.load(experiment)
+    c = Comparison(f"C3 transfer{_POOLER_DENSE[experiment]}: SAM − Adam ticket",
+                   "4 lottery tickets", experiment,
                    paired(recorded_score, _mask, ("sam", "adam"),
                           lambda r: (r["source"], r["task"], r["optimizer"], r["seed"])))
 
@@ -303,6 +314,26 @@ def transfer(stored: Stored) -> tuple[list[dict], list[str]]:
         return f"{statistics.fmean(values):+.1f}" if values else "not reported"
     return per_task(records, c, paper, stored, group=lambda r: r["source"],
                     name=lambda source: f"from {TASK_NAMES[source]}", kind="sources")
+
+
+def pooler_dense(claim: Callable[..., tuple[list[dict], list[str]]], experiment: str
+                 ) -> Callable[[Stored], tuple[list[dict], list[str]]]:
+    """A lottery claim (:func:`imp_tickets`, :func:`masks`, :func:`transfer`) over the pooler-free
+    lottery's ``experiment``; no rows where the profile's plan has no pooler-free lottery (paper:
+    BERT-base's pooler was trained)."""
+    from flatcomp.experiments.lottery import encoder_tasks
+
+    def over_pooler_free(stored: Stored) -> tuple[list[dict], list[str]]:
+        if not encoder_tasks(stored.profile.for_lottery()):
+            return [], []
+        return claim(stored, experiment)
+    over_pooler_free.__name__ = f"{claim.__name__}_pooler_dense"
+    return over_pooler_free
+
+
+imp_tickets_pooler_dense = pooler_dense(imp_tickets, "imp_encoder")
+masks_pooler_dense = pooler_dense(masks, "tickets_encoder")
+transfer_pooler_dense = pooler_dense(transfer, "transfer_encoder")
 
 
 def cofi(stored: Stored, target: float = 0.95) -> tuple[list[dict], list[str]]:
@@ -363,7 +394,8 @@ def squad_imp(stored: Stored) -> tuple[list[dict], list[str]]:
     return per_task(at, c, lambda tasks: f"{s - a:+.1f}", stored)
 
 
-CLAIMS = (full_model, imp_tickets, masks, transfer, cofi, int8, squad_int8, squad_imp)
+CLAIMS = (full_model, imp_tickets, imp_tickets_pooler_dense, masks, masks_pooler_dense, transfer,
+          transfer_pooler_dense, cofi, int8, squad_int8, squad_imp)
 
 
 # ---------------------------------------------------------------- the table

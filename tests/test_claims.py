@@ -212,3 +212,19 @@ def test_a_pooled_row_counts_only_the_tasks_of_its_environment():
     assert found["RTE"]["pairs"] == 1  # its own environment, on its own row
     lone = [r for r in runs if r["task"] != "sst2"]
     assert not any(k.startswith("pooled") for k in rows(claims.full_model, stored(finetune=lone)))
+
+
+def test_the_pooler_free_lottery_has_its_own_rows_and_none_at_paper():
+    def imp(optimizer, seed, score):
+        return {"task": "mrpc", "optimizer": optimizer, "seed": seed, "sparsity": 0.5,
+                "rewind": True, "best_score": score}
+    records = [imp("adam", s, 0.80) for s in range(3)] + [imp("sam", s, 0.82 + s / 100)
+                                                          for s in range(3)]
+    row = rows(claims.imp_tickets_pooler_dense, stored(imp_encoder=records))["MRPC"]
+    assert row["claim"] == "C2 IMP ticket, pooler dense: SAM − Adam"
+    assert row["pairs"] == 3 and row["ours"] == "+3.0" and row["verdict"] == "reproduced"
+    assert rows(claims.imp_tickets, stored(imp_encoder=records))["all"]["pairs"] == 0
+    missing = rows(claims.transfer_pooler_dense, stored())["all"]
+    assert "--experiment transfer_encoder" in missing["note"]
+    assert claims.masks_pooler_dense(stored(get_profile("paper"), tickets_encoder=records)) == \
+        ([], [])  # BERT-base's pooler was trained: the paper profile has no pooler-free lottery
