@@ -106,7 +106,8 @@ def one_environment_per(records: list[dict], key: Callable[[dict], Hashable],
 
 
 class NotedTable(pd.DataFrame):
-    """A table with a note printed under it: the runs a comparison left out, and why."""
+    """A table shown whole (pandas cuts a cell's text at 50 characters), with an optional note
+    under it: the runs a comparison left out, and why."""
 
     _metadata = ["note"]
     note: str | None = None
@@ -116,21 +117,22 @@ class NotedTable(pd.DataFrame):
         return NotedTable
 
     def _repr_html_(self) -> str | None:
-        out = super()._repr_html_()
+        with pd.option_context("display.max_colwidth", None):
+            out = super()._repr_html_()
         if not self.note or out is None:
             return out
         return out + f"<p><em>Note: {html.escape(self.note)}</em></p>"
 
     def __repr__(self) -> str:
-        return super().__repr__() + (f"\n\nNote: {self.note}" if self.note else "")
+        with pd.option_context("display.max_colwidth", None):
+            out = super().__repr__()
+        return out + (f"\n\nNote: {self.note}" if self.note else "")
 
 
-def with_notes(table: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """``table``, as a :class:`NotedTable` showing ``notes`` under it if there are any."""
-    if not notes:
-        return table
+def with_notes(table: pd.DataFrame, notes: list[str] = ()) -> NotedTable:
+    """``table`` as a :class:`NotedTable`: shown whole, with ``notes`` under it if any."""
     noted = NotedTable(table)
-    noted.note = " ".join(notes)
+    noted.note = " ".join(notes) or None
     return noted
 
 
@@ -158,12 +160,12 @@ def pm(values: list[float]) -> str:
 def profiles_table(profiles: tuple[Profile, ...] = tuple(PROFILES.values())) -> pd.DataFrame:
     """The three profiles side by side."""
     rows = {f: [_show(getattr(p, f)) for p in profiles] for f in _PROFILE_FIELDS}
-    return pd.DataFrame(rows, index=[p.name for p in profiles]).T
+    return with_notes(pd.DataFrame(rows, index=[p.name for p in profiles]).T)
 
 
 def _show(value) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {_show_nested(v)}" for k, v in value.items()) or "-"
+        return "; ".join(f"{k}: {_show_nested(v)}" for k, v in value.items()) or "-"
     if isinstance(value, tuple):
         return ", ".join(map(str, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -203,7 +205,7 @@ def data_cards_table(cards: list[dict]) -> pd.DataFrame:
                          if "truncated_at_max_length" in c else "-",
             "note": c.get("cut") or "official splits",
         })
-    return pd.DataFrame(rows).set_index("task")
+    return with_notes(pd.DataFrame(rows).set_index("task"))
 
 
 def _balance(labels: dict) -> str:

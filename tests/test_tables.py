@@ -370,9 +370,10 @@ def test_mask_tables_keep_each_block_in_its_commonest_environment_and_say_so():
     assert effects.note == table.note
 
 
-def test_tables_of_one_environment_are_plain_frames():
+def test_tables_of_one_environment_have_no_note():
     tickets = [t for t in _sst2_block() if t["environment"]["device"].startswith("cuda")]
-    assert type(tables.mask_table(tickets)) is pd.DataFrame
+    table = tables.mask_table(tickets)
+    assert table.note is None and "Note:" not in table._repr_html_() + repr(table)
 
 
 def test_transfer_means_are_over_the_commonest_environment_only():
@@ -407,7 +408,7 @@ def test_pooler_check_is_not_set_beside_a_ticket_from_another_environment():
     assert table.note.startswith("rte-sam-mask-dense-pooler-sam-seed0 ran in another "
                                  "environment than their tickets")
     same = tables.pooler_check_table([check], [{**ticket, "environment": check["environment"]}])
-    assert same.iloc[0]["difference"] == "+7.0" and type(same) is pd.DataFrame
+    assert same.iloc[0]["difference"] == "+7.0" and same.note is None
 
 
 def test_optimizer_differences_drop_the_minority_environment_of_a_task():
@@ -443,3 +444,10 @@ def test_speed_numbers_are_the_int8_size_share_and_speed_ups_per_batch_size():
     numbers = tables.speed_numbers([{"timings": timings}])
     assert numbers == {"int8_size_percent": pytest.approx(66.67, abs=0.01),
                        "int8_speedup_b1": 1.5, "int8_speedup_b32": 1.7}
+
+
+def test_the_profiles_table_shows_each_cell_whole():
+    table = tables.profiles_table()
+    lottery = table.loc["lottery", "small"]
+    assert len(lottery) > 50 and "; transfer_tasks: " in lottery  # one "; " between settings
+    assert lottery in table._repr_html_()  # not cut at 50 characters
