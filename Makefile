@@ -61,7 +61,7 @@ test-unit: $(STAMP)
 
 test-notebooks: $(STAMP)
 	FLATCOMP_PROFILE=small $(PY) -m pytest -q --nbval --nbval-current-env \
-		--nbval-sanitize-with book/sanitize.cfg -p no:randomly book
+		--nbval-sanitize-with book/sanitize.cfg -p no:randomly -n 2 --dist loadfile book
 
 # The smoke pass: the whole plan of every chapter trained for real on the tiny model (two local
 # workers), then checked to have nothing left to compute, then every chapter run on its results.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import statistics
 from collections import defaultdict
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Sequence
 
 import pandas as pd
 
@@ -129,7 +129,7 @@ class NotedTable(pd.DataFrame):
         return out + (f"\n\nNote: {self.note}" if self.note else "")
 
 
-def with_notes(table: pd.DataFrame, notes: list[str] = ()) -> NotedTable:
+def with_notes(table: pd.DataFrame, notes: Sequence[str] = ()) -> NotedTable:
     """``table`` as a :class:`NotedTable`: shown whole, with ``notes`` under it if any."""
     noted = NotedTable(table)
     noted.note = " ".join(notes) or None
