@@ -414,9 +414,8 @@ class ClaimsTable(NotedTable):
         return out + (f"<p><em>Note: {html.escape(self.note)}</em></p>" if self.note else "")
 
     def __repr__(self) -> str:
-        with pd.option_context("display.max_colwidth", None, "display.max_columns", None,
-                               "display.width", 100):
-            return super().__repr__()
+        with pd.option_context("display.max_columns", None, "display.width", 100):
+            return super().__repr__()  # NotedTable's: every cell whole
 
 
 def chapter_link(label: str) -> str:
