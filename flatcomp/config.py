@@ -50,6 +50,10 @@ class Profile:
     # "auto": bf16 autocast where the device multiplies bf16 fast, else fp32 (see
     # :func:`flatcomp.precision.resolve_precision`); "bf16" or "fp32" forces one.
     precision: str = "auto"
+    # Batches of rows of similar length (:func:`flatcomp.data.batch_order`), evaluation sorted by
+    # length: the same science with a fraction of the padding. Records made without it (every
+    # record before it existed) are their own environment.
+    length_grouped: bool = False
     sam_rho: float = 0.05
     weight_decay: float = 0.0         # the paper sets 0 to remove an L2 confound
     imp_rounds: int = 9               # pruning steps: round k trains at sparsity k * imp_rate
@@ -192,6 +196,7 @@ SMALL = Profile(
     eval_size={"qqp": 5000},
     glue_tasks=("sst2", "rte", "mnli", "qnli", "qqp", "stsb", "cola"),
     precision="auto",
+    length_grouped=True,
     imp_rounds=6,
     cuts={
         "model": "all-MiniLM-L6-v2 (6 layers, 384 wide, 22.7M parameters) instead of bert-base "
@@ -285,6 +290,7 @@ PAPER = Profile(
     max_length=128,
     batch_size=32,
     precision="auto",
+    length_grouped=True,
     imp_rounds=9,  # the dense fine-tune and 9 pruned rounds: 0%, 10%, ..., 90% sparsity
     # CoFi's schedule: 20 pruning epochs (warm-up 2) on large tasks, 100 (warm-up 20) on small
     # ones, then 20 fine-tune epochs of the pruned model; distillation 0.9 layers + 0.1 logits.

@@ -409,16 +409,54 @@ def _encode_cached(examples: _Hashable, tokenizer: _Hashable, max_length: int,
 
 
 def batches(data: Encoded, batch_size: int, shuffle: bool = False, seed: int = 0,
-            pad_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+            pad_id: int = 0, group_by_length: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Mini-batches padded to their own longest row (dynamic padding), in a seeded order.
-    ``data`` is any sized collection with a ``collate(indices, pad_id)`` method: GLUE rows
-    (:class:`Encoded`) or SQuAD windows (:class:`flatcomp.qa_features.QAFeatures`)."""
-    order = list(range(len(data)))
-    if shuffle:
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
-    for start in range(0, len(order), batch_size):
-        yield data.collate([order[i] for i in range(start, min(start + batch_size, len(order)))],
-                           pad_id)
+    ``data`` is any sized collection with a ``collate(indices, pad_id)`` method and
+    ``input_ids``: GLUE rows (:class:`Encoded`) or SQuAD windows
+    (:class:`flatcomp.qa_features.QAFeatures`). ``group_by_length`` batches rows of similar length
+    together (:func:`batch_order`), so that little of a batch is padding."""
+    for indices in batch_order(data, batch_size, shuffle, seed, group_by_length):
+        yield data.collate(indices, pad_id)
+
+
+# How many batches a length-grouped shuffle sorts together: enough to find rows of similar
+# length, few enough that every part of the data still mixes (Hugging Face's group_by_length
+# sorts mega-batches of 50 batches too).
+MEGA_BATCH = 50
+
+
+def batch_order(data: Encoded, batch_size: int, shuffle: bool = False, seed: int = 0,
+                group_by_length: bool = False) -> list[list[int]]:
+    """The row indices of each batch, in order.
+
+    Without grouping: the rows in order, or in a permutation drawn from ``seed``, cut into
+    batches. With ``group_by_length`` and ``shuffle``: the seeded permutation is cut into
+    mega-batches of :data:`MEGA_BATCH` batches, each sorted by length (longest first) and cut
+    into batches, and the batches are then shuffled with the same generator, so that a batch's
+    length does not follow its place in the epoch. With ``group_by_length`` alone (evaluation):
+    the rows sorted by length. Every row appears exactly once either way."""
+    n = len(data)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
+    if group_by_length:
+        lengths = [len(ids) for ids in data.input_ids]
+        span = MEGA_BATCH * batch_size if shuffle else max(n, 1)
+        order = [i for start in range(0, n, span)
+                 for i in sorted(order[start:start + span], key=lambda i: -lengths[i])]
+    cut = [order[start:start + batch_size] for start in range(0, n, batch_size)]
+    if group_by_length and shuffle:
+        cut = [cut[i] for i in torch.randperm(len(cut), generator=generator).tolist()]
+    return cut
+
+
+def padding_ratio(data: Encoded, batch_size: int, shuffle: bool = False, seed: int = 0,
+                  group_by_length: bool = False) -> float:
+    """Tokens computed over real tokens: each batch is padded to its longest row, so this is
+    sum over batches of (rows x longest) / sum of the rows' lengths (1.0: no padding)."""
+    lengths = [len(ids) for ids in data.input_ids]
+    computed = sum(len(b) * max(lengths[i] for i in b)
+                   for b in batch_order(data, batch_size, shuffle, seed, group_by_length))
+    return computed / max(1, sum(lengths))
 
 
 def pad_rows(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]],

@@ -167,6 +167,29 @@ def sharpness(model: nn.Module, loss_fn: LossFn, rho: float = 0.05, steps: int =
 
     Returns {"sharpness", "loss": L(w), "perturbed_loss", "rho", "steps"}.
     """
+    return _worst_case(model, loss_fn, rho, steps, step_size, seed, params, masks)
+
+
+def adaptive_sharpness(model: nn.Module, loss_fn: LossFn, rho: float = 0.5, steps: int = 5,
+                       step_size: float | None = None, seed: int = 0,
+                       params: Sequence[str] | None = None,
+                       masks: Mapping[str, torch.Tensor] | None = None) -> dict:
+    """Adaptive worst-case sharpness (Kwon et al., ICML 2021, "ASAM"; Andriushchenko et al.,
+    ICML 2023): the ball is measured in units of each weight's own size,
+
+        S^a_rho(w) = max_{||e / |w| ||_2 <= rho} L(w + e) - L(w),
+
+    so rescaling the weights in a way that leaves the function unchanged (a head's W_Q by a, its
+    W_K by 1/a) leaves it unchanged too, which plain :func:`sharpness` is not. Computed by the
+    same projected ascent as :func:`sharpness` in the scaled variable u = e / |w| (the gradient
+    in u is |w| * g); a weight at exactly zero is never perturbed. Same arguments and returns."""
+    return _worst_case(model, loss_fn, rho, steps, step_size, seed, params, masks, adaptive=True)
+
+
+def _worst_case(model: nn.Module, loss_fn: LossFn, rho: float, steps: int,
+                step_size: float | None, seed: int, params: Sequence[str] | None,
+                masks: Mapping[str, torch.Tensor] | None, adaptive: bool = False) -> dict:
+    """The projected ascent of :func:`sharpness`, in e, or in u = e / |w| when ``adaptive``."""
     if rho < 0 or steps < 0:
         raise ValueError(f"rho and steps must be non-negative, got rho={rho}, steps={steps}")
     eta = step_size if step_size is not None else 2.5 * rho / max(steps, 1)
@@ -174,9 +197,13 @@ def sharpness(model: nn.Module, loss_fn: LossFn, rho: float = 0.05, steps: int =
     chosen = list(named.values())
     keep = [None if masks is None or n not in masks else masks[n].to(p.device, p.dtype)
             for n, p in named.items()]
+    scale = [p.detach().abs().clone() for p in chosen] if adaptive else None
 
     def in_subnetwork(xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [x if m is None else x * m for x, m in zip(xs, keep)]
+
+    def scaled(xs: list[torch.Tensor]) -> list[torch.Tensor]:  # u -> e, and g -> grad in u
+        return xs if scale is None else [x * t for x, t in zip(xs, scale)]
 
     with _model_kept(model):
         base = [p.detach().clone() for p in chosen]
@@ -187,10 +214,10 @@ def sharpness(model: nn.Module, loss_fn: LossFn, rho: float = 0.05, steps: int =
         e = [x * (1e-3 * rho / e_norm) for x in e]
         worst = loss
         for _ in range(steps):
-            _move(chosen, base, [(1.0, e)])
+            _move(chosen, base, [(1.0, scaled(e))])
             with torch.enable_grad():
                 perturbed = loss_fn(model)
-                g = in_subnetwork(_grads(perturbed, chosen))
+                g = scaled(in_subnetwork(_grads(perturbed, chosen)))
             worst = max(worst, float(perturbed.detach()))
             g_norm = float(_norm(g))
             if g_norm == 0.0:
@@ -198,7 +225,7 @@ def sharpness(model: nn.Module, loss_fn: LossFn, rho: float = 0.05, steps: int =
             e = [x + (eta / g_norm) * gx for x, gx in zip(e, g)]
             e_norm = max(float(_norm(e)), 1e-30)
             e = [x * min(1.0, rho / e_norm) for x in e]
-        _move(chosen, base, [(1.0, e)])
+        _move(chosen, base, [(1.0, scaled(e))])
         with torch.no_grad():
             worst = max(worst, float(loss_fn(model)))
     return {"sharpness": worst - loss, "loss": loss, "perturbed_loss": worst,

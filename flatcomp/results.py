@@ -216,7 +216,7 @@ def _start_weights_sha256(profile: Profile) -> str | None:
 # ---- a stored result's environment: what a comparison between results must hold fixed
 
 ENVIRONMENT = "environment"  # the key ResultsStore.load adds to a result (never written)
-ENVIRONMENT_FIELDS = ("device", "precision", "weights")
+ENVIRONMENT_FIELDS = ("device", "precision", "weights", "batching")
 # Before provenance named the precision and the weights, every record ran bf16 autocast
 # (``config.bf16``), and all GPU work ran in one session on this GPU, which received MiniLM's
 # weights rounded to fp16 and widened back to fp32 (a 64 MiB transfer limit).
@@ -226,18 +226,29 @@ _LEGACY_GPU_WEIGHTS = "fp16-rounded copy"
 
 def environment(provenance: dict, result: dict | None = None) -> dict[str, str]:
     """Where a result was computed, in what a comparison must hold fixed: the device ("cpu:
-    <model>" or "cuda: <name>"), the precision ("bf16" or "fp32") and the starting weights
-    ("sha256 <first 12 hex digits>"). Records older than those provenance fields are described
-    from what is known of them (:func:`_legacy_environment`)."""
+    <model>" or "cuda: <name>"), the precision ("bf16" or "fp32"), the starting weights
+    ("sha256 <first 12 hex digits>") and the batching ("length-grouped" or "random"). Records
+    older than those provenance fields are described from what is known of them
+    (:func:`_legacy_environment`)."""
     if "precision" not in provenance:
-        return _legacy_environment(provenance, result)
+        return {**_legacy_environment(provenance, result), "batching": "random"}
+    batching = _batching(provenance, result)
     trained, stored = _trained_on(result), provenance.get("device", "unknown")
     if trained and not stored.startswith(trained):  # copied from another machine's record
-        return {"device": trained, "precision": "unknown", "weights": "unknown"}
+        return {"device": trained, "precision": "unknown", "weights": "unknown",
+                "batching": batching}
     sha = provenance.get("start_weights_sha256")
     return {"device": _device_kind(stored),
             "precision": _own_precision(result) or provenance["precision"],
-            "weights": f"sha256 {sha[:12]}" if sha else "unknown"}
+            "weights": f"sha256 {sha[:12]}" if sha else "unknown", "batching": batching}
+
+
+def _batching(provenance: dict, result: dict | None) -> str:
+    """The result's own ``batching``, else its profile's (``length_grouped``), else random."""
+    own = result.get("batching") if isinstance(result, dict) else None
+    if own in ("length-grouped", "random"):
+        return own
+    return "length-grouped" if provenance.get("config", {}).get("length_grouped") else "random"
 
 
 def with_environment(record: dict) -> dict:

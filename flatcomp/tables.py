@@ -36,15 +36,17 @@ Environment = tuple[str, ...]
 
 
 def environment(record: dict) -> Environment | None:
-    """A result's (device, precision, starting weights), or None if it does not say."""
+    """A result's (device, precision, starting weights, batching), or None if it does not say."""
     env = record.get(ENVIRONMENT)
     return tuple(env[k] for k in ENVIRONMENT_FIELDS) if env else None
 
 
 def describe(env: Environment) -> str:
-    """``cuda: NVIDIA H200 (bf16, weights fp16-rounded copy)``."""
-    device, precision, weights = env
-    return f"{device} ({precision}, weights {weights})"
+    """``cuda: NVIDIA H200 (bf16, weights fp16-rounded copy)``, and ``, length-grouped batches``
+    where they were."""
+    device, precision, weights, *batching = env
+    grouped = ", length-grouped batches" if batching == ["length-grouped"] else ""
+    return f"{device} ({precision}, weights {weights}{grouped})"
 
 
 def _unit(record: dict) -> str:

@@ -24,14 +24,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from flatcomp.config import Profile
-from flatcomp.data import Encoded, batches, num_batches
+from flatcomp.data import Encoded, batch_order, batches, num_batches
 from flatcomp.metrics import glue_metrics, main_score
 from flatcomp.precision import uses_bf16
 from flatcomp.qa_answers import squad_scores
@@ -152,7 +152,8 @@ def fine_tune(model: torch.nn.Module, train: TrainData, dev: TrainData, task: st
     for epoch in range(1, epochs + 1):
         model.train()
         losses, tick = [], time.perf_counter()
-        for batch in batches(train, profile.batch_size, shuffle=True, seed=seed * 1000 + epoch):
+        for batch in batches(train, profile.batch_size, shuffle=True, seed=seed * 1000 + epoch,
+                             group_by_length=profile.length_grouped):
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = opt.step(closure_for(model, batch, opt, masks, device, bf16))
             scheduler.step()
@@ -232,19 +233,29 @@ def rows_of(predictions: torch.Tensor) -> list:
     return [int(x) for x in predictions]
 
 
+def _in_eval_order(data: TrainData, batch_size: int, profile: Profile
+                   ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Each evaluation batch with the indices of its rows: in order, or sorted by length where
+    the profile groups by length (the same scores, less padding)."""
+    for indices in batch_order(data, batch_size, group_by_length=profile.length_grouped):
+        yield indices, data.collate(indices)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, data: Encoded, profile: Profile,
             device: torch.device | None = None) -> torch.Tensor:
-    """Class ids (or regression scores) for every row of ``data``."""
+    """Class ids (or regression scores) for every row of ``data``, in its order."""
     device = device or next(model.parameters()).device
     model.eval()
-    bf16, outputs = uses_bf16(profile, device), []
-    for batch in batches(data, 2 * profile.batch_size):
+    bf16, rows, outputs = uses_bf16(profile, device), [], []
+    for indices, batch in _in_eval_order(data, 2 * profile.batch_size, profile):
         batch = {k: v.to(device) for k, v in batch.items() if k not in LABEL_KEYS}
         with autocast(device, bf16):
             logits = model(**batch).logits.float()
         outputs.append(logits[:, 0] if data.regression else logits.argmax(-1))
-    return torch.cat(outputs).cpu()
+        rows.extend(indices)
+    predictions = torch.cat(outputs).cpu()
+    return predictions[torch.argsort(torch.tensor(rows))]
 
 
 @torch.no_grad()
@@ -252,18 +263,20 @@ def predict_spans(model: torch.nn.Module, data: QAFeatures, profile: Profile,
                   device: torch.device | None = None
                   ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The span head's start and end logits of every window of ``data`` (fp32, on the CPU, one
-    tensor per window, as long as the window), at twice the SQuAD batch size."""
+    tensor per window, as long as the window, in its order), at twice the SQuAD batch size."""
     device = device or next(model.parameters()).device
     model.eval()
-    bf16, starts, ends = uses_bf16(profile, device), [], []
-    for batch in batches(data, 2 * profile.for_squad().batch_size):
+    bf16 = uses_bf16(profile, device)
+    starts: list = [None] * len(data)
+    ends: list = [None] * len(data)
+    for indices, batch in _in_eval_order(data, 2 * profile.for_squad().batch_size, profile):
         lengths = batch["attention_mask"].sum(-1).tolist()
         batch = {k: v.to(device) for k, v in batch.items() if k not in LABEL_KEYS}
         with autocast(device, bf16):
             output = model(**batch)
-        for row, n in enumerate(lengths):
-            starts.append(output.start_logits[row, :n].float().cpu())
-            ends.append(output.end_logits[row, :n].float().cpu())
+        for row, (i, n) in enumerate(zip(indices, lengths)):
+            starts[i] = output.start_logits[row, :n].float().cpu()
+            ends[i] = output.end_logits[row, :n].float().cpu()
     return starts, ends
 
 

@@ -2,6 +2,7 @@
 
     setup         chapter 1: data cards, learning-rate sweep, bf16 check, step time
     sam           chapter 3: Adam / SAM / SWA fine-tunes, flatness, loss surfaces
+    tuned         chapters 3 and 6: Adam and SAM at tuned rates, every model measured
     lottery       chapter 4: IMP, tickets, transfer, compound, the masks' analyses
     cofi          chapter 5: structured pruning with distillation from Adam and SAM teachers
     quantization  chapter 6: int8 and k-bit rounding, its second-order theory, speed
@@ -19,7 +20,8 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from flatcomp.config import Profile
-from flatcomp.experiments import cofi, efficiency, lottery, quantization, sam, setup, squad
+from flatcomp.experiments import (cofi, efficiency, lottery, quantization, sam, setup, squad,
+                                  tuned)
 from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Job, Unit, encoded_task,
                                        finetuned, finetuned_file, mean_std, select, unit_id)
 from flatcomp.experiments.lottery import (lottery_jobs, ticket_and_origin, ticket_file,
@@ -30,7 +32,7 @@ from flatcomp.results import ResultsStore
 
 _NO_KEY = object()  # stands for "the unit lacks this key" in select_or_explain's sets
 
-CHAPTERS = (setup, sam, lottery, cofi, quantization, squad, efficiency)  # the book's order
+CHAPTERS = (setup, sam, tuned, lottery, cofi, quantization, squad, efficiency)  # the book's order
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for chapter in CHAPTERS
                                       for e in chapter.EXPERIMENTS}
 

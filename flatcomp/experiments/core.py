@@ -239,6 +239,8 @@ def training_digest(profile: Profile, task: str, optimizer: str, seed: int, lr: 
            "shipped_data": profile.shipped_data,
            # a bool, as before precision could be "auto": older bf16 checkpoints keep their key
            "bf16": resolve_precision(profile, default_device()) == "bf16"}
+    if profile.length_grouped:  # a new key only where set: older checkpoints keep theirs
+        key["length_grouped"] = True
     if task == "squad":  # its windows, batch, split and subsample (GLUE keys stay as they were)
         squad = profile.for_squad()
         key.update(max_length=squad.max_length, batch_size=squad.batch_size,
