@@ -38,7 +38,8 @@ Environment = tuple[str, ...]
 def environment(record: dict) -> Environment | None:
     """A result's (device, precision, starting weights, batching), or None if it does not say."""
     env = record.get(ENVIRONMENT)
-    return tuple(env[k] for k in ENVIRONMENT_FIELDS) if env else None
+    return tuple(env.get(k, "random") if k == "batching" else env[k]
+                 for k in ENVIRONMENT_FIELDS) if env else None
 
 
 def describe(env: Environment) -> str:

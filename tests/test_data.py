@@ -478,3 +478,67 @@ def test_real_folder_rte_tsv_and_parquet_agree(real_folder, split, hf_split):
     assert len(tsv) == len(parquet) > 0
     assert tsv.labels == parquet.labels
     assert tsv.texts == parquet.texts
+
+
+# ---------------------------------------------------------------- length-grouped batches
+
+def _lengths_data(n=500, seed=0):
+    import random
+
+    from flatcomp.data import Encoded
+
+    rng = random.Random(seed)
+    ids = tuple(tuple(range(rng.randint(3, 120))) for _ in range(n))
+    return Encoded(ids, tuple(tuple(0 for _ in row) for row in ids), tuple(float(i % 2) for i in range(n)),
+                   False)
+
+
+def test_grouped_batches_hold_every_row_once_and_cut_the_padding():
+    from flatcomp.data import batch_order, padding_ratio
+
+    data = _lengths_data()
+    for shuffle in (False, True):
+        order = batch_order(data, 16, shuffle=shuffle, seed=3, group_by_length=True)
+        assert sorted(i for b in order for i in b) == list(range(len(data)))
+        assert all(len(b) == 16 for b in order[:-1]) or not shuffle
+    random_ratio = padding_ratio(data, 16, True, 3)
+    grouped_ratio = padding_ratio(data, 16, True, 3, group_by_length=True)
+    assert random_ratio > 1.5 and grouped_ratio < 1.1
+
+
+def test_grouped_batches_are_seeded_and_differ_between_epochs():
+    from flatcomp.data import batch_order
+
+    data = _lengths_data()
+    a = batch_order(data, 16, True, 1, True)
+    assert a == batch_order(data, 16, True, 1, True)
+    assert a != batch_order(data, 16, True, 2, True)
+    # the batches are shuffled after sorting: the epoch does not run from long to short rows
+    firsts = [max(len(data.input_ids[i]) for i in b) for b in a]
+    assert firsts != sorted(firsts, reverse=True)
+
+
+def test_without_grouping_the_order_is_what_it_always_was():
+    import torch
+
+    from flatcomp.data import batch_order
+
+    data = _lengths_data(100)
+    expected = torch.randperm(100, generator=torch.Generator().manual_seed(7)).tolist()
+    assert [i for b in batch_order(data, 16, True, 7) for i in b] == expected
+    assert [i for b in batch_order(data, 16) for i in b] == list(range(100))
+
+
+def test_evaluation_sorted_by_length_gives_the_same_predictions():
+    import torch
+
+    from flatcomp.config import SMOKE
+    from flatcomp.experiments.core import encoded_task
+    from flatcomp.models import load_model
+    from flatcomp.train import predict
+
+    _, dev, _ = encoded_task(SMOKE, "mrpc")
+    model = load_model(SMOKE, "mrpc", 0)
+    plain = predict(model, dev, SMOKE.with_overrides(precision="fp32"))
+    grouped = predict(model, dev, SMOKE.with_overrides(precision="fp32", length_grouped=True))
+    assert torch.equal(plain, grouped)

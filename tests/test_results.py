@@ -304,6 +304,20 @@ def test_a_new_record_copied_from_another_machine_has_an_unknown_environment():
     prov = {"device": "cpu: AMD EPYC, 16 cores", "precision": "bf16",
             "start_weights_sha256": "ab" * 32}
     assert environment(prov, {"device": "cpu"}) == {
-        "device": "cpu: AMD EPYC", "precision": "bf16", "weights": "sha256 abababababab"}
+        "device": "cpu: AMD EPYC", "precision": "bf16", "weights": "sha256 abababababab",
+        "batching": "random"}
     assert environment(prov, {"device": "cuda"}) == {
-        "device": "cuda", "precision": "unknown", "weights": "unknown"}
+        "device": "cuda", "precision": "unknown", "weights": "unknown", "batching": "random"}
+
+
+def test_the_batching_is_part_of_the_environment():
+    from flatcomp.results import environment
+
+    prov = {"device": "cpu: AMD EPYC, 2 cores", "precision": "fp32",
+            "start_weights_sha256": "ab" * 32, "config": {"length_grouped": True}}
+    assert environment(prov, {})["batching"] == "length-grouped"
+    assert environment({**prov, "config": {}}, {})["batching"] == "random"
+    # a result that names its own batching wins over its profile's
+    assert environment({**prov, "config": {}}, {"batching": "length-grouped"})["batching"] == \
+        "length-grouped"
+    assert environment({"device": "cpu: x, 2 cores", "config": {}}, {})["batching"] == "random"
