@@ -165,6 +165,9 @@ def _plan_arguments(planner: argparse.ArgumentParser) -> None:
     planner.add_argument("--deadline", type=float, default=float("inf"), metavar="SECONDS",
                          help="start no unit that cannot finish by then; kill what runs then")
     planner.add_argument("--threads", type=int, help="PyTorch threads per worker")
+    planner.add_argument("--remeasure", action="store_true",
+                         help="time a training step again instead of using the cached time "
+                              "(one measured on a busy machine inflates every estimate)")
     planner.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
                          help="these seeds instead of the profile's (extra seeds: 0 1 2 3 4)")
     planner.add_argument("--logs", type=Path, default=Path("plan-logs"),
@@ -185,6 +188,8 @@ def _plan(profile: Profile, args: argparse.Namespace) -> int:
     seeds = tuple(args.seeds) if args.seeds else None
     if seeds:
         profile = profile.with_seeds(seeds)
+    if args.remeasure:
+        plan.forget_step_times()
     steps = plan.make_plan(profile, experiments=args.experiment)
     if args.dry_run or args.check:
         print(plan.describe(profile, steps))

@@ -24,12 +24,15 @@ that is killed or preempted is simply run again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -39,7 +42,7 @@ from flatcomp.experiments import (CHAPTERS, EXPERIMENTS, experiment_profile, get
 from flatcomp.experiments.core import Job
 from flatcomp.experiments.lottery import ticket_job_cost
 from flatcomp.precision import resolve_precision
-from flatcomp.results import ResultsStore, device_description
+from flatcomp.results import ResultsStore, check_record, device_description
 from flatcomp.train import default_device
 
 EXECUTORS = ("local", "debug", "slurm")
@@ -117,12 +120,24 @@ def _experiment_step(profile: Profile, job: Job, store: ResultsStore,
     exp = get_experiment(job.experiment)
     at = experiment_profile(profile, job.experiment)
     missing = [u for u in select(exp.units(at), **job.filters)
-               if not ResultsStore(at, store.root).path(exp.name, unit_id(u)).exists()]
+               if not _stored(ResultsStore(at, store.root), exp.name, unit_id(u))]
     if not missing:
         return None
-    seconds = seconds_per_step(at) * sum(exp.cost(at, u) for u in missing)
+    seconds = seconds_per_step(at) * sum(exp.cost(at, u) * length_factor(at, u.get("task"))
+                                         for u in missing)
     priority = min(exp.priority_of(at, u) for u in missing)
     return Step(job, tuple(unit_id(u) for u in missing), seconds, priority, exp.alone)
+
+
+def _stored(store: ResultsStore, experiment: str, unit: str) -> bool:
+    """Whether a unit is stored: its file exists and is a whole record of that unit. A corrupt
+    or misplaced file raises :class:`~flatcomp.results.CorruptResultError` naming it, so that a
+    dry run or a check never counts it as done."""
+    path = store.path(experiment, unit)
+    if not path.exists():
+        return False
+    check_record(path, experiment, unit, store.profile.name)
+    return True
 
 
 def _ticket_step(profile: Profile, job: Job,
@@ -164,10 +179,38 @@ def describe(profile: Profile, steps: list[Step]) -> str:
 
 # ---------------------------------------------------------------- the cost model
 
-def measured_seconds_per_step(profile: Profile, steps: int = 3) -> float:
+_LENGTH_FACTORS: dict[tuple, float] = {}
+
+
+def length_factor(profile: Profile, task: str | None) -> float:
+    """The mean padded length of a training batch of ``task`` (one seeded epoch, batched as the
+    profile batches) over the profile's maximum length, at which the step time is measured: a
+    step's time grows about linearly with its tokens at these lengths. 1 where the task's rows
+    cannot be read here, for SQuAD (its windows are mostly full) and for units of no task."""
+    if task is None or task == "squad":
+        return 1.0
+    key = (profile.name, profile.model, profile.max_length, profile.batch_size,
+           profile.length_grouped, profile.train_size.get(task), task)
+    if key not in _LENGTH_FACTORS:
+        from flatcomp.data import DataNotFoundError, batch_order
+        from flatcomp.experiments import encoded_task
+
+        try:
+            train, _, _ = encoded_task(profile, task)
+        except (DataNotFoundError, OSError, ValueError):
+            return 1.0
+        lengths = [len(ids) for ids in train.input_ids]
+        order = batch_order(train, profile.batch_size, True, 1, profile.length_grouped)
+        padded = sum(max(lengths[i] for i in b) for b in order) / max(1, len(order))
+        _LENGTH_FACTORS[key] = min(1.0, padded / profile.max_length)
+    return _LENGTH_FACTORS[key]
+
+
+def measured_seconds_per_step(profile: Profile, steps: int = 5) -> float:
     """Seconds of one Adam training step of the profile's model at its batch size and maximum
-    length, on this device and precision: measured once on random tokens (after one warm-up
-    step) and cached in ``$FLATCOMP_CACHE/step-seconds.json``."""
+    length, on this device and precision: the fastest of ``steps`` timings on random tokens
+    (after one warm-up step; the fastest, because a busy machine only ever slows a step down),
+    cached in ``$FLATCOMP_CACHE/step-seconds.json`` (:func:`forget_step_times` to time again)."""
     from flatcomp.models import load_model
     from flatcomp.train import autocast, make_optimizer
 
@@ -201,6 +244,19 @@ def measured_seconds_per_step(profile: Profile, steps: int = 3) -> float:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(known, indent=1))
     return known[key]
+
+
+def forget_step_times() -> int:
+    """Drop this device's cached step times (``plan --remeasure``), so that the next estimate
+    times its steps again: one measured on a busy machine inflates every estimate. Returns how
+    many were dropped."""
+    path = cache_dir() / "step-seconds.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    device = device_description()
+    kept = {k: v for k, v in known.items() if json.loads(k)[0] != device}
+    if len(kept) < len(known):
+        path.write_text(json.dumps(kept, indent=1))
+    return len(known) - len(kept)
 
 
 # ---------------------------------------------------------------- one job, in a worker
@@ -270,6 +326,36 @@ def _run_pool(pool: Any, steps: list[Step], args: tuple, workers: int, deadline:
     short units do not each pay a process start (about 10 s, for the imports)."""
     outcomes = [Outcome(step) for step in steps]
     waiting, running, start = list(outcomes), [], time.monotonic()
+    with _workers_cancelled_on_exit(running):
+        return _keep_busy(pool, outcomes, waiting, running, start, args, workers, deadline, store,
+                          poll, in_process, batch_seconds)
+
+
+@contextlib.contextmanager
+def _workers_cancelled_on_exit(running: list) -> Iterator[None]:
+    """A plan stopped by a signal (``kill``, Ctrl-C) or an error cancels the jobs it started, so
+    that no worker trains on, unwatched, after it (submitit's local workers are processes of
+    their own). SIGTERM is turned into an exception for the while."""
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(f"plan stopped by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    except BaseException:
+        for _, job, _ in running:
+            job.cancel(check=False)
+        _wait_until_gone([job for _, job, _ in running])
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], running: list,
+               start: float, args: tuple, workers: int, deadline: float, store: ResultsStore,
+               poll: float, in_process: bool, batch_seconds: float) -> list[Outcome]:
     while True:
         elapsed = time.monotonic() - start
         for batch, job, started in [r for r in running if r[1].done()]:

@@ -104,9 +104,33 @@ def test_the_cost_model_counts_sam_twice(smoke):
     steps = {s.name: s for s in plan.make_plan(smoke, experiments=["finetune"],
                                                seconds_per_step=ONE_SECOND)}
     adam, sam = steps["finetune-mrpc-adam-0"].seconds, steps["finetune-mrpc-sam-0"].seconds
-    # 256 shipped train rows at batch 16: 16 steps a epoch, 3 epochs, plus dev passes
-    assert adam == pytest.approx(48 + 3 * 4 * 2 / 3)
-    assert sam - adam == pytest.approx(48)
+    # 256 shipped train rows at batch 16: 16 steps a epoch, 3 epochs, plus dev passes, at the
+    # rows' padded length
+    shorter = plan.length_factor(smoke, "mrpc")
+    assert adam == pytest.approx((48 + 3 * 4 * 2 / 3) * shorter)
+    assert sam - adam == pytest.approx(48 * shorter)
+
+
+def test_the_cost_model_counts_the_tokens_a_step_computes(smoke):
+    random = plan.length_factor(smoke, "stsb")
+    grouped = plan.length_factor(smoke.with_overrides(length_grouped=True), "stsb")
+    assert 0 < grouped < random < 1  # shorter than the maximum length; grouped pads less
+    assert plan.length_factor(smoke, None) == plan.length_factor(smoke, "squad") == 1.0
+
+
+def test_a_corrupt_results_file_fails_the_dry_run_and_the_check(smoke, capsys):
+    from flatcomp.__main__ import main
+    from flatcomp.results import CorruptResultError
+
+    path = ResultsStore(smoke).path("data_cards", "cola")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("garbage")
+    with pytest.raises(CorruptResultError, match="data_cards/cola.json"):
+        plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)
+    for flag in ("--dry-run", "--check"):
+        assert main(["plan", "--profile", "smoke", "--experiment", "data_cards", flag]) == 2
+        assert "cola.json is corrupt" in capsys.readouterr().err
+    assert path.read_text() == "garbage"  # never overwritten
 
 
 def test_dry_run_lists_every_unit_and_the_total(smoke):
@@ -129,6 +153,8 @@ def test_seconds_per_step_is_measured_once_and_cached(smoke):
     cached = json.loads((Path(os.environ["FLATCOMP_CACHE"]) / "step-seconds.json").read_text())
     assert list(cached.values()) == [first]
     assert plan.measured_seconds_per_step(smoke) == first
+    assert plan.forget_step_times() == 1  # plan --remeasure
+    assert plan.measured_seconds_per_step(smoke, steps=1) > 0
 
 
 # ---------------------------------------------------------------- executors
@@ -232,6 +258,40 @@ def test_a_plan_killed_with_sigkill_resumes_to_byte_identical_results(tmp_path):
     strip = lambda r: json.dumps({k: v for k, v in r.items() if k not in timing}, sort_keys=True)
     assert sorted(again) == sorted(reference)
     assert all(strip(again[k]) == strip(reference[k]) for k in reference)
+
+
+@pytest.mark.serial
+def test_a_plan_stopped_with_sigterm_stops_its_workers(smoke, tmp_path):
+    """``kill PLAN`` ends the local workers it started too: none trains on, unwatched."""
+    logs = tmp_path / "logs"
+    command = _plan_command("--experiment", "finetune", "--executor", "local", "--workers", "1",
+                            "--logs", str(logs))
+    planner = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.PIPE, text=True)
+    for line in planner.stdout:
+        if " started " in line:
+            break
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not _workers_of(logs):
+        time.sleep(0.2)
+    assert _workers_of(logs)
+    planner.send_signal(signal.SIGTERM)
+    planner.wait(timeout=60)
+    end = time.monotonic() + 30
+    while time.monotonic() < end and _workers_of(logs):
+        time.sleep(0.2)
+    assert not _workers_of(logs)
+
+
+def _workers_of(logs: Path) -> list[int]:
+    """Processes whose command line names the plan's log folder (its submitit workers)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(logs) in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 # ---------------------------------------------------------------- Slurm, without a cluster
