@@ -62,6 +62,12 @@ class Profile:
     squad_max_length: int = 384      # tokens per SQuAD window (question, context and specials)
     squad_doc_stride: int = 128      # tokens shared by consecutive windows of one context
     squad_batch_size: int = 16
+    # Tasks trained on a seeded half of their dev set and evaluated on the other half (SQuAD:
+    # its dev set split by article) whichever source supplies the rows, the local data folder or
+    # the hub, so that the rows and the data cut do not depend on where they are read from.
+    # Empty: the dev set is split only where a local folder has no train split (the hub's train
+    # split is used as it is). See :func:`flatcomp.data.load_task`.
+    dev_split_tasks: tuple[str, ...] = ()
     # SQuAD beyond length, stride and batch (see :data:`SQUAD_DEFAULTS`): the article split of a
     # local dev set, a cap on the training questions, the IMP schedule. Applied by
     # :meth:`squad_settings`; the SQuAD experiments run at :meth:`for_squad`.
@@ -197,6 +203,7 @@ SMALL = Profile(
     glue_tasks=("sst2", "rte", "mnli", "qnli", "qqp", "stsb", "cola"),
     precision="auto",
     length_grouped=True,
+    dev_split_tasks=("qqp", "mnli", "qnli", "squad"),  # the local folder's split, from the hub too
     imp_rounds=6,
     cuts={
         "model": "all-MiniLM-L6-v2 (6 layers, 384 wide, 22.7M parameters) instead of bert-base "

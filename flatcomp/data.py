@@ -12,7 +12,10 @@ Where the data comes from, in order:
 
 Labels follow the Hugging Face ids (RTE/QNLI: 0 = entailment). A task whose train split is not
 available locally (MNLI, QQP, QNLI) is trained on a seeded half of its dev set and evaluated on the
-other half; ``TaskData.cut`` says so, and every result made from it carries that note.
+other half; ``TaskData.cut`` says so, and every result made from it carries that note. The
+profile's ``dev_split_tasks`` (``small``: MNLI, QQP, QNLI and SQuAD) are split so from every
+source, the hub included, so that their rows and cut do not depend on where they are read from;
+elsewhere (``paper``) the hub's train split is used as it is.
 """
 
 from __future__ import annotations
@@ -158,11 +161,12 @@ def _local_split(folder: Path, task: Task, split: str) -> Examples | None:
 
 
 def _hub_split(task: Task, split: str) -> Examples:
+    """A split of ``nyu-mll/glue``, read as the local readers read it (texts stripped)."""
     import datasets
 
     hf_split = _HF_DEV.get(task.name, "validation") if split == "dev" else _HF_SPLIT[split]
     rows = datasets.load_dataset("nyu-mll/glue", task.name, split=hf_split)
-    texts = list(zip(*(rows[f] for f in task.text_fields)))
+    texts = list(zip(*(map(str.strip, rows[f]) for f in task.text_fields)))
     return Examples(texts, [_label(task, v) for v in rows["label"]])
 
 
@@ -214,6 +218,16 @@ def _shipped_split(task: Task, split: str) -> Examples:
     return Examples([tuple(r["text"]) for r in rows], [r["label"] for r in rows])
 
 
+def _halves_of_dev(task: Task, dev: Examples, source: str) -> TaskData:
+    """Train on a seeded half of ``dev``, evaluate on the other half. The cut reads the same
+    whichever ``source`` the rows came from (it names the reason: the local data folder, which
+    the stored results were made from, has no train split for these tasks)."""
+    train, dev = split_in_two(dev)
+    return TaskData(task, train, dev, source,
+                    cut=f"no local train split: trained on a seeded half of the dev set "
+                        f"({len(train)} rows), evaluated on the other half ({len(dev)})")
+
+
 def split_in_two(examples: Examples, seed: int = 0) -> tuple[Examples, Examples]:
     """A seeded half/half split, for tasks whose train set is not available."""
     order = list(range(len(examples)))
@@ -225,15 +239,23 @@ def split_in_two(examples: Examples, seed: int = 0) -> tuple[Examples, Examples]
 
 
 def load_task(name: str, profile: Profile, folder: Path | str | None = None) -> TaskData:
-    """Train and dev rows of a GLUE task, subsampled as the profile says."""
+    """Train and dev rows of a GLUE task, subsampled as the profile says.
+
+    A task of the profile's ``dev_split_tasks`` trains on a seeded half of its dev set and is
+    evaluated on the other half (:func:`split_in_two`) whichever source supplies that dev set,
+    with the same cut; any other task does so only where a local folder has no train split."""
     task = get_task(name)
-    data = _load_unsampled(task, profile.shipped_data, Path(folder) if folder else data_dir())
+    data = _load_unsampled(task, profile.shipped_data, Path(folder) if folder else data_dir(),
+                           dev_split=name in profile.dev_split_tasks)
     data.train = data.train.subsample(profile.train_size.get(name))
     data.dev = data.dev.subsample(profile.eval_size.get(name))
     return data
 
 
-def _load_unsampled(task: Task, shipped: bool, folder: Path | None) -> TaskData:
+def _load_unsampled(task: Task, shipped: bool, folder: Path | None,
+                    dev_split: bool = False) -> TaskData:
+    """The rows of ``task`` before any subsample; ``dev_split``: split the dev set in two from
+    every source (the local folder's train split and the hub's are not read)."""
     if shipped:
         return TaskData(task, _shipped_split(task, "train"), _shipped_split(task, "dev"),
                         "rows shipped in flatcomp/smoke_data")
@@ -244,21 +266,24 @@ def _load_unsampled(task: Task, shipped: bool, folder: Path | None) -> TaskData:
                                     "FLATCOMP_DATA at a folder holding glue/ (see README.md)")
         dev = _local_split(folder, task, "dev")
         if dev is not None:
-            train = _local_split(folder, task, "train")
+            train = None if dev_split else _local_split(folder, task, "train")
             if train is not None:
                 return TaskData(task, train, dev, f"local folder {folder}")
-            train, dev = split_in_two(dev)
-            return TaskData(task, train, dev, f"local folder {folder}",
-                            cut=f"no local train split: trained on a seeded half of the dev set "
-                                f"({len(train)} rows), evaluated on the other half ({len(dev)})")
+            return _halves_of_dev(task, dev, f"local folder {folder}")
         tried.append(f"{folder}/glue/{task.glue_dir}/dev.tsv and {folder}/glue_hf_parquet/"
                      f"{task.name}/")
     else:
         tried.append("no local folder (FLATCOMP_DATA is not set)")
-    splits = _from_hub("nyu-mll/glue", lambda: (_hub_split(task, "train"),
-                                                _hub_split(task, "dev")), tried)
-    if splits is not None:
-        return TaskData(task, *splits, "Hugging Face hub nyu-mll/glue")
+    hub = "Hugging Face hub nyu-mll/glue"
+    if dev_split:
+        dev = _from_hub("nyu-mll/glue", lambda: _hub_split(task, "dev"), tried)
+        if dev is not None:
+            return _halves_of_dev(task, dev, hub)
+    else:
+        splits = _from_hub("nyu-mll/glue", lambda: (_hub_split(task, "train"),
+                                                    _hub_split(task, "dev")), tried)
+        if splits is not None:
+            return TaskData(task, *splits, hub)
     raise DataNotFoundError(
         f"no data for task {task.name!r}. Tried: {'; '.join(tried)}. Set FLATCOMP_DATA to a "
         "folder with the GLUE files (glue/<TASK>/train.tsv, dev.tsv), or connect to the hub, or "
@@ -283,8 +308,10 @@ def load_squad(profile: Profile, folder: Path | str | None = None
 
     Locally only dev exists: it is split by article (:func:`split_by_article`), so that no
     paragraph is both trained and evaluated on. From the hub, ``rajpurkar/squad``'s train and
-    validation splits. ``train_questions`` then keeps a seeded subsample of the training
-    questions. ``cut`` says what differs from the official splits (None: nothing)."""
+    validation splits; where ``"squad"`` is one of the profile's ``dev_split_tasks``, only its
+    validation split, split by article as the local dev set is (the same rows and cut).
+    ``train_questions`` then keeps a seeded subsample of the training questions. ``cut`` says
+    what differs from the official splits (None: nothing)."""
     settings = profile.squad_settings()
     folder = Path(folder) if folder else data_dir()
     local = folder / "squad" / "v1.1" / "dev-v1.1.json" if folder is not None else None
@@ -294,15 +321,21 @@ def load_squad(profile: Profile, folder: Path | str | None = None
         examples = _squad_examples(json.loads(local.read_text()))
     else:
         tried = [f"{local} (missing)" if local else "no local folder (FLATCOMP_DATA is not set)"]
-        splits = _from_hub("rajpurkar/squad", _squad_hub_splits, tried)
+        dev_split = "squad" in profile.dev_split_tasks
+        splits = _from_hub("rajpurkar/squad",
+                           lambda: _squad_hub_splits(("validation",) if dev_split
+                                                     else ("train", "validation")), tried)
         if splits is None:
             raise DataNotFoundError(
                 f"no SQuAD v1.1. Tried: {'; '.join(tried)}. Set FLATCOMP_DATA to a folder with "
                 "squad/v1.1/dev-v1.1.json, or connect to the hub, or use the smoke profile.")
-        train, dev = splits
-        train, note = _subsample_questions(train, settings["train_questions"],
-                                           settings["split_seed"])
-        return train, dev, note
+        if dev_split:
+            examples, = splits
+        else:
+            train, dev = splits
+            train, note = _subsample_questions(train, settings["train_questions"],
+                                               settings["split_seed"])
+            return train, dev, note
     train, dev = split_by_article(examples, settings["eval_articles"], settings["split_seed"])
     full = len(train)
     train, note = _subsample_questions(train, settings["train_questions"], settings["split_seed"])
@@ -317,14 +350,19 @@ def split_by_article(examples: list[SquadExample], eval_articles: int, seed: int
                      ) -> tuple[list[SquadExample], list[SquadExample]]:
     """(train, eval): ``eval_articles`` Wikipedia articles drawn with ``seed`` are evaluated on,
     the rest trained on; each keeps the examples' order."""
-    titles = sorted({e.title for e in examples})
+    evaluated = _evaluated_titles({e.title for e in examples}, eval_articles, seed)
+    return ([e for e in examples if e.title not in evaluated],
+            [e for e in examples if e.title in evaluated])
+
+
+def _evaluated_titles(titles: set[str], eval_articles: int, seed: int) -> set[str]:
+    """The articles :func:`split_by_article` evaluates on."""
+    titles = sorted(titles)
     if not 0 < eval_articles < len(titles):
         raise ValueError(f"eval_articles must be between 1 and {len(titles) - 1} (the data has "
                          f"{len(titles)} articles), got {eval_articles}")
     random.Random(seed).shuffle(titles)
-    evaluated = set(titles[:eval_articles])
-    return ([e for e in examples if e.title not in evaluated],
-            [e for e in examples if e.title in evaluated])
+    return set(titles[:eval_articles])
 
 
 def _subsample_questions(examples: list[SquadExample], n: int | None, seed: int
@@ -348,11 +386,12 @@ def _squad_examples(blob: dict) -> list[SquadExample]:
     return out
 
 
-def _squad_hub_splits() -> tuple[list[SquadExample], list[SquadExample]]:
+def _squad_hub_splits(splits: Sequence[str] = ("train", "validation")
+                      ) -> tuple[list[SquadExample], ...]:
     import datasets
 
     return tuple(_squad_from_hub(datasets.load_dataset("rajpurkar/squad", split=split))
-                 for split in ("train", "validation"))
+                 for split in splits)
 
 
 def _squad_from_hub(rows) -> list[SquadExample]:
@@ -517,19 +556,37 @@ OFFICIAL_ROWS = {"cola": (8551, 1043), "sst2": (67349, 872), "mrpc": (3668, 408)
                  "squad": (87599, 10570)}
 # Tasks whose train split is not in the local data folder: trained on half of dev (see above).
 DEV_SPLIT_TASKS = ("qqp", "mnli", "qnli", "squad")
+# Questions per article of the SQuAD v1.1 dev set (48 articles, 10,570 questions): the article
+# split of :func:`load_squad` sized without reading the set (:func:`squad_rows`).
+SQUAD_DEV_ARTICLES = {
+    "Super_Bowl_50": 810, "Warsaw": 247, "Normans": 112, "Nikola_Tesla": 511,
+    "Computational_complexity_theory": 197, "Teacher": 268, "Martin_Luther": 479,
+    "Southern_California": 180, "Sky_(United_Kingdom)": 108, "Victoria_(Australia)": 124,
+    "Huguenot": 217, "Steam_engine": 215, "Oxygen": 247, "1973_oil_crisis": 106,
+    "Apollo_program": 242, "European_Union_law": 243, "Amazon_rainforest": 183,
+    "Ctenophora": 182, "Fresno,_California": 136, "Packet_switching": 106, "Black_Death": 108,
+    "Geology": 116, "Newcastle_upon_Tyne": 264, "Victoria_and_Albert_Museum": 295,
+    "American_Broadcasting_Company": 407, "Genghis_Khan": 245, "Pharmacy": 129,
+    "Immune_system": 238, "Civil_disobedience": 197, "Construction": 98, "Private_school": 113,
+    "Harvard_University": 112, "Jacksonville,_Florida": 96, "Economic_inequality": 297,
+    "Doctor_Who": 319, "University_of_Chicago": 176, "Yuan_dynasty": 228, "Kenya": 231,
+    "Intergovernmental_Panel_on_Climate_Change": 104, "Chloroplast": 295, "Prime_number": 153,
+    "Rhine": 291, "Scottish_Parliament": 189, "Islamism": 200, "Imperialism": 187,
+    "United_Methodist_Church": 191, "French_and_Indian_War": 172, "Force": 206}
 
 
 def task_rows(task: str, profile: Profile) -> tuple[int, int]:
     """(train rows, dev rows) a profile trains and evaluates ``task`` on, without tokenising: the
-    shipped rows for smoke; else the official sizes (halves of dev where a local folder has no
-    train split), capped by the profile's ``train_size`` and ``eval_size``."""
+    shipped rows for smoke; else the official sizes (halves of dev for the profile's
+    ``dev_split_tasks``, and where a local folder has no train split), capped by the profile's
+    ``train_size`` and ``eval_size``."""
     if task == "squad":
         return squad_rows(profile)
     if profile.shipped_data:
         blob = json.loads((SMOKE_DATA / f"{task}.json").read_text())
         return len(blob["train"]), len(blob["dev"])
     train, dev = OFFICIAL_ROWS[task]
-    if task in DEV_SPLIT_TASKS and data_dir() is not None:
+    if task in profile.dev_split_tasks or (task in DEV_SPLIT_TASKS and data_dir() is not None):
         train, dev = dev // 2, dev - dev // 2
     return (min(train, profile.train_size.get(task, train)),
             min(dev, profile.eval_size.get(task, dev)))
@@ -537,13 +594,22 @@ def task_rows(task: str, profile: Profile) -> tuple[int, int]:
 
 def squad_rows(profile: Profile) -> tuple[int, int]:
     """(train questions, eval questions) of SQuAD at the profile, without tokenising: counted
-    in the article split of the shipped rows or of a local dev set (a read of one JSON file),
-    else the official sizes with the profile's cap on the training questions."""
+    in the article split of the shipped rows or of a local dev set (a read of one JSON file);
+    else, where ``"squad"`` is one of the profile's ``dev_split_tasks``, the same article split
+    of the dev set sized from :data:`SQUAD_DEV_ARTICLES`; else the official sizes. The profile's
+    cap on the training questions applies to both."""
     if squad_is_local(profile):
         train, dev, _ = load_squad(profile)
         return len(train), len(dev)
-    train, dev = OFFICIAL_ROWS["squad"]
-    cap = profile.squad_settings()["train_questions"]
+    settings = profile.squad_settings()
+    if "squad" in profile.dev_split_tasks:
+        evaluated = _evaluated_titles(set(SQUAD_DEV_ARTICLES), settings["eval_articles"],
+                                      settings["split_seed"])
+        dev = sum(SQUAD_DEV_ARTICLES[t] for t in evaluated)
+        train = sum(SQUAD_DEV_ARTICLES.values()) - dev
+    else:
+        train, dev = OFFICIAL_ROWS["squad"]
+    cap = settings["train_questions"]
     return min(train, cap) if cap is not None else train, dev
 
 

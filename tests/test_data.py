@@ -6,6 +6,7 @@ The last section checks the canonical row counts of the real data folder; it run
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -542,3 +543,210 @@ def test_evaluation_sorted_by_length_gives_the_same_predictions():
     plain = predict(model, dev, SMOKE.with_overrides(precision="fp32"))
     grouped = predict(model, dev, SMOKE.with_overrides(precision="fp32", length_grouped=True))
     assert torch.equal(plain, grouped)
+
+
+# ---------------------------------------------------------------- the dev-set split from any source
+# At ``small`` the dev-split tasks (MNLI, QQP, QNLI, SQuAD) train on a seeded half of their dev set
+# whether the rows come from the local folder or the hub; ``paper`` keeps the hub's train split.
+
+HUB_MNLI_TRAIN_ROWS = 37  # a fake hub train split, of another size than the dev set
+
+
+def _mnli_hub(calls: list, train_rows: int = HUB_MNLI_TRAIN_ROWS, dev_rows: int = MNLI_ROWS):
+    """A fake ``_hub_split``: MNLI's matched dev set as :func:`parquet_folder` holds it (texts
+    stripped, as the readers strip them), and a train split of its own; ``calls`` records the
+    splits read."""
+    def read(task, split):
+        calls.append((task.name, split))
+        if split == "train":
+            return Examples([(f"train premise {i}", f"train hypothesis {i}")
+                             for i in range(train_rows)], [i % 3 for i in range(train_rows)])
+        return Examples([(f"premise {i}", f"hypothesis {i}") for i in range(dev_rows)],
+                        [i % 3 for i in range(dev_rows)])
+    return read
+
+
+@pytest.fixture
+def no_folder(monkeypatch):
+    monkeypatch.delenv("FLATCOMP_DATA", raising=False)
+
+
+def _small():
+    from flatcomp.config import SMALL
+
+    return SMALL
+
+
+def test_profiles_say_which_tasks_split_their_dev_set():
+    from flatcomp.config import PAPER, SMALL, SMOKE
+
+    assert set(SMALL.dev_split_tasks) == set(D.DEV_SPLIT_TASKS)
+    assert SMOKE.dev_split_tasks == () and PAPER.dev_split_tasks == ()
+
+
+def test_small_mnli_from_the_hub_is_the_local_split(parquet_folder, monkeypatch, no_folder,
+                                                    hub_reachable):
+    local = load_task("mnli", _small(), parquet_folder)
+    calls = []
+    monkeypatch.setattr(D, "_hub_split", _mnli_hub(calls))
+    hub = load_task("mnli", _small())
+    assert calls == [("mnli", "dev")]  # the hub's train split is not even read
+    assert hub.source == "Hugging Face hub nyu-mll/glue" and local.source.startswith("local")
+    assert (hub.train.texts, hub.train.labels) == (local.train.texts, local.train.labels)
+    assert (hub.dev.texts, hub.dev.labels) == (local.dev.texts, local.dev.labels)
+    assert {len(hub.train), len(hub.dev)} == {MNLI_ROWS // 2, MNLI_ROWS - MNLI_ROWS // 2}
+    assert hub.cut == local.cut == (
+        f"no local train split: trained on a seeded half of the dev set ({len(local.train)} "
+        f"rows), evaluated on the other half ({len(local.dev)})")
+
+
+def test_paper_mnli_from_the_hub_keeps_the_hubs_train_split(parquet_folder, monkeypatch,
+                                                            no_folder, hub_reachable):
+    from flatcomp.config import PAPER
+
+    calls = []
+    monkeypatch.setattr(D, "_hub_split", _mnli_hub(calls))
+    data = load_task("mnli", PAPER)
+    assert sorted(calls) == [("mnli", "dev"), ("mnli", "train")]
+    assert (len(data.train), len(data.dev)) == (HUB_MNLI_TRAIN_ROWS, MNLI_ROWS)
+    assert data.train.texts[0] == ("train premise 0", "train hypothesis 0")
+    assert data.cut is None
+    # a local folder without MNLI's train split is still split in two, as before
+    assert load_task("mnli", PAPER, parquet_folder).cut == load_task("mnli", _small(),
+                                                                     parquet_folder).cut
+
+
+def test_a_local_train_split_is_not_read_for_a_dev_split_task(tmp_path, monkeypatch):
+    """At small a dev-split task is split even where the folder has its train split: the rows do
+    not depend on what the folder holds. A profile without it (smoke read locally) reads train."""
+    folder = tmp_path / "data"
+    for split in ("train", "dev"):
+        _write(folder / "glue" / "RTE" / f"{split}.tsv", RTE)
+    small = _small().with_overrides(dev_split_tasks=("rte",))
+    data = load_task("rte", small, folder)
+    assert (len(data.train), len(data.dev)) == (1, 2) and "half of the dev set" in data.cut
+    plain = load_task("rte", _small(), folder)
+    assert (len(plain.train), len(plain.dev)) == (3, 3) and plain.cut is None
+
+
+def test_hub_texts_are_stripped_as_the_local_readers_strip_them(monkeypatch):
+    import datasets
+
+    seen = []
+
+    def load_dataset(path, name, split):
+        seen.append((path, name, split))
+        return {"premise": [" premise 0 "], "hypothesis": ["hypothesis 0\n"], "label": [2]}
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    rows = D._hub_split(get_task("mnli"), "dev")
+    assert seen == [("nyu-mll/glue", "mnli", "validation_matched")]
+    assert (rows.texts, rows.labels) == ([("premise 0", "hypothesis 0")], [2])
+
+
+@pytest.mark.parametrize("name", ["mnli", "qqp", "qnli"])
+def test_task_rows_agree_with_loading_from_any_source(name, parquet_folder, monkeypatch,
+                                                      hub_reachable):
+    """At the official sizes, with a fake hub: what task_rows says is what loading gives, at
+    small from the hub and from a local folder alike, and at paper from the hub."""
+    from flatcomp.config import PAPER, SMALL
+
+    train_rows, dev_rows = D.OFFICIAL_ROWS[name]
+    task = get_task(name)
+    same = tuple("x" for _ in task.text_fields)  # one shared row: cheap at 392,702 rows
+
+    def read(task, split):
+        n = train_rows if split == "train" else dev_rows
+        return Examples([same] * n, [0] * n)
+
+    monkeypatch.setattr(D, "_hub_split", read)
+    monkeypatch.delenv("FLATCOMP_DATA", raising=False)
+    for profile in (SMALL, PAPER):
+        data = load_task(name, profile)
+        assert D.task_rows(name, profile) == (len(data.train), len(data.dev))
+    small_from_hub = D.task_rows(name, SMALL)
+    assert small_from_hub[1] <= dev_rows - dev_rows // 2  # halves of dev, whatever the caps
+    assert D.task_rows(name, PAPER) == (train_rows, dev_rows)
+    monkeypatch.setenv("FLATCOMP_DATA", str(parquet_folder))
+    assert D.task_rows(name, SMALL) == small_from_hub
+
+
+def _squad_rows(articles: dict[str, int]) -> list:
+    """Questions titled by article, two per paragraph, in the articles' order."""
+    return [D.SquadExample(f"{title}-{q}", title, f"Context {q // 2} of {title}.",
+                           f"Question {q}?", ["Context"], [0])
+            for title, questions in articles.items() for q in range(questions)]
+
+
+def _squad_blob(examples: list) -> dict:
+    data = {}
+    for e in examples:
+        paragraphs = data.setdefault(e.title, {})
+        paragraphs.setdefault(e.context, []).append(
+            {"id": e.id, "question": e.question,
+             "answers": [{"text": a, "answer_start": s}
+                         for a, s in zip(e.answers, e.answer_starts)]})
+    return {"version": "1.1", "data": [
+        {"title": t, "paragraphs": [{"context": c, "qas": qas} for c, qas in ps.items()]}
+        for t, ps in data.items()]}
+
+
+def test_small_squad_from_the_hub_is_the_local_article_split(tmp_path, monkeypatch, no_folder,
+                                                             hub_reachable):
+    from flatcomp.config import PAPER
+
+    examples = _squad_rows({f"Article_{k}": 4 + k for k in range(8)})
+    folder = tmp_path / "data"
+    _write(folder / "squad" / "v1.1" / "dev-v1.1.json", json.dumps(_squad_blob(examples)))
+    small = _small().with_overrides(squad={"eval_articles": 3, "train_questions": 20})
+    hub_train = _squad_rows({"Train_article": 50})
+    calls = []
+
+    def splits(which=("train", "validation")):
+        calls.append(tuple(which))
+        return tuple({"train": hub_train, "validation": examples}[s] for s in which)
+
+    monkeypatch.setattr(D, "_squad_hub_splits", splits)
+    local = load_squad(small, folder)
+    hub = load_squad(small)
+    assert calls == [("validation",)]
+    assert hub == local
+    assert "split by article" in hub[2] and "20 of the" in hub[2]
+    paper = PAPER.with_overrides(squad={"train_questions": 20})
+    train, dev, cut = load_squad(paper)
+    assert calls[-1] == ("train", "validation")
+    assert {e.title for e in train} == {"Train_article"} and dev == examples
+    assert cut == "a seeded subsample of 20 of the 50 training questions is trained on"
+
+
+def test_squad_rows_agree_with_loading_from_the_hub(monkeypatch, no_folder, hub_reachable):
+    """squad_rows sizes the article split from SQUAD_DEV_ARTICLES without reading anything; a
+    hub holding a dev set of those articles gives the same sizes, at small and at paper."""
+    from flatcomp.config import PAPER, SMALL
+
+    dev = _squad_rows(D.SQUAD_DEV_ARTICLES)
+    train = _squad_rows({"Train_article": D.OFFICIAL_ROWS["squad"][0]})
+    monkeypatch.setattr(D, "_squad_hub_splits", lambda which=("train", "validation"): tuple(
+        {"train": train, "validation": dev}[s] for s in which))
+    for profile in (SMALL, SMALL.with_overrides(squad={"eval_articles": 7, "split_seed": 3,
+                                                       "train_questions": None}), PAPER):
+        loaded_train, loaded_dev, _ = load_squad(profile)
+        assert D.squad_rows(profile) == D.task_rows("squad", profile) == (len(loaded_train),
+                                                                          len(loaded_dev))
+    assert D.squad_rows(PAPER) == D.OFFICIAL_ROWS["squad"]
+    assert D.squad_rows(SMALL)[1] == 2192  # the small profile's 10 evaluated articles
+
+
+def test_real_folder_squad_articles_match_the_table(real_folder):
+    blob = json.loads((real_folder / "squad" / "v1.1" / "dev-v1.1.json").read_text())
+    assert {a["title"]: sum(len(p["qas"]) for p in a["paragraphs"]) for a in blob["data"]} \
+        == D.SQUAD_DEV_ARTICLES
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_real_folder_task_rows_agree_with_loading(real_folder, monkeypatch, name):
+    from flatcomp.config import SMALL
+
+    monkeypatch.setenv("FLATCOMP_DATA", str(real_folder))
+    data = load_task(name, SMALL)
+    assert D.task_rows(name, SMALL) == (len(data.train), len(data.dev))
