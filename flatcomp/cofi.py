@@ -19,6 +19,23 @@ per row of a structure, the round(sum P(z != 0)) units of largest log alpha are 
 value sigmoid(0.8 * log alpha / beta) (from Wang et al. 2020; never 0, so the count is exact; it is
 0.996 at log alpha = ln 100 and folded into the weights by :func:`compact`); the others are 0.
 
+**Initial log alphas: ours against CoFi's.** Every gate here starts at log alpha ~ N(10, 0.01^2)
+(``GATE_INIT``). CoFi's ``L0Module`` (princeton-nlp/CoFiPruning, ``models/l0_module.py``) starts
+four structures there too but the FFN dimensions at log alpha = ln((1 - p) / p) = 0, with its
+``droprate_init`` p = 0.5 (``COFI_GATE_INIT``). The two starts differ:
+
+    log alpha = 10:  P(z != 0) = 1.0000, a sample is exactly 1 with probability 0.9998
+                     (0.95 at ln 100, where ``constrain`` puts it after the first step)
+    log alpha = 0:   P(z != 0) = sigmoid(beta ln(-r / l)) = 0.83, a sample is 0 or 1 with
+                     probability 0.17 each and in (0, 1) otherwise
+
+so our student starts as the dense model (all but about 1 in 4,000 sampled gates exactly 1), its
+expected sparsity at 0 where the target's warm-up starts, while CoFi's starts with every FFN
+thinned by noisy gates (s_hat = 0.11 on BERT-base).
+We keep 10 for every structure because the book's stored CoFi results were made with it
+(``gate_init`` = 10.0 in each result file); ``add_gates(model, init_mean=0.0)`` starts every
+structure, not only the FFN dimensions, at CoFi's FFN value.
+
 How the gates act (forward hooks only, no fork of ``modeling_bert``), for a sublayer with input x,
 branch input h (attention context or FFN activations) and LayerNorm restricted to the kept hidden
 dimensions K = {i : z_hidden_i != 0}::
@@ -67,13 +84,17 @@ from torch import nn
 LIMIT_L, LIMIT_R, BETA, EPS = -0.1, 1.1, 2.0 / 3.0, 1e-6
 LOG_ALPHA_MIN, LOG_ALPHA_MAX = math.log(1e-2), math.log(1e2)
 MAGICAL_NUMBER = 0.8  # CoFi's deterministic gate value sigmoid(0.8 log alpha / beta)
+GATE_INIT = 10.0  # our initial log alpha, every structure (module docstring; the stored results')
+COFI_GATE_INIT = {"attn_layer": 10.0, "head": 10.0, "ffn_layer": 10.0, "ffn_dim": 0.0,
+                  "hidden": 10.0}  # CoFi's L0Module: ffn_dim ("intermediate") at ln(0.5 / 0.5)
 STRUCTURES = ("attn_layer", "head", "ffn_layer", "ffn_dim", "hidden")
 
 
 class HardConcrete(nn.Module):
     """A (rows, cols) tensor of hard-concrete gates; deterministic gates are chosen per row."""
 
-    def __init__(self, rows: int, cols: int, init_mean: float = 10.0, init_std: float = 0.01):
+    def __init__(self, rows: int, cols: int, init_mean: float = GATE_INIT,
+                 init_std: float = 0.01):
         super().__init__()
         self.log_alpha = nn.Parameter(torch.empty(rows, cols).normal_(init_mean, init_std))
 
@@ -109,9 +130,11 @@ class CoFiGates(nn.Module):
     """The log alphas of the five structures of a BERT and the hooks that apply the gates.
 
     The gates are drawn once per forward pass (a pre-hook on the embeddings): sampled while the
-    model is in training mode, deterministic in eval mode. ``self.z`` holds the last values."""
+    model is in training mode, deterministic in eval mode. ``self.z`` holds the last values.
+    Every log alpha starts at ``init_mean``: 10 by default for all five structures, where CoFi
+    starts the FFN dimensions at 0 (``COFI_GATE_INIT``; module docstring)."""
 
-    def __init__(self, model: nn.Module, hidden: bool = True, init_mean: float = 10.0):
+    def __init__(self, model: nn.Module, hidden: bool = True, init_mean: float = GATE_INIT):
         super().__init__()
         self.bert = [bert_of(model)]  # a list, so the model is not a submodule of the gates
         c = self.bert[0].config
@@ -235,8 +258,10 @@ def masked_layer_norm(x: torch.Tensor, ln: nn.LayerNorm, z: torch.Tensor) -> tor
     return torch.zeros_like(x).masked_scatter(keep.expand_as(x), y) * z
 
 
-def add_gates(model: nn.Module, hidden: bool = True, init_mean: float = 10.0) -> CoFiGates:
-    """Hard-concrete gates on ``model`` (a BERT or a task model holding one in ``.bert``)."""
+def add_gates(model: nn.Module, hidden: bool = True, init_mean: float = GATE_INIT) -> CoFiGates:
+    """Hard-concrete gates on ``model`` (a BERT or a task model holding one in ``.bert``), every
+    log alpha starting at ``init_mean`` (CoFi's differ for the FFN dimensions: module docstring).
+    """
     return CoFiGates(model, hidden=hidden, init_mean=init_mean)
 
 

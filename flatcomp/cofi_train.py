@@ -61,7 +61,9 @@ class CoFiSchedule:
     alpha_ce: float = 0.1
     sparsity_epsilon: float = 0.01
     evals_per_epoch: int = 1     # candidates per pruning epoch once the target has warmed up
-    gate_init: float = 10.0      # log alpha at the start, CoFi's: every gate open (clamped to ln 100)
+    # log alpha at the start of every gate: all open (ln 100 once constrained). CoFi's too, but
+    # for the FFN dimensions, which it starts at 0; flatcomp.cofi's docstring says why we keep 10
+    gate_init: float = 10.0
     batch_size: int = 32
 
 

@@ -189,9 +189,12 @@ def magnitude_masks(weights: Mapping[str, torch.Tensor], sparsity: float,
     pruned: the n smallest of the scores s = |w| on kept entries and s = -1 on pruned ones. Ties
     go by position (names sorted, then row-major order), so the result is deterministic. Round k
     of IMP with rate r asks for sparsity k * r of the original weights (Chen et al., 2020).
-    Masks come back on the CPU.
+    Masks come back on the CPU. An empty ``weights`` is a ValueError.
     """
     _check_sparsity(sparsity)
+    if not weights:
+        raise ValueError("magnitude_masks was given no weights: pass a {name: weight} dict of "
+                         "the weights to prune, e.g. prunable_weights(model)")
     names = sorted(weights)
     masks = masks or {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     if sorted(masks) != names:

@@ -75,6 +75,7 @@ uses a slightly different weight scale.
 from __future__ import annotations
 
 import copy
+import importlib
 import io
 import math
 import statistics
@@ -98,8 +99,40 @@ def quantize_dynamic_int8(model: nn.Module, per_channel: bool = False) -> nn.Mod
     are quantized at every call from their own range (see the module docstring). The copy is in
     eval mode; ``model`` itself is not touched. The quantized kernels run only on the CPU, so the
     model must be there: a ValueError says so otherwise.
+
+    Where ``torch.ao.quantization.quantize_dynamic`` is gone (its removal is announced), torchao's
+    ``quantize_`` with ``Int8DynamicActivationInt8WeightConfig`` (tested with torchao 0.18.0)
+    takes its place: symmetric int8 weights again, per tensor or per row, but activations
+    quantized symmetrically per token, each ``nn.Linear`` kept and given an int8 tensor subclass
+    as its weight, and no speed-up without ``torch.compile`` (module docstring). Without either,
+    an ImportError says to install torchao.
     """
     _require_cpu(model)
+    return _int8_quantizer()(model, per_channel)
+
+
+def _int8_quantizer() -> Callable[[nn.Module, bool], nn.Module]:
+    """torch.ao's dynamic quantization where this PyTorch has it, else torchao's."""
+    if hasattr(_module("torch.ao.quantization"), "quantize_dynamic"):
+        return _torch_ao_int8
+    if hasattr(_module("torchao.quantization"), "Int8DynamicActivationInt8WeightConfig"):
+        return _torchao_int8
+    raise ImportError(
+        "int8 quantization needs torch.ao.quantization.quantize_dynamic, which PyTorch "
+        f"{torch.__version__} no longer has, or its replacement, torchao's quantize_ with "
+        "Int8DynamicActivationInt8WeightConfig (torchao 0.18.0 works): pip install torchao")
+
+
+def _module(name: str) -> Any:
+    """The module ``name``, or None where it cannot be imported."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _torch_ao_int8(model: nn.Module, per_channel: bool) -> nn.Module:
+    """``torch.ao.quantization.quantize_dynamic`` on a copy: nn.Linear -> dynamic int8 Linear."""
     qconfig = (torch.ao.quantization.per_channel_dynamic_qconfig if per_channel
                else torch.ao.quantization.default_dynamic_qconfig)
     # quantize_dynamic swaps children only: a bare nn.Linear goes in a container and comes out.
@@ -107,6 +140,20 @@ def quantize_dynamic_int8(model: nn.Module, per_channel: bool = False) -> nn.Mod
     torch.ao.quantization.quantize_dynamic(
         wrapped, qconfig_spec={nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
     return wrapped[0].eval()
+
+
+def _torchao_int8(model: nn.Module, per_channel: bool) -> nn.Module:
+    """torchao's ``quantize_`` on a copy: int8 weights per tensor or per row, int8 activations
+    per token. ``set_inductor_config=False``: no global ``torch._inductor`` settings changed."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    from torchao.quantization.granularity import PerRow, PerTensor
+
+    weight = PerRow() if per_channel else PerTensor()
+    config = Int8DynamicActivationInt8WeightConfig(granularity=[PerRow(), weight],
+                                                   set_inductor_config=False)
+    quantized = copy.deepcopy(model).eval()
+    quantize_(quantized, config)
+    return quantized
 
 
 def _require_cpu(model: nn.Module) -> None:

@@ -19,7 +19,11 @@ The interface follows the widely used davda54/sam, so its ten-line training loop
     loss_fn(model(x), y).backward(); optimizer.first_step(zero_grad=True)
     loss_fn(model(x), y).backward(); optimizer.second_step(zero_grad=True)
 
-or ``optimizer.step(closure)``, which also gives both passes the same dropout mask (below).
+or ``optimizer.step(closure)``, which also gives both passes the same dropout mask (below). The
+closure computes the loss, calls backward and returns the loss; ``step`` zeroes the gradients
+before each of its two calls, so a closure may zero them too (flatcomp's do) or not (davda54's
+README): the update is the two-step loop's either way. Gradients held when ``step`` is called are
+dropped: the first pass recomputes g(w).
 
 **Mixed precision.** With bf16 autocast (what :func:`flatcomp.train.fine_tune` uses, on CUDA and
 on CPUs with AMX) nothing changes: bf16 needs no loss scaling. With fp16 and a ``GradScaler``,
@@ -39,7 +43,7 @@ A first-pass gradient that overflowed (an inf or NaN norm) perturbs nothing, and
 the step if the second pass overflows too.
 
 Cheaper variants with the same ``step(closure)`` (SAM every k steps, LookSAM, ESAM, SAM-ON) are
-in :mod:`flatcomp.sam_variants`.
+in :mod:`flatcomp.sam_variants`; they zero the gradients before each closure call too.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class SAM(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable, base_optimizer: type[torch.optim.Optimizer],
                  rho: float = 0.05, adaptive: bool = False, **base_kwargs) -> None:
+        _check_base_optimizer(base_optimizer)
         if rho < 0:
             raise ValueError(f"rho must be non-negative, got {rho}")
         super().__init__(params, dict(rho=rho, adaptive=adaptive, perturb=True, **base_kwargs))
@@ -102,15 +107,21 @@ class SAM(torch.optim.Optimizer):
                     p.copy_(w)
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
-        """Both passes. ``closure`` must zero the gradients, compute the loss, call backward and
-        return the loss. The random state is forked so that both passes draw the same dropout
-        mask, as the reference JAX implementation does: otherwise the second gradient mixes the
-        sharpness of the loss with the noise of a different sub-network."""
+        """Both passes; returns the loss at w. ``closure`` computes the loss, calls backward and
+        returns the loss; it may zero the gradients first or not, since ``step`` zeroes them
+        before each call: the base step gets grad L(w + e(w)) alone, not g(w) + grad L(w + e(w))
+        (nor the gradients held on entry, which are dropped). The random state is forked so that
+        both passes draw the same dropout mask, as the reference JAX implementation does:
+        otherwise the second gradient mixes the sharpness of the loss with the noise of a
+        different sub-network."""
         return self._two_passes(closure)
 
     def _two_passes(self, closure: Callable[[], torch.Tensor] | None) -> torch.Tensor:
+        """first_step and second_step around two closure calls, each from zeroed gradients."""
+        if closure is not None:
+            self.zero_grad(set_to_none=True)
         loss = self._forked(closure)
-        self.first_step()
+        self.first_step(zero_grad=True)
         with torch.enable_grad():
             closure()
         self.second_step()
@@ -151,3 +162,12 @@ class SAM(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         self.base_optimizer.load_state_dict(state_dict)
         self.param_groups = self.base_optimizer.param_groups
+
+
+def _check_base_optimizer(base_optimizer: object) -> None:
+    """SAM builds its base optimizer itself, over its own parameter groups: it takes the class."""
+    if isinstance(base_optimizer, torch.optim.Optimizer) or not callable(base_optimizer):
+        raise TypeError(
+            "SAM's base_optimizer must be an optimizer class such as torch.optim.SGD, got an "
+            f"instance of {type(base_optimizer).__name__}: pass the class, with the base "
+            "optimizer's arguments as SAM's, e.g. SAM(params, torch.optim.SGD, rho=0.05, lr=0.1)")

@@ -29,9 +29,11 @@ __all__ = ["ESAM", "KStepSAM", "LookSAM", "NORM_LAYERS", "norm_parameters", "sam
 
 def _plain_step(optimizer: SAM, closure: Callable[[], torch.Tensor] | None,
                 extra: Callable[[], None] = lambda: None) -> torch.Tensor:
-    """One pass, ``extra()`` on the gradients, then the base optimizer's step at w."""
+    """One pass, ``extra()`` on the gradients, then the base optimizer's step at w. The gradients
+    are zeroed first, so a closure that does not zero them itself gives the same step."""
     if closure is None:
         raise ValueError(f"{type(optimizer).__name__} needs a closure: step(closure)")
+    optimizer.zero_grad(set_to_none=True)
     with torch.enable_grad():
         loss = closure()
     extra()
@@ -97,9 +99,10 @@ class LookSAM(SAM):
         return loss
 
     def _sam_step(self, closure: Callable[[], torch.Tensor] | None) -> torch.Tensor:
+        self.zero_grad(set_to_none=True)  # whether or not the closure zeroes them
         loss = self._forked(closure)
         g = {p: p.grad.clone() for p in self._with_grad()}
-        self.first_step()
+        self.first_step(zero_grad=True)
         with torch.enable_grad():
             closure()
         self._remember_orthogonal(g)

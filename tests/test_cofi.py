@@ -8,8 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from flatcomp.cofi import (Lagrangian, add_gates, cofi_optimizers, compact, compact_like,
-                           lagrangian, target_at)
+from flatcomp.cofi import (COFI_GATE_INIT, GATE_INIT, STRUCTURES, HardConcrete, Lagrangian,
+                           add_gates, cofi_optimizers, compact, compact_like, lagrangian,
+                           target_at)
+from flatcomp.cofi_train import CoFiSchedule
 from flatcomp.models import load_model
 
 LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value",
@@ -47,6 +49,20 @@ def encoder_weights(model) -> int:
     """Parameters of the encoder layers' weight matrices (what the expected size counts)."""
     return sum(m.weight.numel() for name, m in model.bert.encoder.named_modules()
                if isinstance(m, torch.nn.Linear))
+
+
+def test_initial_log_alphas_are_ours_and_cofis_is_declared_beside_them(model):
+    """Ours: 10 for every structure (the stored results' gate_init); CoFi's L0Module: 10 too but
+    0 for the FFN dimensions, where P(z != 0) = sigmoid(beta ln 11) = 0.83 (module docstring)."""
+    gates = add_gates(model)
+    assert GATE_INIT == CoFiSchedule.__dataclass_fields__["gate_init"].default == 10.0
+    for key, g in gates.gates.items():
+        assert (g.log_alpha - GATE_INIT).abs().max() < 0.1, key
+    assert set(COFI_GATE_INIT) == set(STRUCTURES)
+    assert {k for k, v in COFI_GATE_INIT.items() if v != GATE_INIT} == {"ffn_dim"}
+    cofi = HardConcrete(2, 512, init_mean=COFI_GATE_INIT["ffn_dim"]).prob_nonzero()
+    assert cofi.mean().item() == pytest.approx(0.832, abs=1e-3)
+    assert gates.gates["ffn_dim"].prob_nonzero().min().item() > 0.9999
 
 
 def test_deterministic_gates_keep_the_expected_count(model):

@@ -105,6 +105,12 @@ def test_nothing_to_prune_is_a_clear_error():
 
 # ---------------------------------------------------------------- global magnitude masks
 
+def test_no_weights_is_a_clear_error():
+    for masks in (None, {}):
+        with pytest.raises(ValueError, match=r"no weights.*prunable_weights\(model\)"):
+            magnitude_masks({}, 0.5, masks)
+
+
 def test_iterated_magnitude_masks_have_exact_sparsity_and_keep_the_largest(model):
     weights = prunable_weights(model)
     total = sum(w.numel() for w in weights.values())

@@ -8,9 +8,15 @@ quantized tensor creation is (a UserWarning). flatcomp uses that API on purpose 
 docstring) and passes both warnings on to the user; ``test_deprecation_reaches_the_user`` checks
 that. Everywhere else exactly these two messages are filtered, by the marks below, so that the
 test output shows only what is new.
+
+Where torch.ao.quantization is gone, ``quantize_dynamic_int8`` falls back to torchao, which is not
+a dependency: its tests hide torch.ao.quantization from the import system and skip when torchao
+is not installed (``PYTHONPATH`` to a ``pip install --target`` of torchao runs them).
 """
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 import torch
@@ -147,6 +153,46 @@ def test_deprecation_reaches_the_user():
     """flatcomp does not hide torch's deprecation of torch.ao.quantization. (Should a torch
     release drop the warning, this fails: revisit the module docstring's choice then.)"""
     with pytest.warns(DeprecationWarning, match="deprecated"):
+        quantize_dynamic_int8(nn.Linear(4, 4))
+
+
+def _without_torch_ao(monkeypatch) -> None:
+    """As if torch.ao.quantization had been removed: importing it fails."""
+    monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_int8_without_torch_ao_falls_back_to_torchao(bert, batch, monkeypatch, per_channel):
+    """torchao's quantize_ takes over where torch.ao.quantization is gone: every Linear keeps
+    its class and gets an int8 weight, the original is untouched, and the logits agree with
+    torch.ao's and fp32's to the tolerance of test_int8_logits_close_to_fp32."""
+    pytest.importorskip("torchao.quantization")
+    before = snapshot(bert)
+    reference = logits(bert, batch)
+    torch_ao = logits(quantize_dynamic_int8(bert, per_channel=per_channel), batch)
+    _without_torch_ao(monkeypatch)
+    quantized = quantize_dynamic_int8(bert, per_channel=per_channel)
+    names = linear_names(bert)
+    modules = dict(quantized.named_modules())
+    for name in names:
+        assert type(modules[name]) is nn.Linear, name
+        assert type(modules[name].weight).__module__.startswith("torchao."), name
+        assert modules[name].weight.qdata.dtype == torch.int8, name
+    assert not any(m.training for m in quantized.modules())
+    torchao = logits(quantized, batch)
+    scale = reference.abs().max()
+    assert 0 < (torchao - reference).abs().max() <= 0.05 * scale
+    assert (torchao - torch_ao).abs().max() <= 0.05 * scale
+    assert torch.equal(torchao.argmax(-1), reference.argmax(-1))
+    assert_unchanged(bert, before)
+
+
+def test_int8_without_torch_ao_or_torchao_says_to_install_torchao(monkeypatch):
+    _without_torch_ao(monkeypatch)
+    monkeypatch.setitem(sys.modules, "torchao", None)
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)
+    with pytest.raises(ImportError, match=r"torch.ao.quantization.quantize_dynamic.*"
+                                          r"torchao's quantize_.*pip install torchao"):
         quantize_dynamic_int8(nn.Linear(4, 4))
 
 

@@ -85,6 +85,60 @@ def test_step_with_closure_equals_the_two_explicit_steps():
     torch.testing.assert_close(loss.detach(), quadratic(W0))  # the loss at w, not at w + e
 
 
+def _explicit_steps(w: nn.Parameter, opt: SAM, steps: int) -> None:
+    """davda54/sam's two-step loop, with zero_grad between the passes."""
+    for _ in range(steps):
+        _backward(w)
+        opt.first_step(zero_grad=True)
+        _backward(w)
+        opt.second_step(zero_grad=True)
+
+
+def _non_zeroing_closure(w: nn.Parameter):
+    """A closure that only calls backward, as in davda54/sam's README."""
+    def closure():
+        loss = quadratic(w)
+        loss.backward()
+        return loss
+    return closure
+
+
+@pytest.mark.parametrize("zeroes", [True, False])
+def test_step_with_closure_is_the_two_step_loop_bit_for_bit(zeroes):
+    """Whether or not the closure zeroes the gradients, step(closure) applies grad L(w + e(w))
+    alone, as the explicit loop does (not g(w) + grad L(w + e(w))), bit for bit, Adam base."""
+    w1, w2 = nn.Parameter(W0.clone()), nn.Parameter(W0.clone())
+    opt1 = SAM([w1], torch.optim.Adam, rho=RHO, lr=0.01)
+    opt2 = SAM([w2], torch.optim.Adam, rho=RHO, lr=0.01)
+    _explicit_steps(w1, opt1, 3)
+    closure = _closure(w2, opt2) if zeroes else _non_zeroing_closure(w2)
+    for _ in range(3):
+        opt2.step(closure)
+    torch.testing.assert_close(w2.detach(), w1.detach(), rtol=0, atol=0)
+
+
+def test_readme_loop_without_zeroing_gives_the_sam_step():
+    """davda54/sam's README: a backward pass before step(closure), a closure that does not zero
+    the gradients, zero_grad after. The gradients held on entry must not leak into the step."""
+    w = nn.Parameter(W0.clone())
+    opt = SAM([w], torch.optim.SGD, rho=RHO, lr=LR)
+    _backward(w)
+    loss = opt.step(_non_zeroing_closure(w))
+    opt.zero_grad()
+    g = A @ W0
+    torch.testing.assert_close(w.detach(), W0 - LR * A @ (W0 + RHO * g / g.norm()))
+    torch.testing.assert_close(loss.detach(), quadratic(W0))
+
+
+def test_an_optimizer_instance_as_base_is_a_clear_type_error():
+    w = nn.Parameter(W0.clone())
+    with pytest.raises(TypeError, match=r"optimizer class.*instance of SGD.*"
+                                        r"SAM\(params, torch.optim.SGD, rho=0.05, lr=0.1\)"):
+        SAM([w], torch.optim.SGD([w], lr=LR), rho=RHO)
+    with pytest.raises(TypeError, match="instance of str"):
+        SAM([w], "adam", rho=RHO, lr=LR)
+
+
 def test_step_without_closure_raises():
     opt = SAM([nn.Parameter(W0.clone())], torch.optim.SGD, lr=LR)
     with pytest.raises(ValueError, match="closure"):

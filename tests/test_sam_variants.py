@@ -295,3 +295,28 @@ def test_pruned_weights_stay_zero_under_every_variant(variant):
     assert sparsity_report(model)["sparsity"] == 0.5
     weights = prunable_weights(model)
     assert all(not torch.equal(weights[n][masks[n]], before[n][masks[n]]) for n in masks)
+
+
+@pytest.mark.parametrize("make", ["ksam", "looksam"])
+def test_a_closure_that_does_not_zero_the_gradients_gives_the_same_steps(make):
+    """davda54/sam's README closure calls backward without zeroing: the variants zero first."""
+    from flatcomp.sam_variants import KStepSAM, LookSAM
+
+    def run(zeroing: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        kind = KStepSAM if make == "ksam" else LookSAM
+        extra = {} if make == "ksam" else {"alpha": 0.7}
+        opt = kind(model.parameters(), torch.optim.Adam, rho=0.05, k=2, lr=1e-2, **extra)
+        x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+
+        def closure():
+            if zeroing:
+                opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+        for _ in range(5):
+            opt.step(closure)
+        return [p.detach().clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(run(True), run(False)))
