@@ -35,9 +35,10 @@ from flatcomp import cofi_report, squad_report
 from flatcomp.config import Profile
 from flatcomp.metrics import recorded_score, resample_score
 from flatcomp.paper import COFI_95, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER, TRANSFER
-from flatcomp.stats import (PairedDifference, bootstrap_difference, paired_difference, pairs_of,
-                            verdict)
-from flatcomp.tables import TASK_NAMES, NotedTable, one_environment
+from flatcomp.stats import (MIN_PAIRS, PairedDifference, bootstrap_difference,
+                            paired_difference, pairs_of, verdict)
+from flatcomp.results import ENVIRONMENT
+from flatcomp.tables import TASK_NAMES, NotedTable, environment, one_environment
 
 # The paper's Table 1 gives no per-task numbers in our records of it, only this count (PAPER.md).
 FULL_MODEL_PAPER = "SAM ahead on 5 of 8 tasks"
@@ -84,12 +85,20 @@ def stored_records(profile: Profile) -> Stored:
 
 # ---------------------------------------------------------------- pairs and rows
 
+def matched(key: Callable[[dict], Hashable]) -> Callable[[dict], Hashable]:
+    """``key`` and the record's environment (:func:`flatcomp.tables.environment`): two records
+    pair only if they ran in the same one. Pairs of different environments may sit side by side
+    in one comparison; the two arms of a pair never differ in device, precision, starting
+    weights or batching."""
+    return lambda r: (key(r), environment(r))
+
+
 def paired(score: Callable[[dict], float], arm: Callable[[dict], str], arms: tuple[str, str],
            key: Callable[[dict], Hashable]) -> Difference:
-    """The difference score(arms[0]) - score(arms[1]) over the pairs of :func:`pairs_of`, with
-    Student's t interval (None without a pair)."""
+    """The difference score(arms[0]) - score(arms[1]) over the pairs of :func:`pairs_of`, each
+    pair of one environment (:func:`matched`), with Student's t interval (None without a pair)."""
     def difference(records: list[dict]) -> PairedDifference | None:
-        pairs = pairs_of(records, arm, arms, key)
+        pairs = pairs_of(records, arm, arms, matched(key))
         if not pairs:
             return None
         return paired_difference([score(a) for a, _ in pairs], [score(b) for _, b in pairs])
@@ -99,18 +108,50 @@ def paired(score: Callable[[dict], float], arm: Callable[[dict], str], arms: tup
 def bootstrapped(t_difference: Difference, rows: Callable[[dict, dict], tuple | None],
                  arm: Callable[[dict], str], arms: tuple[str, str],
                  key: Callable[[dict], Hashable]) -> Difference:
-    """``t_difference``, unless there are two pairs or more and ``rows(a, b)`` gives every pair's
-    (number of dev rows, difference on a resample of them): then the two-level bootstrap over
-    the pairs and their dev rows (:func:`flatcomp.stats.bootstrap_difference`)."""
+    """``t_difference``, unless there are :data:`~flatcomp.stats.MIN_PAIRS` pairs or more and
+    ``rows(a, b)`` gives every pair's (number of dev rows, difference on a resample of them):
+    then the two-level bootstrap over the pairs and their dev rows
+    (:func:`flatcomp.stats.bootstrap_difference`)."""
     def difference(records: list[dict]) -> PairedDifference | None:
-        pairs = [rows(a, b) for a, b in pairs_of(records, arm, arms, key)]
-        if len(pairs) >= 2 and all(p is not None for p in pairs):
+        pairs = [rows(a, b) for a, b in pairs_of(records, arm, arms, matched(key))]
+        if len(pairs) >= MIN_PAIRS and all(p is not None for p in pairs):
             return bootstrap_difference(pairs)
         return t_difference(records)
     return difference
 
 
+def chain_means(score: Callable[[dict], float], arm: Callable[[dict], str],
+                arms: tuple[str, str], key: Callable[[dict], Hashable]) -> Difference:
+    """The difference over independent masks: the records of each ``key`` (which names the IMP
+    chain that found the mask, not the fine-tuning seed) and arm averaged, then paired, each pair
+    of one environment, with Student's t interval. Fine-tunes of one mask under several seeds
+    are one pair: their spread is not the mask's."""
+    def difference(records: list[dict]) -> PairedDifference | None:
+        groups: dict[tuple, list[float]] = {}
+        for r in records:
+            if arm(r) in arms:
+                groups.setdefault((matched(key)(r), arm(r)), []).append(score(r))
+        first, second = arms
+        keys = [k for k, a in groups if a == first and (k, second) in groups]
+        if not keys:
+            return None
+        mean = lambda k, a: statistics.fmean(groups[k, a])  # noqa: E731
+        return paired_difference([mean(k, first) for k in keys], [mean(k, second) for k in keys])
+    return difference
+
+
+def unmatched(records: list[dict], arm: Callable[[dict], str], arms: tuple[str, str],
+              key: Callable[[dict], Hashable]) -> list[dict]:
+    """The records of ``arms`` whose partner (the same ``key``, the other arm) exists only in
+    another environment: left out of the comparison."""
+    paired_ids = {id(r) for pair in pairs_of(records, arm, arms, matched(key)) for r in pair}
+    ours = [r for r in records if arm(r) in arms]
+    return [r for r in ours if id(r) not in paired_ids
+            and any(key(o) == key(r) and arm(o) != arm(r) for o in ours)]
+
+
 CI_OVER = {"t": "seeds (t)", "bootstrap": "seeds and dev rows (bootstrap)"}
+CHAINS = "IMP chains (t)"  # the masks' own pairs: one per chain, its fine-tunes averaged
 
 
 def _same_rows(a: dict, b: dict) -> np.ndarray | None:
@@ -161,6 +202,10 @@ class Comparison:
     chapter: str
     experiment: str
     difference: Difference
+    # (arm, arms, key) where pairs are matched per environment (:func:`matched`); None: the
+    # comparison keeps the records of one environment (:func:`flatcomp.tables.one_environment`)
+    pairing: tuple | None = None
+    over: str | None = None  # what the pairs are, where not seeds (the "CI over" column)
 
 
 def not_measured(claim: str, task: str, chapter: str, paper: str, why: str) -> dict:
@@ -174,17 +219,35 @@ def compared(records: list[dict], c: Comparison, task: str, paper: str,
              stored: Stored) -> tuple[dict, list[dict], str | None]:
     """The row of one comparison over ``records``, those of the commonest environment only
     (:func:`flatcomp.tables.one_environment`); the records left out, and the note naming them."""
-    kept, note = one_environment(records, f"{c.claim}, {task}")
-    left_out = [r for r in records if not any(r is k for k in kept)]
+    if c.pairing is None:
+        kept, note = one_environment(records, f"{c.claim}, {task}")
+        left_out = [r for r in records if not any(r is k for k in kept)]
+    else:
+        kept, left_out = records, unmatched(records, *c.pairing)
+        note = (f"{c.claim}, {task}: left out, as their partner ran in another environment: "
+                f"{_names(left_out)} (the appendix says where each ran).") if left_out else None
     said = f"{len(left_out)} runs from another environment left out" if left_out else ""
     d = c.difference(kept)
     if d is None:
         why = "; ".join(filter(None, [stored.how_to_measure(c.experiment), said]))
         return not_measured(c.claim, task, c.chapter, paper, why), left_out, note
     return {"claim": c.claim, "task": task, "paper": paper, "ours": f"{100 * d.mean:+.1f}",
-            "95% CI": d.interval(), "CI over": CI_OVER[d.method], "pairs": d.pairs,
-            "verdict": verdict(d, paper_sign=1),
+            "95% CI": d.interval(), "CI over": c.over or CI_OVER[d.method], "pairs": d.pairs,
+            "verdict": verdict(d, paper_sign=1, paper=paper_number(paper)),
             "chapter": c.chapter, "note": said}, left_out, note
+
+
+def _names(records: list[dict], most: int = 8) -> str:
+    names = [r.get(ENVIRONMENT, {}).get("unit") or "?" for r in records]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def paper_number(paper: str) -> float | None:
+    """The paper's difference in the units of a :class:`PairedDifference` (points / 100) from a
+    row's "paper" cell ("+5.0", "+1.2 (mean of 3)"), or None where it gives no number."""
+    found = re.match(r"\s*([+-]?\d+(?:\.\d+)?)", paper)
+    return float(found.group(1)) / 100 if found else None
 
 
 def _task(r: dict) -> str:
@@ -211,8 +274,11 @@ def per_task(records: list[dict], c: Comparison, paper: Callable[[list[str]], st
         add(*compared([r for r in records if group(r) == g], c, name(g), paper([g]), stored))
         measured += [g] if rows[-1]["pairs"] else []
     pool = [r for r in records if group(r) in measured]
-    kept, _ = one_environment(pool, f"{c.claim}, pooled") if len(measured) > 1 else ([], None)
-    used = list(dict.fromkeys(group(r) for r in kept))  # those of the pool's one environment
+    if c.pairing is not None:  # pairs of any environment pool, each pair of one
+        used = measured
+    else:
+        kept, _ = one_environment(pool, f"{c.claim}, pooled") if len(measured) > 1 else ([], None)
+        used = list(dict.fromkeys(group(r) for r in kept))  # the pool's one environment
     if len(used) > 1:
         add(*compared(pool, c, f"pooled ({len(used)} {kind})", paper(used), stored))
     if not rows:
@@ -252,7 +318,8 @@ def full_model(stored: Stored) -> tuple[list[dict], list[str]]:
     arms = ("sam", "adam")
     c = Comparison("C1 full model: SAM − Adam", "3 SAM fine-tuning", "finetune",
                    bootstrapped(paired(recorded_score, _optimizer, arms, _task_seed),
-                                dense_rows, _optimizer, arms, _task_seed))
+                                dense_rows, _optimizer, arms, _task_seed),
+                   (_optimizer, arms, _task_seed))
     return per_task(stored.load("finetune"), c, lambda tasks: FULL_MODEL_PAPER, stored)
 
 
@@ -273,37 +340,40 @@ def imp_tickets(stored: Stored, experiment: str = "imp") -> tuple[list[dict], li
     at = [r for r in stored.load(experiment) if r["rewind"]
           and round(r["sparsity"], 2) == round(ticket_sparsity(lottery, r["task"]), 2)]
     c = Comparison(f"C2 IMP ticket{_POOLER_DENSE[experiment]}: SAM − Adam", "4 lottery tickets",
-                   experiment, paired(recorded_score, _optimizer, ("sam", "adam"), _task_seed))
+                   experiment, paired(recorded_score, _optimizer, ("sam", "adam"), _task_seed),
+                   (_optimizer, ("sam", "adam"), _task_seed))
     paper = {t: s - a for t, (a, s) in IMP_REWIND.items() if t != "squad"}
     return per_task(at, c, paper_mean(paper), stored)
 
 
 def masks(stored: Stored, experiment: str = "tickets") -> tuple[list[dict], list[str]]:
-    """C2: the mask x optimizer table, the SAM-found mask minus the Adam-found one, paired by
+    """C3: the mask x optimizer table, the SAM-found mask minus the Adam-found one, paired by
     task, sparsity, fine-tuning optimizer and seed (pairs under both optimizers, per task). The
     paper's number: its Table 2 difference averaged over the two optimizers. ``experiment``:
     ``tickets``, or ``tickets_encoder`` for the pooler-free tickets."""
-    c = Comparison(f"C2 mask{_POOLER_DENSE[experiment]}: SAM − Adam mask", "4 lottery tickets",
-                   experiment,
-                   paired(recorded_score, _mask, ("sam", "adam"),
-                          lambda r: (r["task"], round(r["sparsity"], 2), r["optimizer"],
-                                     r["seed"])))
+    chain = _chain(stored, experiment)
+    key = lambda r: (r["task"], round(r["sparsity"], 2), r["optimizer"], chain(r))  # noqa: E731
+    c = Comparison(f"C3 mask{_POOLER_DENSE[experiment]}: SAM − Adam mask", "4 lottery tickets",
+                   experiment, chain_means(recorded_score, _mask, ("sam", "adam"), key),
+                   (_mask, ("sam", "adam"), key), CHAINS)
     paper = {task: statistics.fmean(cell["sam", o][0] - cell["adam", o][0] for o in ("adam", "sam"))
              for (task, _), cell in MASK_X_OPTIMIZER.items()}
     return per_task(stored.load(experiment), c, paper_mean(paper), stored)
 
 
 def transfer(stored: Stored, experiment: str = "transfer") -> tuple[list[dict], list[str]]:
-    """C3: tickets found on one task and fine-tuned on another, the SAM ticket minus the Adam
+    """C4: tickets found on one task and fine-tuned on another, the SAM ticket minus the Adam
     ticket, paired by source, target, fine-tuning optimizer and seed; one row per source task,
     as the paper's row averages. The paper's number is the mean of its Figure 8 cells for the
     same sources, targets and optimizers (its printed row averages span all eight targets).
     ``experiment``: ``transfer``, or ``transfer_encoder`` for the pooler-free tickets."""
     records = stored.load(experiment)
-    c = Comparison(f"C3 transfer{_POOLER_DENSE[experiment]}: SAM − Adam ticket",
+    chain = _chain(stored, experiment)
+    key = lambda r: (r["source"], r["task"], r["optimizer"], chain(r))  # noqa: E731
+    c = Comparison(f"C4 transfer{_POOLER_DENSE[experiment]}: SAM − Adam ticket",
                    "4 lottery tickets", experiment,
-                   paired(recorded_score, _mask, ("sam", "adam"),
-                          lambda r: (r["source"], r["task"], r["optimizer"], r["seed"])))
+                   chain_means(recorded_score, _mask, ("sam", "adam"), key),
+                   (_mask, ("sam", "adam"), key), CHAINS)
 
     def paper(sources: list[str]) -> str:
         cells = {(r["source"], r["task"], r["optimizer"]) for r in records
@@ -314,6 +384,17 @@ def transfer(stored: Stored, experiment: str = "transfer") -> tuple[list[dict], 
         return f"{statistics.fmean(values):+.1f}" if values else "not reported"
     return per_task(records, c, paper, stored, group=lambda r: r["source"],
                     name=lambda source: f"from {TASK_NAMES[source]}", kind="sources")
+
+
+def _chain(stored: Stored, experiment: str) -> Callable[[dict], int]:
+    """The IMP chain whose mask a ticket record fine-tuned (:func:`~flatcomp.experiments.lottery.
+    chain_seed`): the first seed's for the paper's protocol, the record's own seed for the
+    pooler-free tickets."""
+    from flatcomp.experiments.lottery import TICKET_SOURCES, chain_seed
+
+    lottery = stored.profile.for_lottery()
+    imp = TICKET_SOURCES.get(experiment, "imp")
+    return lambda r: chain_seed(lottery, imp, r["seed"])
 
 
 def pooler_dense(claim: Callable[..., tuple[list[dict], list[str]]], experiment: str
@@ -357,7 +438,8 @@ def int8(stored: Stored) -> tuple[list[dict], list[str]]:
     c = Comparison("C6 int8 drop: Adam − SAM", "6 quantization", "quantization",
                    bootstrapped(paired(lambda r: r["scores"]["fp32"] - r["scores"]["int8"],
                                        _optimizer, arms, _task_seed),
-                                int8_rows, _optimizer, arms, _task_seed))
+                                int8_rows, _optimizer, arms, _task_seed),
+                   (_optimizer, arms, _task_seed))
     paper = {t: a - s for t, (a, s) in INT8_DROP.items() if t != "squad"}
     return per_task(stored.load("quantization"), c, paper_mean(paper), stored)
 
@@ -368,7 +450,8 @@ def squad_int8(stored: Stored) -> tuple[list[dict], list[str]]:
     (:func:`flatcomp.squad_report.int8_difference`)."""
     records = stored.load("squad_quant") + stored.load("squad_more_quant")
     c = Comparison("C7 SQuAD int8 drop: Adam − SAM", "7 SQuAD", "squad_quant",
-                   paired(lambda r: r["int8_drop"], _optimizer, ("adam", "sam"), _task_seed))
+                   paired(lambda r: r["int8_drop"], _optimizer, ("adam", "sam"), _task_seed),
+                   (_optimizer, ("adam", "sam"), _task_seed))
     a, s = INT8_DROP["squad"]
     rows, notes = per_task(records, c, lambda tasks: f"{a - s:+.1f}", stored)
     kept, _ = one_environment(records, "C7 SQuAD int8")
@@ -389,7 +472,8 @@ def squad_imp(stored: Stored) -> tuple[list[dict], list[str]]:
     last = round(settings["imp_rounds"] * settings["imp_rate"], 2)
     at = [r for r in stored.load("squad_imp") if round(r["sparsity"], 2) == last]
     c = Comparison(f"C7 SQuAD IMP {100 * last:.0f}%: SAM − Adam", "7 SQuAD", "squad_imp",
-                   paired(recorded_score, _optimizer, ("sam", "adam"), _task_seed))
+                   paired(recorded_score, _optimizer, ("sam", "adam"), _task_seed),
+                   (_optimizer, ("sam", "adam"), _task_seed))
     a, s = IMP_REWIND["squad"]
     return per_task(at, c, lambda tasks: f"{s - a:+.1f}", stored)
 

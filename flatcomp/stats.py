@@ -20,11 +20,17 @@ finite dev set that the t interval over a few seeds can miss.
 The verdict rule every chapter uses (:func:`verdict`), for a claim that says which way the
 difference goes:
 
+    no verdict     fewer than :data:`MIN_PAIRS` pairs (a t interval over two pairs has one degree
+                   of freedom, and a bootstrap over two pairs is narrower than their spread);
     reproduced     the interval excludes 0 on the paper's side;
     contradicted   the interval excludes 0 on the other side;
     inconclusive   otherwise, with the smallest effect the design could have detected: with 80%
                    power at the 5% level, (t_{0.975, n-1} + t_{0.8, n-1}) * sd(d) / sqrt(n)
                    (a standard power approximation for the paired t test).
+
+Beside the sign, the size: where the paper gives a number, the verdict says whether it lies
+within our interval, or whether our interval lies wholly below it ("smaller than the paper's")
+or above it ("larger than the paper's").
 """
 
 from __future__ import annotations
@@ -160,17 +166,40 @@ def detectable_effect(d: PairedDifference, power: float = 0.8) -> float | None:
         * d.standard_error
 
 
+MIN_PAIRS = 3  # the fewest pairs a verdict rests on
+
+
 def verdict(d: PairedDifference, paper_sign: int = 1, scale: float = 100.0,
-            unit: str = "points") -> str:
-    """'reproduced', 'contradicted' or 'inconclusive (...)' for a claim that the difference has
-    the sign ``paper_sign`` (+1 or -1); see the module docstring."""
+            unit: str = "points", paper: float | None = None) -> str:
+    """'no verdict (...)', 'reproduced', 'contradicted' or 'inconclusive (...)' for a claim that
+    the difference has the sign ``paper_sign`` (+1 or -1), and, given the paper's own difference
+    ``paper`` (in the same units as ``d``), how its size compares (:func:`size_against`); see the
+    module docstring."""
     if paper_sign not in (1, -1):
         raise ValueError(f"paper_sign must be +1 or -1, got {paper_sign}")
+    if d.pairs < MIN_PAIRS:
+        pairs = "one pair" if d.pairs == 1 else f"{d.pairs} pairs"
+        return f"no verdict ({pairs}; the rule needs {MIN_PAIRS})"
+    size = size_against(d, paper)
     if d.excludes_zero:
-        return "reproduced" if d.mean * paper_sign > 0 else "contradicted"
+        return ("reproduced" if d.mean * paper_sign > 0 else "contradicted") + size
     effect = detectable_effect(d)
     if effect is None:
-        return ("inconclusive (one pair: no interval)" if d.pairs == 1 else
-                "inconclusive (the pairs differ by the same amount: no interval)")
+        return "inconclusive (the pairs differ by the same amount: no interval)" + size
     return (f"inconclusive (this design detects differences of about {scale * effect:.1f} "
-            f"{unit} or more)")
+            f"{unit} or more)" + size)
+
+
+def size_against(d: PairedDifference, paper: float | None) -> str:
+    """'; the paper's size is within our interval', '; smaller than the paper's' (our interval
+    lies below the paper's number), '; larger than the paper's', or '' (no number or no
+    interval)."""
+    limits = d.limits()
+    if paper is None or limits is None:
+        return ""
+    low, high = limits
+    if high < paper:
+        return "; smaller than the paper's"
+    if low > paper:
+        return "; larger than the paper's"
+    return "; the paper's size is within our interval"

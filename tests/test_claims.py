@@ -37,7 +37,7 @@ def test_pairs_are_formed_by_task_and_seed_only():
         [(1, 1, "mrpc", "mrpc")]
     row = rows(claims.full_model, stored(finetune=runs))["MRPC"]
     assert row["pairs"] == 1 and row["ours"] == "+3.0" and row["95% CI"] == "-"
-    assert row["verdict"] == "inconclusive (one pair: no interval)"
+    assert row["verdict"] == "no verdict (one pair; the rule needs 3)"
 
 
 @pytest.mark.parametrize("gain, word", [(0.02, "reproduced"), (-0.02, "contradicted")])
@@ -115,7 +115,7 @@ def test_squad_int8_pairs_seeds_and_notes_the_difference_over_questions():
     records = [quant("adam", 0, [1.0, 0.5], [0.5, 0.5]), quant("sam", 0, [1.0, 0.5], [1.0, 0.3])]
     row = rows(claims.squad_int8, stored(squad_quant=records))["SQuAD"]
     assert row["pairs"] == 1 and row["ours"] == "+15.0"  # 25.0 - 10.0 points
-    assert row["verdict"] == "inconclusive (one pair: no interval)"
+    assert row["verdict"] == "no verdict (one pair; the rule needs 3)"
     assert row["note"].startswith("over the 2 dev questions of seed 0: +15.0 (")
 
 
@@ -135,20 +135,27 @@ def test_mixed_environments_are_not_paired_and_the_row_says_so():
     runs.append(finetune("mrpc", "sam", 3, 0.9))
     found, notes = claims.full_model(stored(finetune=runs))
     assert found[0]["pairs"] == 3 and found[0]["verdict"] == "reproduced"
-    assert found[0]["note"] == "1 runs from another environment left out"
-    assert len(notes) == 1 and "as made in another: mrpc-adam-seed3 (" in notes[0]
+    assert found[0]["note"] == "2 runs from another environment left out"
+    assert len(notes) == 1 and "another environment: mrpc-adam-seed3, mrpc-sam-seed3 (" in notes[0]
 
 
-def test_a_pair_only_in_the_minority_environment_is_not_measured_and_says_what_was_left_out():
+def test_pairs_of_different_environments_sit_side_by_side_each_of_one():
+    runs = [finetune("mrpc", o, s, 0.8 + (0.02 + 0.001 * s if o == "sam" else 0.0),
+                     where=GPU if s == 2 else CPU) for o in ("adam", "sam") for s in range(3)]
+    found, notes = claims.full_model(stored(finetune=runs))
+    assert found[0]["pairs"] == 3 and found[0]["note"] == "" and not notes
+
+
+def test_a_pair_across_environments_is_not_measured_and_says_what_was_left_out():
     runs = [finetune("mrpc", "adam", 0, 0.8, where=GPU), finetune("mrpc", "sam", 1, 0.8),
             finetune("mrpc", "sam", 0, 0.8)]
     row = rows(claims.full_model, stored(finetune=runs))["MRPC"]
-    assert row["verdict"] == "not yet measured" and "1 runs from another environment" in row["note"]
+    assert row["verdict"] == "not yet measured" and "2 runs from another environment" in row["note"]
 
 
 def test_the_html_links_each_chapter_and_shows_the_notes():
     runs = [finetune("mrpc", o, s, 0.8) for o in ("adam", "sam") for s in range(2)]
-    runs.append(finetune("mrpc", "sam", 2, 0.8, where=GPU))
+    runs += [finetune("mrpc", "sam", 2, 0.8, where=GPU), finetune("mrpc", "adam", 2, 0.8)]
     out = claims.claims_table(SMALL, stored(finetune=runs))._repr_html_()
     assert '<a href="03_sam_finetuning.html">3 SAM fine-tuning</a>' in out
     assert '<a href="05_cofi.html">5 CoFi</a>' in out
@@ -186,10 +193,13 @@ def test_int8_drops_are_bootstrapped_over_rows_when_the_records_keep_them():
                 "dev_predictions": {"fp32": wrong(10), "int8": wrong(10 + lost)},
                 "dev_labels": labels,
                 "environment": {"unit": f"sst2-{optimizer}-seed{seed}", **CPU}}
-    quant = [quantized("adam", s, 6 + s) for s in range(2)] + \
-        [quantized("sam", s, 1) for s in range(2)]
+    quant = [quantized("adam", s, 6 + s) for s in range(3)] + \
+        [quantized("sam", s, 1) for s in range(3)]
     row = rows(claims.int8, stored(quantization=quant))["SST-2"]
-    assert row["CI over"] == "seeds and dev rows (bootstrap)" and row["ours"] == "+5.5"
+    assert row["CI over"] == "seeds and dev rows (bootstrap)" and row["ours"] == "+6.0"
+    # two pairs: the t interval (a bootstrap over two seeds is narrower than their spread)
+    two = [q for q in quant if q["seed"] < 2]
+    assert rows(claims.int8, stored(quantization=two))["SST-2"]["CI over"] == "seeds (t)"
 
 
 def test_prose_numbers_name_each_measured_row():
@@ -203,14 +213,14 @@ def test_prose_numbers_name_each_measured_row():
     assert numbers["c1_pooled2tasks_pairs"] == 4 and not any("rte" in k for k in numbers)
 
 
-def test_a_pooled_row_counts_only_the_tasks_of_its_environment():
+def test_a_pooled_row_pools_the_pairs_of_every_environment():
     runs = [finetune(t, o, s, 0.7) for t in ("mrpc", "sst2") for o in ("adam", "sam")
             for s in range(2)]
     runs += [finetune("rte", o, 0, 0.6, where=GPU) for o in ("adam", "sam")]
     found = rows(claims.full_model, stored(finetune=runs))
-    assert "pooled (2 tasks)" in found and found["pooled (2 tasks)"]["pairs"] == 4
-    assert found["RTE"]["pairs"] == 1  # its own environment, on its own row
-    lone = [r for r in runs if r["task"] != "sst2"]
+    assert "pooled (3 tasks)" in found and found["pooled (3 tasks)"]["pairs"] == 5
+    assert found["RTE"]["pairs"] == 1  # a pair of one environment, whichever it is
+    lone = [r for r in runs if r["task"] == "rte"]
     assert not any(k.startswith("pooled") for k in rows(claims.full_model, stored(finetune=lone)))
 
 
@@ -222,9 +232,34 @@ def test_the_pooler_free_lottery_has_its_own_rows_and_none_at_paper():
                                                           for s in range(3)]
     row = rows(claims.imp_tickets_pooler_dense, stored(imp_encoder=records))["MRPC"]
     assert row["claim"] == "C2 IMP ticket, pooler dense: SAM − Adam"
-    assert row["pairs"] == 3 and row["ours"] == "+3.0" and row["verdict"] == "reproduced"
+    assert row["pairs"] == 3 and row["ours"] == "+3.0" and row["verdict"].startswith("reproduced")
     assert rows(claims.imp_tickets, stored(imp_encoder=records))["all"]["pairs"] == 0
     missing = rows(claims.transfer_pooler_dense, stored())["all"]
     assert "--experiment transfer_encoder" in missing["note"]
     assert claims.masks_pooler_dense(stored(get_profile("paper"), tickets_encoder=records)) == \
         ([], [])  # BERT-base's pooler was trained: the paper profile has no pooler-free lottery
+
+
+def _ticket(mask, optimizer, seed, score):
+    return {"task": "mrpc", "sparsity": 0.6, "mask": mask, "optimizer": optimizer, "seed": seed,
+            "best_score": score,
+            "environment": {"unit": f"mrpc-{mask}-mask-{optimizer}-seed{seed}", **CPU}}
+
+
+def test_masks_pair_over_chains_not_over_the_fine_tuning_seeds_of_one_mask():
+    records = [_ticket(m, o, s, 0.8 + (0.01 * s + 0.02 if m == "sam" else 0.0))
+               for m in ("adam", "sam") for o in ("adam", "sam") for s in range(3)]
+    # the paper's protocol: every seed fine-tunes the first seed's chain, one mask per arm
+    row = rows(claims.masks, stored(tickets=records))["MRPC"]
+    assert row["pairs"] == 2 and row["CI over"] == claims.CHAINS  # one per fine-tuning optimizer
+    assert row["ours"] == "+3.0" and row["verdict"].startswith("no verdict")
+    # the pooler-free tickets: seed s fine-tunes the seed-s chain, so seeds are chains
+    row = rows(claims.masks_pooler_dense, stored(tickets_encoder=records))["MRPC"]
+    assert row["pairs"] == 6 and row["verdict"].startswith("reproduced")
+
+
+def test_the_paper_number_of_a_row_is_read_from_its_cell():
+    assert claims.paper_number("+5.0") == 0.05
+    assert claims.paper_number("-1.2 (mean of 3)") == -0.012
+    assert claims.paper_number("SAM ahead on 5 of 8 tasks") is None
+    assert claims.paper_number("not reported") is None

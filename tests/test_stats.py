@@ -27,7 +27,9 @@ def test_pairs_without_spread_have_no_interval():
     d = paired_difference([0.5, 0.75], [0.25, 0.5])  # both differ by exactly 0.25
     assert d.half_width is None and not d.excludes_zero
     assert d.describe() == "+25.0 points (2 pairs without spread, no interval)"
-    assert verdict(d) == "inconclusive (the pairs differ by the same amount: no interval)"
+    assert verdict(d) == "no verdict (2 pairs; the rule needs 3)"
+    same = paired_difference([0.5, 0.75, 0.6], [0.25, 0.5, 0.35])
+    assert verdict(same) == "inconclusive (the pairs differ by the same amount: no interval)"
 
 
 def test_consistent_pairs_exclude_zero():
@@ -59,9 +61,24 @@ def test_the_verdict_rule():
     assert effect > wide.half_width  # power 80% needs more than the interval's half-width
     assert verdict(wide) == f"inconclusive (this design detects differences of about " \
         f"{100 * effect:.1f} points or more)"
-    assert verdict(paired_difference([0.9], [0.8])) == "inconclusive (one pair: no interval)"
+    assert verdict(paired_difference([0.9], [0.8])) == "no verdict (one pair; the rule needs 3)"
+    # two pairs that agree perfectly still give no verdict: a t interval with one degree of
+    # freedom, and a bootstrap narrower than the spread of two seeds
+    assert verdict(paired_difference([0.9, 0.8], [0.7, 0.61])) == \
+        "no verdict (2 pairs; the rule needs 3)"
     with pytest.raises(ValueError, match="paper_sign"):
         verdict(up, paper_sign=0)
+
+
+def test_the_verdict_says_how_the_papers_size_compares():
+    up = paired_difference([0.82, 0.85, 0.80], [0.80, 0.825, 0.785])  # about +2 points
+    low, high = up.limits()
+    assert verdict(up, paper=0.02) == "reproduced; the paper's size is within our interval"
+    assert verdict(up, paper=high + 0.01) == "reproduced; smaller than the paper's"
+    assert verdict(up, paper=low / 2) == "reproduced; larger than the paper's"
+    wide = paired_difference([0.82, 0.85, 0.80], [0.80, 0.81, 0.79])
+    assert verdict(wide, paper=0.5).endswith("or more); smaller than the paper's")
+    assert verdict(up) == "reproduced"  # no number from the paper: the sign only
 
 
 def _mean_pair(values):
@@ -96,7 +113,7 @@ def test_the_bootstrap_sees_the_noise_of_the_dev_rows():
 
 
 def test_a_clear_bootstrap_difference_is_reproduced():
-    pairs = [_mean_pair(np.full(200, 0.03) + 0.001 * np.arange(200) % 0.01) for _ in range(2)]
+    pairs = [_mean_pair(np.full(200, 0.03) + 0.001 * np.arange(200) % 0.01) for _ in range(3)]
     assert verdict(bootstrap_difference(pairs)) == "reproduced"
 
 
