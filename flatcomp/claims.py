@@ -323,6 +323,22 @@ def full_model(stored: Stored) -> tuple[list[dict], list[str]]:
     return per_task(stored.load("finetune"), c, lambda tasks: FULL_MODEL_PAPER, stored)
 
 
+def full_model_tuned(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C1 as the decisive protocol runs it (:mod:`flatcomp.experiments.tuned`): each optimizer at
+    its own tuned learning rate and the protocol's budget, paired by task and seed; no rows where
+    the profile has no such protocol."""
+    from flatcomp.experiments.tuned import protocol
+
+    if protocol(stored.profile) is None:
+        return [], []
+    arms = ("sam", "adam")
+    c = Comparison("C1 full model, tuned rates: SAM − Adam", "3 SAM fine-tuning", "tuned",
+                   bootstrapped(paired(recorded_score, _optimizer, arms, _task_seed),
+                                dense_rows, _optimizer, arms, _task_seed),
+                   (_optimizer, arms, _task_seed))
+    return per_task(stored.load("tuned"), c, lambda tasks: FULL_MODEL_PAPER, stored)
+
+
 # The lottery claims' labels: with the pooler in the prunable set (the paper's protocol), or
 # kept dense (the pooler-free lottery, :data:`flatcomp.experiments.lottery.IMP_PRESETS`).
 _POOLER_DENSE = {"imp": "", "tickets": "", "transfer": "", "imp_encoder": ", pooler dense",
@@ -444,6 +460,24 @@ def int8(stored: Stored) -> tuple[list[dict], list[str]]:
     return per_task(stored.load("quantization"), c, paper_mean(paper), stored)
 
 
+def int8_tuned(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C6 over the models of :func:`full_model_tuned`: each record's own int8 drop (its
+    ``compression`` fields), Adam's minus SAM's, paired by task and seed."""
+    from flatcomp.experiments.tuned import protocol
+
+    if protocol(stored.profile) is None:
+        return [], []
+    arms = ("adam", "sam")
+    c = Comparison("C6 int8 drop, tuned rates: Adam − SAM", "6 quantization", "tuned",
+                   bootstrapped(paired(lambda r: r["scores"]["fp32"] - r["scores"]["int8"],
+                                       _optimizer, arms, _task_seed),
+                                int8_rows, _optimizer, arms, _task_seed),
+                   (_optimizer, arms, _task_seed))
+    paper = {t: a - s for t, (a, s) in INT8_DROP.items() if t != "squad"}
+    records = [{**r, **r["compression"]} for r in stored.load("tuned")]
+    return per_task(records, c, paper_mean(paper), stored)
+
+
 def squad_int8(stored: Stored) -> tuple[list[dict], list[str]]:
     """C7: the F1 lost to dynamic int8 on SQuAD, Adam's drop minus SAM's, paired by seed; the
     note gives the first pair's difference over the dev questions
@@ -478,8 +512,9 @@ def squad_imp(stored: Stored) -> tuple[list[dict], list[str]]:
     return per_task(at, c, lambda tasks: f"{s - a:+.1f}", stored)
 
 
-CLAIMS = (full_model, imp_tickets, imp_tickets_pooler_dense, masks, masks_pooler_dense, transfer,
-          transfer_pooler_dense, cofi, int8, squad_int8, squad_imp)
+CLAIMS = (full_model, full_model_tuned, imp_tickets, imp_tickets_pooler_dense, masks,
+          masks_pooler_dense, transfer, transfer_pooler_dense, cofi, int8, int8_tuned, squad_int8,
+          squad_imp)
 
 
 # ---------------------------------------------------------------- the table

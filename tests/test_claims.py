@@ -263,3 +263,28 @@ def test_the_paper_number_of_a_row_is_read_from_its_cell():
     assert claims.paper_number("-1.2 (mean of 3)") == -0.012
     assert claims.paper_number("SAM ahead on 5 of 8 tasks") is None
     assert claims.paper_number("not reported") is None
+
+
+def test_the_tuned_protocol_has_its_own_c1_and_c6_rows_and_none_at_paper():
+    labels = [i % 2 for i in range(100)]
+    wrong = lambda k: [1 - y if i < k else y for i, y in enumerate(labels)]  # noqa: E731
+
+    def tuned(optimizer, seed, fp32_wrong, int8_wrong):
+        record = finetune("mrpc", optimizer, seed, 1 - fp32_wrong / 100)
+        return {**record, "dev_predictions": wrong(fp32_wrong), "dev_labels": labels,
+                "compression": {"scores": {"fp32": 1 - fp32_wrong / 100,
+                                           "int8": 1 - int8_wrong / 100},
+                                "dev_predictions": {"fp32": wrong(fp32_wrong),
+                                                    "int8": wrong(int8_wrong)},
+                                "dev_labels": labels}}
+    records = [tuned("adam", s, 20, 26 + s) for s in range(3)] + \
+        [tuned("sam", s, 18, 19) for s in range(3)]
+    c1 = rows(claims.full_model_tuned, stored(tuned=records))["MRPC"]
+    assert c1["claim"] == "C1 full model, tuned rates: SAM − Adam"
+    assert c1["pairs"] == 3 and c1["ours"] == "+2.0"
+    c6 = rows(claims.int8_tuned, stored(tuned=records))["MRPC"]
+    assert c6["pairs"] == 3 and c6["ours"] == "+6.0"  # Adam drops 6, 7, 8; SAM 1
+    assert c6["CI over"] == "seeds and dev rows (bootstrap)"
+    paper = get_profile("paper")
+    assert claims.full_model_tuned(stored(paper, tuned=records)) == ([], [])
+    assert claims.int8_tuned(stored(paper, tuned=records)) == ([], [])
