@@ -530,7 +530,7 @@ class ClaimsTable(NotedTable):
         formatters = {c: lambda v: html.escape(str(v)) for c in self.columns}
         formatters["chapter"], formatters["note"] = chapter_link, with_code
         out = self.to_html(escape=False, formatters=formatters)
-        return out + (f"<p><em>Note: {html.escape(self.note)}</em></p>" if self.note else "")
+        return out + (f"<p><em>Note: {with_code(self.note)}</em></p>" if self.note else "")
 
     def __repr__(self) -> str:
         with pd.option_context("display.max_columns", None, "display.width", 100):
@@ -551,17 +551,23 @@ def with_code(text: str) -> str:
 def claims_table(profile: Profile, stored: Stored | None = None,
                  only: tuple[Callable[[Stored], tuple[list[dict], list[str]]], ...] = CLAIMS
                  ) -> pd.DataFrame:
-    """The rows of every claim (:data:`CLAIMS`, or those in ``only``), from ``stored`` (default:
-    what the profile's results hold), indexed by claim and task; the notes of the records left
-    out go under it."""
+    """The rows of every claim (:data:`CLAIMS`, or those in ``only``) that have a stored pair,
+    from ``stored`` (default: what the profile's results hold), indexed by claim and task; under
+    it, the notes of the records left out, and one line per claim that still waits for a pair,
+    with what computes it."""
     stored = stored or stored_records(profile)
-    rows, notes = [], []
+    rows, notes, waiting = [], [], {}
     for claim in only:
         mine, note = claim(stored)
-        rows += mine
+        rows += [row for row in mine if row["pairs"]]
+        for row in mine:
+            if not row["pairs"] and row["claim"] not in {r["claim"] for r in rows}:
+                waiting.setdefault(row["claim"], row["note"])
         notes += note
     table = ClaimsTable(pd.DataFrame(rows, columns=COLUMNS).set_index(["claim", "task"]))
-    table.note = " ".join(notes) or None
+    waits = [f"{claim}: {why}" for claim, why in waiting.items()]
+    table.note = " ".join(notes + (["Waiting for a stored pair: " + "; ".join(waits) + "."]
+                                   if waits else [])) or None
     return table
 
 

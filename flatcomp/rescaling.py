@@ -24,7 +24,7 @@ def rescale_attention_head(model: nn.Module, layer: int, head: int, qk: float = 
     1/``vo``. Returns the model. The logits are unchanged up to float rounding."""
     if qk <= 0 or vo <= 0:
         raise ValueError(f"scales must be positive, got qk={qk}, vo={vo}")
-    layers = _encoder_layers(model)
+    layers = encoder_layers(model)
     if not 0 <= layer < len(layers):
         raise ValueError(f"layer {layer} is outside 0..{len(layers) - 1}")
     attention = layers[layer].attention
@@ -42,7 +42,8 @@ def rescale_attention_head(model: nn.Module, layer: int, head: int, qk: float = 
     return model
 
 
-def _encoder_layers(model: nn.Module) -> nn.ModuleList:
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The layers of a Hugging Face BERT's encoder."""
     for module in model.modules():
         if type(module).__name__.endswith("Encoder") and hasattr(module, "layer"):
             return module.layer

@@ -263,6 +263,28 @@ def finetune_table(runs: list[dict], cards: list[dict]) -> pd.DataFrame:
     return with_notes(pd.DataFrame(rows).set_index(["task", "optimizer"]), notes)
 
 
+def tuned_grid_table(grid: list[dict]) -> pd.DataFrame:
+    """The tuned protocol's learning-rate grid (experiment ``tuned_lr``): per task and optimizer,
+    each rate's best dev score with the epoch it came at out of the budget, and the rate that
+    wins (the one every seed of ``tuned`` then trains at). Each task's runs are of one
+    environment (:func:`one_environment_per`)."""
+    grid, notes = one_environment_per(grid, _task, _task_block("grid runs"))
+    rows = {}
+    for r in sorted(grid, key=lambda r: r["lr"]):
+        row = rows.setdefault((TASK_NAMES[r["task"]], OPTIMIZER_NAMES[r["optimizer"]]), {})
+        row[f"lr {r['lr']:g}"] = (f"{100 * r['best_score']:.1f} (epoch {r['best_epoch']} of "
+                                 f"{r['epochs']})")
+    for (task, optimizer), row in rows.items():
+        best = max((r for r in grid if TASK_NAMES[r["task"]] == task
+                    and OPTIMIZER_NAMES[r["optimizer"]] == optimizer),
+                   key=lambda r: r["best_score"])
+        row["best so far"] = f"{best['lr']:g}"
+    table = pd.DataFrame.from_dict(rows, orient="index").fillna("-")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["task", "optimizer"]) \
+        if rows else table.index
+    return with_notes(table, notes)
+
+
 def majority_class(cards: list[dict]) -> dict[str, float]:
     """Accuracy of always answering the commonest dev label, per classification task."""
     return {c["task"]: max(c["dev_labels"].values()) for c in cards
@@ -986,6 +1008,23 @@ def plan_cost_table(profile: Profile, seconds_per_step: float) -> pd.DataFrame:
                          "training steps": f"{steps:,.0f}",
                          "GPU-hours": f"{steps * seconds_per_step / 3600:,.1f}"})
     return pd.DataFrame(rows).set_index(["chapter", "experiment"])
+
+
+def waiting_markdown(profile: Profile, chapter: str | None = None,
+                     experiments: Sequence[str] = ()) -> str:
+    """What of a chapter's experiments (or of ``experiments``) is not stored yet, one Markdown
+    bullet per experiment with missing units and the plan command that computes them (empty when
+    all is stored): the chapter lists it once, beside its cuts, instead of in its sections."""
+    from flatcomp.experiments import EXPERIMENTS
+
+    lines = []
+    for name, experiment in EXPERIMENTS.items():
+        if experiment.chapter != chapter and name not in experiments:
+            continue
+        note = stored_note(profile, name)
+        if "missing" in note:
+            lines.append(f"* **not stored yet, `{name}`** ({experiment.description}): {note}")
+    return "\n".join(lines)
 
 
 def stored_note(profile: Profile, experiment: str) -> str:

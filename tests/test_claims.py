@@ -288,3 +288,14 @@ def test_the_tuned_protocol_has_its_own_c1_and_c6_rows_and_none_at_paper():
     paper = get_profile("paper")
     assert claims.full_model_tuned(stored(paper, tuned=records)) == ([], [])
     assert claims.int8_tuned(stored(paper, tuned=records)) == ([], [])
+
+
+def test_the_claims_table_lists_rows_with_pairs_and_one_waiting_line_per_claim():
+    runs = [finetune("mrpc", o, s, 0.8) for o in ("adam", "sam") for s in range(3)]
+    table = claims.claims_table(SMALL, stored(finetune=runs),
+                                only=(claims.full_model, claims.imp_tickets, claims.masks))
+    assert list(table.index.get_level_values("claim")) == ["C1 full model: SAM − Adam"]
+    assert table.note.count("C2 IMP ticket: SAM − Adam: run `python -m flatcomp plan") == 1
+    assert "C3 mask: SAM − Adam mask: run" in table.note
+    assert "<code>python -m flatcomp plan --profile small --experiment imp</code>" in \
+        table._repr_html_()

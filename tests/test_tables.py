@@ -451,3 +451,14 @@ def test_the_profiles_table_shows_each_cell_whole():
     lottery = table.loc["lottery", "small"]
     assert len(lottery) > 50 and "; transfer_tasks: " in lottery  # one "; " between settings
     assert lottery in table._repr_html_()  # not cut at 50 characters
+
+
+def test_waiting_markdown_lists_each_experiment_with_missing_units_once(tmp_path, monkeypatch):
+    from flatcomp.config import get_profile
+
+    monkeypatch.setenv("FLATCOMP_RESULTS", str(tmp_path))
+    smoke = get_profile("smoke")
+    text = tables.waiting_markdown(smoke, experiments=("tuned_lr", "rho_sweep"))
+    assert text.count("* **not stored yet, `tuned_lr`**") == 1 and "`rho_sweep`" in text
+    assert "python -m flatcomp plan --profile smoke --experiment tuned_lr" in text
+    assert tables.waiting_markdown(smoke, chapter="no such chapter") == ""

@@ -8,6 +8,7 @@
     quantization  chapter 6: int8 and k-bit rounding, its second-order theory, speed
     squad         SQuAD: span extraction with Adam, SAM and SWA, then int8, k bits and IMP
     efficiency    chapter 8: what SAM costs (bench), the cheaper variants' compressibility
+    compressibility  chapter 9: does flatness predict compressibility (the rho sweep)
     core          what they share: the Experiment entry, unit ids, cached fine-tunes, costs
 
 :func:`load_or_run` walks an experiment's units in order, reads those already stored and
@@ -20,8 +21,8 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from flatcomp.config import Profile
-from flatcomp.experiments import (cofi, efficiency, lottery, quantization, sam, setup, squad,
-                                  tuned)
+from flatcomp.experiments import (cofi, compressibility, efficiency, lottery, quantization, sam,
+                                  setup, squad, tuned)
 from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Job, Unit, encoded_task,
                                        finetuned, finetuned_file, mean_std, select, unit_id)
 from flatcomp.experiments.lottery import (lottery_jobs, ticket_and_origin, ticket_file,
@@ -32,7 +33,8 @@ from flatcomp.results import ResultsStore
 
 _NO_KEY = object()  # stands for "the unit lacks this key" in select_or_explain's sets
 
-CHAPTERS = (setup, sam, tuned, lottery, cofi, quantization, squad, efficiency)  # the book's order
+CHAPTERS = (setup, sam, tuned, lottery, cofi, quantization, squad, efficiency,
+            compressibility)  # the book's order
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for chapter in CHAPTERS
                                       for e in chapter.EXPERIMENTS}
 

@@ -92,10 +92,11 @@ def unit_id(unit: Unit) -> str:
     """A readable file name: ``mrpc-adam-seed0`` (keys in a fixed order)."""
     parts = []
     for key in ("source", "task", "mask", "pooler", "optimizer", "rewind", "sparsity", "lr",
-                "precision", "seed", "round"):
+                "rho", "precision", "seed", "round"):
         if key in unit:
             value = unit[key]
             parts.append(f"lr{value:g}" if key == "lr" else
+                         f"rho{value:g}" if key == "rho" else
                          f"sparsity{value:g}" if key == "sparsity" else
                          f"{value}-to" if key == "source" else
                          f"{value}-mask" if key == "mask" else

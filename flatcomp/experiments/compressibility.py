@@ -1,0 +1,66 @@
+"""Does flatness predict compressibility? A dose-response for SAM's radius.
+
+    rho_sweep  MRPC at the lottery's short schedule, SAM at each radius of :data:`RHO_SWEEP`
+               (rho = 0 is Adam: SAM's step at a zero radius is the plain gradient's), every seed
+               of the sweep, each model measured as the tuned protocol measures its models:
+               flatness (sharpness, adaptive sharpness, top eigenvalue, trace) and compression
+               damage (int8, k bits, one-shot pruning, low rank)
+
+Across radii, flatness should rise smoothly with rho; if flatness makes a model compressible,
+the damage should fall with it. The models of ``tuned`` add pairs of optimizers at their tuned
+rates to the same scatter.
+"""
+
+from __future__ import annotations
+
+from flatcomp.config import Profile
+from flatcomp.experiments.core import (Experiment, Unit, dev_pass_steps, fine_tune_steps,
+                                       finetune_record, finetuned)
+from flatcomp.experiments.tuned import compression_damage, flatness_measures
+from flatcomp.experiments.sam import flatness_rows_steps
+
+# SAM's radius per profile (the first seeds only at smoke); 0 trains Adam.
+RHO_SWEEP = {"smoke": ((0.0, 0.05), (0,)),
+             "small": ((0.0, 0.01, 0.02, 0.05, 0.1, 0.2), (0, 1, 2)),
+             "paper": ((), ())}
+TASK = "mrpc"
+
+
+def sweep_profile(profile: Profile, rho: float) -> Profile:
+    """The lottery's short schedule (its epochs, length and rate), fp32, length-grouped batches,
+    SAM at radius ``rho``."""
+    return profile.for_lottery().with_overrides(precision="fp32", length_grouped=True,
+                                                 sam_rho=rho)
+
+
+def _units(profile: Profile) -> list[Unit]:
+    rhos, seeds = RHO_SWEEP.get(profile.name, ((), ()))
+    return [dict(task=TASK, rho=rho, seed=s) for s in seeds for rho in rhos]
+
+
+def _optimizer(rho: float) -> str:
+    return "adam" if rho == 0 else "sam"
+
+
+def _run(profile: Profile, unit: Unit) -> dict:
+    at = sweep_profile(profile, unit["rho"])
+    optimizer = _optimizer(unit["rho"])
+    model, summary = finetuned(at, unit["task"], optimizer, unit["seed"])
+    return {**finetune_record(summary), "rho": unit["rho"], "precision": at.precision,
+            "batching": "length-grouped",
+            "compression": compression_damage(at, unit["task"], model),
+            "flatness": flatness_measures(at, unit["task"], model)}
+
+
+def _cost(profile: Profile, unit: Unit) -> float:
+    at = sweep_profile(profile, unit["rho"])
+    passes = 72  # the flatness measures' passes over the fixed rows (tuned's cost model)
+    return fine_tune_steps(at, unit["task"], _optimizer(unit["rho"])) + \
+        dev_pass_steps(at, unit["task"], 19) + flatness_rows_steps(at, passes)
+
+
+EXPERIMENTS = (
+    Experiment("rho_sweep", "MRPC at the lottery's schedule with SAM at several radii (0: Adam), "
+               "each model's flatness and compression damage", _units, _run, "compressibility",
+               priority=3, cost=_cost),
+)

@@ -1,0 +1,82 @@
+"""The flatness-and-compressibility chapter: its across-model statistics, the rescaling trap, and
+the rho sweep's units."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flatcomp import compressibility_report as report
+from flatcomp.config import get_profile
+
+
+def _record(optimizer, seed, sharp, drop, score=0.8, loss=0.3):
+    scores = {"fp32": score, "int8": score - drop, "int8 per channel": score - drop / 2,
+              "4 bit": score - 2 * drop}
+    return {"task": "mrpc", "optimizer": optimizer, "seed": seed,
+            "history": [{"train_loss": loss}],
+            "compression": {"scores": scores, "pruned": {"0.5": score - 3 * drop},
+                            "low_rank": {"0.25": score - drop}},
+            "flatness": {"sharpness": sharp, "adaptive_sharpness": sharp / 2,
+                         "top_eigenvalue": 10 * sharp, "trace": 100 * sharp},
+            "environment": {"unit": f"mrpc-{optimizer}-seed{seed}"}}
+
+
+def test_model_points_turn_records_into_damage_in_points():
+    points = report.model_points([_record("sam", 0, 0.1, 0.02)])
+    row = points.iloc[0]
+    assert row["int8"] == pytest.approx(2.0) and row["pruned 0.5"] == pytest.approx(6.0)
+    assert row["optimizer"] == "SAM" and row["sharpness"] == 0.1 and row["model"] == "mrpc-sam-seed0"
+
+
+def test_sharper_models_that_lose_more_reproduce_the_hypothesis():
+    records = [_record(o, s, 0.1 * (1 + s) + (0.5 if o == "adam" else 0), 0.01 * (1 + s)
+                       + (0.05 if o == "adam" else 0)) for o in ("adam", "sam") for s in range(4)]
+    table = report.correlation_table(report.model_points(records))
+    row = table.loc[("sharpness", "int8 drop")]
+    assert row["Kendall tau"] == "+1.00" and row["verdict"].startswith("reproduced")
+    assert row["models"] == 8 and row["tau, SAM only"] == "+1.00"
+
+
+def test_kendall_interval_is_seeded_and_unrelated_points_are_inconclusive():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    a, b = report.kendall_with_interval(x, y), report.kendall_with_interval(x, y)
+    assert a.bounds == b.bounds and a.bounds[0] < a.mean < a.bounds[1]
+    assert not a.excludes_zero
+
+
+def test_partial_correlation_removes_a_shared_cause():
+    rng = np.random.default_rng(1)
+    cause = rng.normal(size=200)
+    x, y = cause + 0.1 * rng.normal(size=200), cause + 0.1 * rng.normal(size=200)
+    assert np.corrcoef(x, y)[0, 1] > 0.9
+    assert abs(report.partial_spearman(x, y, cause[:, None])) < 0.3
+
+
+@pytest.mark.slow
+def test_the_rescaling_trap_keeps_the_function_and_adaptive_sharpness():
+    from flatcomp.data import batches
+    from flatcomp.experiments import encoded_task
+    from flatcomp.models import load_model
+
+    tiny = get_profile("smoke").with_overrides(precision="fp32")
+    train, _, _ = encoded_task(tiny, "mrpc", train_rows=16)
+    table = report.rescaling_trap(load_model(tiny, "mrpc", 0), next(batches(train, 16)))
+    assert not table.loc["largest logit change (fp32)"].str.contains("moves").any()
+    assert not table.loc["adaptive sharpness"].str.contains("moves").any()
+    assert table.loc["magnitude mask at 50%, entries kept"].str.contains("moves").sum() == 3
+    # per tensor survives rescaling whole matrices only; per channel one head's Q/K too
+    assert list(table.loc["largest int8 logit change, per tensor"].str.contains("moves")) == \
+        [False, False, True, True]
+    assert list(table.loc["largest int8 logit change, per channel"].str.contains("moves")) == \
+        [False, False, False, True]
+
+
+def test_the_rho_sweep_has_adam_at_zero_and_a_unit_per_radius_and_seed():
+    from flatcomp.experiments import planned_units, unit_id
+
+    units = planned_units(get_profile("small"), "rho_sweep")
+    assert len(units) == 18 and {u["rho"] for u in units} == {0.0, 0.01, 0.02, 0.05, 0.1, 0.2}
+    assert unit_id(units[1]) == "mrpc-rho0.01-seed0"
+    assert planned_units(get_profile("paper"), "rho_sweep") == []
