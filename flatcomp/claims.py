@@ -144,10 +144,12 @@ def unmatched(records: list[dict], arm: Callable[[dict], str], arms: tuple[str, 
               key: Callable[[dict], Hashable]) -> list[dict]:
     """The records of ``arms`` whose partner (the same ``key``, the other arm) exists only in
     another environment: left out of the comparison."""
-    paired_ids = {id(r) for pair in pairs_of(records, arm, arms, matched(key)) for r in pair}
     ours = [r for r in records if arm(r) in arms]
-    return [r for r in ours if id(r) not in paired_ids
-            and any(key(o) == key(r) and arm(o) != arm(r) for o in ours)]
+    other = {arms[0]: arms[1], arms[1]: arms[0]}
+    in_environment = {(matched(key)(r), arm(r)) for r in ours}
+    anywhere = {(key(r), arm(r)) for r in ours}
+    return [r for r in ours if (key(r), other[arm(r)]) in anywhere
+            and (matched(key)(r), other[arm(r)]) not in in_environment]
 
 
 CI_OVER = {"t": "seeds (t)", "bootstrap": "seeds and dev rows (bootstrap)"}
