@@ -45,7 +45,8 @@ FULL_MODEL_PAPER = "SAM ahead on 5 of 8 tasks"
 
 # The chapter of each claim: the label shown, and the page it links to.
 CHAPTERS = {"3 SAM fine-tuning": "03_sam_finetuning", "4 lottery tickets": "04_lottery_tickets",
-            "5 CoFi": "05_cofi", "6 quantization": "06_quantization", "7 SQuAD": "07_squad"}
+            "5 CoFi": "05_cofi", "6 quantization": "06_quantization", "7 SQuAD": "07_squad",
+            "9 flatness and compressibility": "09_flatness_and_compressibility"}
 
 COLUMNS = ["claim", "task", "paper", "ours", "95% CI", "CI over", "pairs", "verdict", "chapter",
            "note"]
@@ -514,9 +515,32 @@ def squad_imp(stored: Stored) -> tuple[list[dict], list[str]]:
     return per_task(at, c, lambda tasks: f"{s - a:+.1f}", stored)
 
 
+def flatness_predicts(stored: Stored) -> tuple[list[dict], list[str]]:
+    """C8, ours (the paper did not test it): across every model that records its flatness and
+    its damage (``tuned`` and ``rho_sweep``), flatter models lose less to int8: Kendall's tau of
+    sharpness and int8 drop, with its bootstrap interval over models
+    (:mod:`flatcomp.compressibility_report`)."""
+    from flatcomp.compressibility_report import kendall_with_interval, model_points
+
+    name = "C8 (ours) flatter models lose less: tau(sharpness, int8 drop)"
+    records = stored.load("tuned") + stored.load("rho_sweep")
+    if len(records) < 2:
+        why = stored.how_to_measure("rho_sweep" if stored.load("tuned") else "tuned")
+        return [not_measured(name, "all models", "9 flatness and compressibility",
+                             "not tested", why)], []
+    points = model_points(records)
+    tau = kendall_with_interval(points["sharpness"].to_numpy(float),
+                                points["int8"].to_numpy(float))
+    return [{"claim": name, "task": "all models", "paper": "not tested",
+             "ours": f"{tau.mean:+.2f}", "95% CI": tau.interval(scale=1),
+             "CI over": "models (bootstrap)", "pairs": tau.pairs,
+             "verdict": verdict(tau, scale=1, unit="(tau)"),
+             "chapter": "9 flatness and compressibility", "note": ""}], []
+
+
 CLAIMS = (full_model, full_model_tuned, imp_tickets, imp_tickets_pooler_dense, masks,
           masks_pooler_dense, transfer, transfer_pooler_dense, cofi, int8, int8_tuned, squad_int8,
-          squad_imp)
+          squad_imp, flatness_predicts)
 
 
 # ---------------------------------------------------------------- the table

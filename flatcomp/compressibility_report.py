@@ -102,6 +102,37 @@ def correlation_table(points: pd.DataFrame) -> pd.DataFrame:
     return with_notes(pd.DataFrame(rows).set_index(["flatness", "damage"]))
 
 
+def low_rank_table(records: list[dict]) -> pd.DataFrame:
+    """SAM against Adam at equal rank (the tuned protocol's models, paired by task and seed):
+    per task, the points each loses to truncating every encoder Linear to a half and a quarter of
+    its rank, Adam's loss minus SAM's with its t interval and the verdict on "SAM's models lose
+    less", and the effective rank of the [CLS] features, SAM's minus Adam's."""
+    from flatcomp.stats import paired_difference, pairs_of
+
+    rows = []
+    for task in dict.fromkeys(r["task"] for r in records):
+        pairs = pairs_of([r for r in records if r["task"] == task], lambda r: r["optimizer"],
+                         ("adam", "sam"), lambda r: r["seed"])
+        if not pairs:
+            continue
+        row = {"task": TASK_NAMES.get(task, task), "pairs": len(pairs)}
+        for fraction in ("0.5", "0.25"):
+            lost = [[100 * (r["compression"]["scores"]["fp32"] -
+                            r["compression"]["low_rank"][fraction]) for r in pair]
+                    for pair in pairs]
+            d = paired_difference([a for a, _ in lost], [s for _, s in lost])
+            row[f"rank {fraction}: Adam − SAM loss"] = f"{d.mean:+.1f}"
+            row[f"rank {fraction}: 95% CI"] = d.interval(scale=1)
+            row[f"rank {fraction}: verdict"] = verdict(d, scale=1)
+        ranks = [(a["compression"].get("cls_effective_rank"), s["compression"].get(
+            "cls_effective_rank")) for a, s in pairs]
+        known = [(a, s) for a, s in ranks if a is not None and s is not None]
+        row["[CLS] effective rank, SAM − Adam"] = \
+            f"{np.mean([s - a for a, s in known]):+.1f}" if known else "-"
+        rows.append(row)
+    return with_notes(pd.DataFrame(rows).set_index("task") if rows else pd.DataFrame())
+
+
 # ---------------------------------------------------------------- the reparameterisation trap
 
 def rescaled_copy(model: torch.nn.Module, qk: float, vo: float,

@@ -73,3 +73,13 @@ def low_rank_model(model: nn.Module, rank_fraction: float,
 
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def effective_rank(features: torch.Tensor) -> float:
+    """The effective rank of a matrix of features (rows: examples), exp(H(p)) with p the singular
+    values normalised to sum to one and H the Shannon entropy (Roy and Vetterli, EUSIPCO 2007):
+    r for r equal singular values, less when a few dominate."""
+    s = torch.linalg.svdvals(features.detach().double())
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))

@@ -80,3 +80,30 @@ def test_the_rho_sweep_has_adam_at_zero_and_a_unit_per_radius_and_seed():
     assert len(units) == 18 and {u["rho"] for u in units} == {0.0, 0.01, 0.02, 0.05, 0.1, 0.2}
     assert unit_id(units[1]) == "mrpc-rho0.01-seed0"
     assert planned_units(get_profile("paper"), "rho_sweep") == []
+
+
+def test_the_hypothesis_has_its_own_claims_row_marked_as_ours():
+    from flatcomp import claims
+
+    records = [_record(o, s, 0.1 * (1 + s) + (0.5 if o == "adam" else 0),
+                       0.01 * (1 + s) + (0.05 if o == "adam" else 0))
+               for o in ("adam", "sam") for s in range(4)]
+    store = claims.Stored(get_profile("small"), lambda e: records if e == "tuned" else [])
+    (row,), _ = claims.flatness_predicts(store)
+    assert row["claim"].startswith("C8 (ours)") and row["paper"] == "not tested"
+    assert row["ours"] == "+1.00" and row["pairs"] == 8 and row["verdict"].startswith("reproduced")
+    (waiting,), _ = claims.flatness_predicts(claims.Stored(get_profile("small"), lambda e: []))
+    assert waiting["pairs"] == 0 and "--experiment tuned" in waiting["note"]
+
+
+def test_sam_against_adam_at_equal_rank_pairs_by_seed():
+    records = [_record(o, s, 0.1, 0.02 if o == "adam" else 0.01) for o in ("adam", "sam")
+               for s in range(3)]
+    for r in records:
+        r["compression"]["low_rank"]["0.5"] = r["compression"]["scores"]["fp32"] - 0.01
+        r["compression"]["cls_effective_rank"] = 10.0 if r["optimizer"] == "adam" else 8.0
+    table = report.low_rank_table(records)
+    row = table.loc["MRPC"]
+    assert row["pairs"] == 3 and row["rank 0.25: Adam − SAM loss"] == "+1.0"
+    assert row["rank 0.5: Adam − SAM loss"] == "+0.0"
+    assert row["[CLS] effective rank, SAM − Adam"] == "-2.0"

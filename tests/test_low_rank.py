@@ -85,3 +85,11 @@ def test_rescaling_checks_its_arguments():
         rescale_attention_head(_model(), 5, 0, qk=2.0)
     with pytest.raises(ValueError, match="positive"):
         rescale_attention_head(_model(), 0, 0, qk=0.0)
+
+
+def test_effective_rank_counts_equal_directions_and_less_when_one_dominates():
+    from flatcomp.low_rank import effective_rank
+
+    assert effective_rank(torch.eye(5)) == pytest.approx(5.0)
+    skewed = torch.diag(torch.tensor([100.0, 1.0, 1.0, 1.0, 1.0]))
+    assert 1.0 < effective_rank(skewed) < 2.0

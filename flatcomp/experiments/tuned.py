@@ -120,13 +120,14 @@ def compression_damage(profile: Profile, task: str, model) -> dict:
     """The dev score of ``model`` (fp32, CPU) and after each way to compress it without
     retraining: dynamic int8 per tensor and per channel, weights rounded to k bits, one-shot
     global magnitude pruning of the encoder's matrices, and truncated SVD of every encoder
-    Linear. The fp32 and int8 predictions of every dev row are kept, to pair models row by row."""
+    Linear; and the effective rank of the [CLS] features on dev. The fp32 and int8 predictions of
+    every dev row are kept, to pair models row by row."""
     import copy
 
     import torch
 
     from flatcomp import quantization as q
-    from flatcomp.low_rank import low_rank_model, parameter_count
+    from flatcomp.low_rank import effective_rank, low_rank_model, parameter_count
     from flatcomp.metrics import main_score
     from flatcomp.pruning import magnitude_masks, prunable_weights
     from flatcomp.train import apply_masks, evaluate_rows
@@ -153,12 +154,28 @@ def compression_damage(profile: Profile, task: str, model) -> dict:
         pruned[f"{sparsity:g}"] = scored(sparse)[0]
     low_rank = {f"{f:g}": scored(low_rank_model(model, f))[0] for f in RANK_FRACTIONS}
     return {"scores": scores, "int8_drop": fp32 - int8, "pruned": pruned,
+            "cls_effective_rank": effective_rank(cls_features(model, dev, profile)),
             "pruning_preset": "encoder", "low_rank": low_rank,
             "low_rank_parameters": {f"{f:g}": parameter_count(low_rank_model(model, f))
                                     for f in RANK_FRACTIONS},
             "parameters": parameter_count(model),
             "dev_predictions": {"fp32": fp32_rows, "int8": int8_rows},
             "dev_labels": dev_labels(dev)}
+
+
+def cls_features(model, dev, profile: Profile):
+    """The last layer's [CLS] vector of every dev row (fp32, CPU, eval mode), one row each."""
+    import torch
+
+    from flatcomp.data import batches
+    from flatcomp.train import LABEL_KEYS
+
+    rows = []
+    with torch.no_grad():
+        for batch in batches(dev, 2 * profile.batch_size):
+            inputs = {k: v for k, v in batch.items() if k not in LABEL_KEYS}
+            rows.append(model(**inputs, output_hidden_states=True).hidden_states[-1][:, 0])
+    return torch.cat(rows)
 
 
 def flatness_measures(profile: Profile, task: str, model) -> dict:
