@@ -40,7 +40,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from flatcomp.train import apply_masks
 
 __all__ = ["HEAD_NAMES", "ImpRound", "Masker", "apply_masks", "imp_rounds",
            "iterative_magnitude_pruning", "load_masks", "magnitude_masks", "mask_overlap",
@@ -110,6 +109,21 @@ def _kept(tensor: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- masks in a loop of your own
+
+@torch.no_grad()
+def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Set the pruned entries (mask False) of each named parameter to exactly zero."""
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+
+def mask_gradients(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        if params[name].grad is not None:
+            params[name].grad.mul_(mask.to(params[name].grad.device, params[name].grad.dtype))
+
 
 class Masker:
     """Holds pruned weights at exactly zero in any training loop, with any optimizer.

@@ -34,6 +34,7 @@ from flatcomp.config import Profile
 from flatcomp.data import Encoded, batch_order, batches, num_batches
 from flatcomp.metrics import glue_metrics, main_score
 from flatcomp.precision import uses_bf16
+from flatcomp.pruning import apply_masks, mask_gradients
 from flatcomp.qa_answers import squad_scores
 from flatcomp.qa_features import QAFeatures
 from flatcomp import sam_variants
@@ -297,23 +298,6 @@ def evaluate_rows(model: torch.nn.Module, data: TrainData, task: str, profile: P
         return evaluate(model, data, task, profile, device), None
     predictions = predict(model, data, profile, device)
     return glue_metrics(task, predictions, list(data.labels)), rows_of(predictions)
-
-
-# ---- masks (the lottery-ticket chapter builds on these)
-
-@torch.no_grad()
-def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    """Set the pruned entries (mask False) of each named parameter to exactly zero."""
-    params = dict(model.named_parameters())
-    for name, mask in masks.items():
-        params[name].mul_(mask.to(params[name].device, params[name].dtype))
-
-
-def mask_gradients(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    for name, mask in masks.items():
-        if params[name].grad is not None:
-            params[name].grad.mul_(mask.to(params[name].grad.device, params[name].grad.dtype))
 
 
 def time_steps(model: torch.nn.Module, batch_list: list[dict], optimizer: str, profile: Profile,
