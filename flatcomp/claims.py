@@ -318,12 +318,7 @@ def _mask(r: dict) -> str:
 
 def full_model(stored: Stored) -> tuple[list[dict], list[str]]:
     """C1: SAM's dense dev score (best epoch) minus Adam's, paired by task and seed."""
-    arms = ("sam", "adam")
-    c = Comparison("C1 full model: SAM − Adam", "3 SAM fine-tuning", "finetune",
-                   bootstrapped(paired(recorded_score, _optimizer, arms, _task_seed),
-                                dense_rows, _optimizer, arms, _task_seed),
-                   (_optimizer, arms, _task_seed))
-    return per_task(stored.load("finetune"), c, lambda tasks: FULL_MODEL_PAPER, stored)
+    return _full_model_rows(stored, "C1 full model: SAM − Adam", "finetune")
 
 
 def full_model_tuned(stored: Stored) -> tuple[list[dict], list[str]]:
@@ -334,12 +329,17 @@ def full_model_tuned(stored: Stored) -> tuple[list[dict], list[str]]:
 
     if protocol(stored.profile) is None:
         return [], []
+    return _full_model_rows(stored, "C1 full model, tuned rates: SAM − Adam", "tuned")
+
+
+def _full_model_rows(stored: Stored, label: str,
+                     experiment: str) -> tuple[list[dict], list[str]]:
     arms = ("sam", "adam")
-    c = Comparison("C1 full model, tuned rates: SAM − Adam", "3 SAM fine-tuning", "tuned",
+    c = Comparison(label, "3 SAM fine-tuning", experiment,
                    bootstrapped(paired(recorded_score, _optimizer, arms, _task_seed),
                                 dense_rows, _optimizer, arms, _task_seed),
                    (_optimizer, arms, _task_seed))
-    return per_task(stored.load("tuned"), c, lambda tasks: FULL_MODEL_PAPER, stored)
+    return per_task(stored.load(experiment), c, lambda tasks: FULL_MODEL_PAPER, stored)
 
 
 # The lottery claims' labels: with the pooler in the prunable set (the paper's protocol), or
@@ -453,14 +453,8 @@ def cofi(stored: Stored, target: float = 0.95) -> tuple[list[dict], list[str]]:
 def int8(stored: Stored) -> tuple[list[dict], list[str]]:
     """C6: the score lost to dynamic int8 (per tensor), Adam's drop minus SAM's, paired by task
     and seed (the fine-tuned models of C1; SQuAD is C7's)."""
-    arms = ("adam", "sam")
-    c = Comparison("C6 int8 drop: Adam − SAM", "6 quantization", "quantization",
-                   bootstrapped(paired(lambda r: r["scores"]["fp32"] - r["scores"]["int8"],
-                                       _optimizer, arms, _task_seed),
-                                int8_rows, _optimizer, arms, _task_seed),
-                   (_optimizer, arms, _task_seed))
-    paper = {t: a - s for t, (a, s) in INT8_DROP.items() if t != "squad"}
-    return per_task(stored.load("quantization"), c, paper_mean(paper), stored)
+    return _int8_drop_rows(stored, "C6 int8 drop: Adam − SAM", "quantization",
+                      stored.load("quantization"))
 
 
 def int8_tuned(stored: Stored) -> tuple[list[dict], list[str]]:
@@ -470,14 +464,19 @@ def int8_tuned(stored: Stored) -> tuple[list[dict], list[str]]:
 
     if protocol(stored.profile) is None:
         return [], []
+    return _int8_drop_rows(stored, "C6 int8 drop, tuned rates: Adam − SAM", "tuned",
+                      [{**r, **r["compression"]} for r in stored.load("tuned")])
+
+
+def _int8_drop_rows(stored: Stored, label: str, experiment: str,
+               records: list[dict]) -> tuple[list[dict], list[str]]:
     arms = ("adam", "sam")
-    c = Comparison("C6 int8 drop, tuned rates: Adam − SAM", "6 quantization", "tuned",
+    c = Comparison(label, "6 quantization", experiment,
                    bootstrapped(paired(lambda r: r["scores"]["fp32"] - r["scores"]["int8"],
                                        _optimizer, arms, _task_seed),
                                 int8_rows, _optimizer, arms, _task_seed),
                    (_optimizer, arms, _task_seed))
     paper = {t: a - s for t, (a, s) in INT8_DROP.items() if t != "squad"}
-    records = [{**r, **r["compression"]} for r in stored.load("tuned")]
     return per_task(records, c, paper_mean(paper), stored)
 
 
