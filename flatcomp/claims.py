@@ -261,10 +261,11 @@ def per_task(records: list[dict], c: Comparison, paper: Callable[[list[str]], st
              stored: Stored, group: Callable[[dict], str] = _task,
              name: Callable[[str], str] = TASK_NAMES.get,
              kind: str = "tasks") -> tuple[list[dict], list[str]]:
-    """One row per task (or other ``group``) that has records, then those with pairs pooled, if
-    more than one is left in the pool's one environment; ``paper(groups)`` is the paper's number over those groups. Without any
-    record, one row: not yet measured. Also the notes naming the records left out (each record
-    named once)."""
+    """One row per task (or other ``group``) that has records, then those with pairs pooled where
+    more than one has them (each pair of one environment; a comparison that keeps one environment
+    pools the groups of the commonest); ``paper(groups)`` is the paper's number over those
+    groups. Without any record, one row: not yet measured. Also the notes naming the records
+    left out (each record named once)."""
     rows, notes, named, measured = [], [], set(), []
 
     def add(row: dict, left_out: list[dict], note: str | None) -> None:
