@@ -14,10 +14,8 @@ rates to the same scatter.
 from __future__ import annotations
 
 from flatcomp.config import Profile
-from flatcomp.experiments.core import (Experiment, Unit, dev_pass_steps, fine_tune_steps,
-                                       finetune_record, finetuned)
-from flatcomp.experiments.tuned import compression_damage, flatness_measures
-from flatcomp.experiments.sam import flatness_rows_steps
+from flatcomp.experiments.core import Experiment, Unit, fine_tune_steps, finetune_record, finetuned
+from flatcomp.experiments.tuned import compression_damage, flatness_measures, measurement_steps
 
 # SAM's radius per profile (the first seeds only at smoke); 0 trains Adam.
 RHO_SWEEP = {"smoke": ((0.0, 0.05), (0,)),
@@ -54,9 +52,8 @@ def _run(profile: Profile, unit: Unit) -> dict:
 
 def _cost(profile: Profile, unit: Unit) -> float:
     at = sweep_profile(profile, unit["rho"])
-    passes = 72  # the flatness measures' passes over the fixed rows (tuned's cost model)
     return fine_tune_steps(at, unit["task"], _optimizer(unit["rho"])) + \
-        dev_pass_steps(at, unit["task"], 19) + flatness_rows_steps(at, passes)
+        measurement_steps(at, unit["task"])
 
 
 EXPERIMENTS = (

@@ -152,12 +152,12 @@ def compression_damage(profile: Profile, task: str, model) -> dict:
         sparse = copy.deepcopy(model)
         apply_masks(sparse, magnitude_masks(prunable_weights(sparse, preset="encoder"), sparsity))
         pruned[f"{sparsity:g}"] = scored(sparse)[0]
-    low_rank = {f"{f:g}": scored(low_rank_model(model, f))[0] for f in RANK_FRACTIONS}
+    truncated = {f"{f:g}": low_rank_model(model, f) for f in RANK_FRACTIONS}
+    low_rank = {f: scored(m)[0] for f, m in truncated.items()}
     return {"scores": scores, "int8_drop": fp32 - int8, "pruned": pruned,
             "cls_effective_rank": effective_rank(cls_features(model, dev, profile)),
             "pruning_preset": "encoder", "low_rank": low_rank,
-            "low_rank_parameters": {f"{f:g}": parameter_count(low_rank_model(model, f))
-                                    for f in RANK_FRACTIONS},
+            "low_rank_parameters": {f: parameter_count(m) for f, m in truncated.items()},
             "parameters": parameter_count(model),
             "dev_predictions": {"fp32": fp32_rows, "int8": int8_rows},
             "dev_labels": dev_labels(dev)}
@@ -203,18 +203,23 @@ def _grid_cost(profile: Profile, unit: Unit) -> float:
     return fine_tune_steps(at, unit["task"], unit["optimizer"])
 
 
-def _tuned_cost(profile: Profile, unit: Unit) -> float:
-    """The fine-tune (none for the first seed: the grid trained it), 19 dev passes and the
-    flatness passes over the fixed rows."""
+def measurement_steps(profile: Profile, task: str) -> float:
+    """What measuring one trained model costs, in training steps: 19 dev passes
+    (:func:`compression_damage`) and the flatness passes over the fixed rows
+    (:func:`flatness_measures`)."""
     from flatcomp.experiments.sam import flatness_rows_steps
 
-    at = protocol_profile(profile, unit["task"])
     s = FLATNESS_SETTINGS[profile.name]
     passes = 2 * (s["sharpness_steps"] + 1) + 2 * (s["eigen_iters"] + s["trace_samples"])
+    return dev_pass_steps(profile, task, 19) + flatness_rows_steps(profile, passes)
+
+
+def _tuned_cost(profile: Profile, unit: Unit) -> float:
+    """The fine-tune (none for the first seed: the grid trained it) and the measurements."""
+    at = protocol_profile(profile, unit["task"])
     train = 0.0 if unit["seed"] == protocol_seeds(profile, unit["task"])[0] else \
         fine_tune_steps(at, unit["task"], unit["optimizer"])
-    return train + dev_pass_steps(at, unit["task"], 19) + flatness_rows_steps(at, passes)
-
+    return train + measurement_steps(at, unit["task"])
 
 EXPERIMENTS = (
     Experiment("tuned_lr", "Adam and SAM on the same learning-rate grid, first seed, at the "
