@@ -1012,36 +1012,27 @@ def plan_cost_table(profile: Profile, seconds_per_step: float) -> pd.DataFrame:
 
 def waiting_markdown(profile: Profile, chapter: str | None = None,
                      experiments: Sequence[str] = ()) -> str:
-    """What of a chapter's experiments (or of ``experiments``) is not stored yet, one Markdown
-    bullet per experiment with missing units and the plan command that computes them (empty when
-    all is stored): the chapter lists it once, beside its cuts, instead of in its sections."""
-    from flatcomp.experiments import EXPERIMENTS
+    """What of a chapter's experiments (or of ``experiments``) is not stored yet, as one Markdown
+    table: a row per experiment with missing units, how many are stored, and the plan command
+    that computes the rest (empty when all is stored). The chapter lists it once, in its cut
+    section, instead of in its sections."""
+    from flatcomp.experiments import EXPERIMENTS, experiment_profile, planned_units, unit_id
+    from flatcomp.results import ResultsStore
 
-    lines = []
+    rows = []
     for name, experiment in EXPERIMENTS.items():
         if experiment.chapter != chapter and name not in experiments:
             continue
-        note = stored_note(profile, name)
-        if "missing" in note:
-            lines.append(f"* **not stored yet, `{name}`** ({experiment.description}): {note}")
-    return "\n".join(lines)
-
-
-def stored_note(profile: Profile, experiment: str) -> str:
-    """'k of n units stored', and which are missing (the plan computes them, most important
-    first: ``python -m flatcomp plan --experiment <experiment>``)."""
-    from flatcomp.experiments import experiment_profile, planned_units, unit_id
-    from flatcomp.results import ResultsStore
-
-    planned = [unit_id(u) for u in planned_units(profile, experiment)]
-    have = set(ResultsStore(experiment_profile(profile, experiment)).units(experiment))
-    missing = [u for u in planned if u not in have]
-    note = f"{len(planned) - len(missing)} of {len(planned)} units of {experiment} stored"
-    if missing:
-        note += (f"; missing: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''} "
-                 f"(`python -m flatcomp plan --profile {profile.name} --experiment "
-                 f"{experiment}`)")
-    return note + "."
+        planned = [unit_id(u) for u in planned_units(profile, name)]
+        have = set(ResultsStore(experiment_profile(profile, name)).units(name))
+        stored = sum(u in have for u in planned)
+        if stored < len(planned):
+            rows.append(f"| `{name}` | {experiment.description} | {stored} of {len(planned)} | "
+                        f"`python -m flatcomp plan --profile {profile.name} --experiment {name}` |")
+    if not rows:
+        return ""
+    return "\n".join(["| not stored yet | what it is | units stored | computed by |",
+                      "|---|---|---|---|", *rows])
 
 
 def variants_verdict(runs: list[dict], bench: list[dict], cards: list[dict],

@@ -25,5 +25,5 @@ def test_the_squad_chapter_runs_at_smoke_in_under_two_minutes(monkeypatch):
     assert elapsed < 120, f"the SQuAD chapter took {elapsed:.0f} s at smoke"
     shown = "\n".join(str(o.get("data", {}).get("text/markdown", "")) + str(o.get("text", ""))
                       for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
-    assert "not stored yet, `squad_quant`" not in shown  # computed, not skipped
+    assert "| `squad_quant` |" not in shown  # computed, not skipped
     assert "Adam's int8 drop minus SAM's" in shown and "IMP at 20%, SAM − Adam" in shown

@@ -459,6 +459,7 @@ def test_waiting_markdown_lists_each_experiment_with_missing_units_once(tmp_path
     monkeypatch.setenv("FLATCOMP_RESULTS", str(tmp_path))
     smoke = get_profile("smoke")
     text = tables.waiting_markdown(smoke, experiments=("tuned_lr", "rho_sweep"))
-    assert text.count("* **not stored yet, `tuned_lr`**") == 1 and "`rho_sweep`" in text
+    assert text.count("| `tuned_lr` |") == 1 and "| `rho_sweep` |" in text
+    assert text.splitlines()[0].startswith("| not stored yet |")
     assert "python -m flatcomp plan --profile smoke --experiment tuned_lr" in text
     assert tables.waiting_markdown(smoke, chapter="no such chapter") == ""
