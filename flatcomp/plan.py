@@ -86,7 +86,9 @@ def all_jobs(profile: Profile) -> list[Job]:
 def make_plan(profile: Profile, store: ResultsStore | None = None,
               experiments: list[str] | None = None,
               seconds_per_step: Callable[[Profile], float] | None = None) -> list[Step]:
-    """The steps that still have something to compute, most important first."""
+    """The steps that still have something to compute, most important first: of every
+    experiment the profile plans (:attr:`~flatcomp.config.Profile.plan_scope`), or all the units
+    of ``experiments``."""
     store = store or ResultsStore(profile)
     seconds_per_step = seconds_per_step or measured_seconds_per_step
     wanted = set(experiments or EXPERIMENTS)
@@ -99,7 +101,7 @@ def make_plan(profile: Profile, store: ResultsStore | None = None,
         if job.experiment == "ticket":
             step = _ticket_step(profile, job, seconds_per_step)
         elif job.experiment in wanted:
-            step = _experiment_step(profile, job, store, seconds_per_step)
+            step = _experiment_step(profile, job, store, seconds_per_step, bool(experiments))
         else:
             step = None
         if step is not None:
@@ -116,11 +118,15 @@ def _ticket_path(profile: Profile, step: Step) -> Path:
 
 
 def _experiment_step(profile: Profile, job: Job, store: ResultsStore,
-                     seconds_per_step: Callable[[Profile], float]) -> Step | None:
+                     seconds_per_step: Callable[[Profile], float],
+                     named: bool = False) -> Step | None:
+    """The job's missing units, with their cost and priority; None if none is missing. Unless
+    its experiment was ``named``, only the units in the profile's plan (:attr:`Profile.in_plan`)."""
     exp = get_experiment(job.experiment)
     at = experiment_profile(profile, job.experiment)
     missing = [u for u in select(exp.units(at), **job.filters)
-               if not _stored(ResultsStore(at, store.root), exp.name, unit_id(u))]
+               if (named or profile.in_plan(exp.name, u))
+               and not _stored(ResultsStore(at, store.root), exp.name, unit_id(u))]
     if not missing:
         return None
     seconds = seconds_per_step(at) * sum(exp.cost(at, u) * length_factor(at, u.get("task"))

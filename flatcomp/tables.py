@@ -161,8 +161,13 @@ def pm(values: list[float]) -> str:
 
 
 def profiles_table(profiles: tuple[Profile, ...] = tuple(PROFILES.values())) -> pd.DataFrame:
-    """The three profiles side by side."""
-    rows = {f: [_show(getattr(p, f)) for p in profiles] for f in _PROFILE_FIELDS}
+    """The three profiles side by side. ``tasks`` (those of every analysis) is followed by every
+    task fine-tuned and quantized (:meth:`~flatcomp.config.Profile.dense_tasks`)."""
+    rows = {}
+    for f in _PROFILE_FIELDS:
+        rows[f] = [_show(getattr(p, f)) for p in profiles]
+        if f == "tasks":
+            rows["fine-tuned tasks"] = [_show(p.dense_tasks()) for p in profiles]
     return with_notes(pd.DataFrame(rows, index=[p.name for p in profiles]).T)
 
 
@@ -224,16 +229,19 @@ def examples_table(cards: list[dict]) -> pd.DataFrame:
 
 
 def sweep_table(runs: list[dict]) -> pd.DataFrame:
-    """One row per (task, lr), Adam and SAM side by side: best dev score and its epoch."""
+    """One row per (task, lr), Adam and SAM side by side: best dev score and its epoch. Rows by
+    task (in the order first seen) and rising rate; "-" where an optimizer was not run at a
+    rate."""
     rows = defaultdict(dict)
-    for r in runs:
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    for r in sorted(runs, key=lambda r: (tasks.index(r["task"]), r["lr"])):
         key = (TASK_NAMES[r["task"]], f"{r['lr']:g}")
         metric = MAIN_METRIC[r["task"]]
         rows[key][f"{r['optimizer']} best"] = pct(r["best_score"])
         rows[key][f"{r['optimizer']} epoch"] = f"{r['best_epoch']}/{r['epochs']}"
         rows[key][f"{r['optimizer']} first epoch"] = pct(r["history"][0][metric])
         rows[key]["metric"] = metric
-    table = pd.DataFrame.from_dict(rows, orient="index")
+    table = pd.DataFrame.from_dict(rows, orient="index").fillna("-")
     table.index.names = ["task", "lr"]
     return table
 
@@ -350,8 +358,11 @@ def sig(x: float, digits: int = 3) -> str:
 
 
 def pm_sig(values: list[float]) -> str:
-    """'mean ± std' to 3 significant digits, for quantities that are not scores."""
+    """'mean ± std' to 3 significant digits, for quantities that are not scores ('value (1
+    seed)' for a single one, which has no spread)."""
     mean, std = mean_std(values)
+    if len(values) == 1:
+        return f"{sig(mean)} (1 seed)"
     return f"{sig(mean)} ± {sig(std, 2)}"
 
 
@@ -1013,9 +1024,10 @@ def plan_cost_table(profile: Profile, seconds_per_step: float) -> pd.DataFrame:
 def waiting_markdown(profile: Profile, chapter: str | None = None,
                      experiments: Sequence[str] = ()) -> str:
     """What of a chapter's experiments (or of ``experiments``) is not stored yet, as one Markdown
-    table: a row per experiment with missing units, how many are stored, and the plan command
-    that computes the rest (empty when all is stored). The chapter lists it once, in its cut
-    section, instead of in its sections."""
+    table: a row per experiment with missing units, how many are stored, how many of the missing
+    ones the profile's plan computes (:attr:`~flatcomp.config.Profile.plan_scope`; the others
+    are left to a larger machine) and the command that computes all of them (empty when all is
+    stored). The chapter lists it once, in its cut section, instead of in its sections."""
     from flatcomp.experiments import EXPERIMENTS, experiment_profile, planned_units, unit_id
     from flatcomp.results import ResultsStore
 
@@ -1023,16 +1035,28 @@ def waiting_markdown(profile: Profile, chapter: str | None = None,
     for name, experiment in EXPERIMENTS.items():
         if experiment.chapter != chapter and name not in experiments:
             continue
-        planned = [unit_id(u) for u in planned_units(profile, name)]
+        planned = planned_units(profile, name)
         have = set(ResultsStore(experiment_profile(profile, name)).units(name))
-        stored = sum(u in have for u in planned)
-        if stored < len(planned):
-            rows.append(f"| `{name}` | {experiment.description} | {stored} of {len(planned)} | "
+        missing = [u for u in planned if unit_id(u) not in have]
+        if missing:
+            rows.append(f"| `{name}` | {experiment.description} | "
+                        f"{len(planned) - len(missing)} of {len(planned)} | "
+                        f"{_in_plan(profile, name, missing)} | "
                         f"`python -m flatcomp plan --profile {profile.name} --experiment {name}` |")
     if not rows:
         return ""
-    return "\n".join(["| not stored yet | what it is | units stored | computed by |",
-                      "|---|---|---|---|", *rows])
+    return "\n".join(["| not stored yet | what it is | units stored | in the plan | computed by |",
+                      "|---|---|---|---|---|", *rows])
+
+
+def _in_plan(profile: Profile, experiment: str, missing: list[dict]) -> str:
+    """How many of an experiment's missing units the profile's plan computes."""
+    planned = sum(profile.in_plan(experiment, u) for u in missing)
+    if planned == len(missing):
+        return "all"
+    if planned == 0:
+        return "no: left for `paper`"
+    return f"{planned} of the {len(missing)}"
 
 
 def variants_verdict(runs: list[dict], bench: list[dict], cards: list[dict],

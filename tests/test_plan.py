@@ -88,7 +88,7 @@ def test_the_plan_puts_priority_then_the_first_seed_first(smoke):
     assert priorities == sorted(priorities)
     finetunes = [s.job.filters["seed"][0] for s in steps if s.job.experiment == "finetune"]
     assert finetunes == sorted(finetunes)  # every seed-0 fine-tune before any seed-1 one
-    assert steps[0].priority == 0 and steps[-1].priority == 3
+    assert steps[0].priority == 0 and steps[-1].priority == 4  # the rho sweep
 
 
 def test_stored_units_leave_the_plan(smoke):
@@ -98,6 +98,35 @@ def test_stored_units_leave_the_plan(smoke):
     store.save("data_cards", "cola", {"task": "cola"}, seed=None, seconds=0.0)
     after = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)
     assert [s.units for s in after] == [s.units for s in before][1:]
+
+
+def test_a_scoped_plan_runs_only_its_units_unless_an_experiment_is_named(smoke):
+    scoped = smoke.with_overrides(plan_scope={"finetune": {"task": ("mrpc",)}, "data_cards": {}})
+    steps = plan.make_plan(scoped, seconds_per_step=ONE_SECOND)
+    assert {s.job.experiment for s in steps} == {"finetune", "data_cards"}
+    assert {s.job.filters["task"][0] for s in steps if s.job.experiment == "finetune"} == {"mrpc"}
+    named = plan.make_plan(scoped, experiments=["finetune"], seconds_per_step=ONE_SECOND)
+    every = {u["task"] for u in EXPERIMENTS["finetune"].units(smoke)}
+    assert {s.job.filters["task"][0] for s in named} == every != {"mrpc"}
+
+
+def test_every_need_of_the_small_plan_is_stored_or_planned():
+    """The small profile's scope leaves out no unit that a unit in it waits for."""
+    small = PROFILES["small"]
+    kept = {(e, unit_id(u)) for e in small.plan_scope
+            for u in EXPERIMENTS[e].units(experiment_profile(small, e)) if small.in_plan(e, u)}
+    for job in plan.all_jobs(small):
+        if job.experiment == "ticket" or job.experiment not in small.plan_scope:
+            continue
+        units = select(EXPERIMENTS[job.experiment].units(experiment_profile(small, job.experiment)),
+                       **job.filters)
+        if not any(small.in_plan(job.experiment, u) for u in units):
+            continue
+        for need in job.needs:
+            if isinstance(need, tuple):
+                stored = ResultsStore(experiment_profile(small, need[0]),
+                                      Path(__file__).parent.parent / "results").path(*need)
+                assert need in kept or stored.exists(), (job.name, need)
 
 
 def test_the_cost_model_counts_sam_twice(smoke):

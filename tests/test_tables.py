@@ -451,6 +451,8 @@ def test_the_profiles_table_shows_each_cell_whole():
     lottery = table.loc["lottery", "small"]
     assert len(lottery) > 50 and "; transfer_tasks: " in lottery  # one "; " between settings
     assert lottery in table._repr_html_()  # not cut at 50 characters
+    assert table.loc["tasks", "small"] == "mrpc"  # the analyses; every task fine-tuned below
+    assert table.loc["fine-tuned tasks", "small"].startswith("mrpc, sst2, rte, mnli")
 
 
 def test_waiting_markdown_lists_each_experiment_with_missing_units_once(tmp_path, monkeypatch):
@@ -463,3 +465,19 @@ def test_waiting_markdown_lists_each_experiment_with_missing_units_once(tmp_path
     assert text.splitlines()[0].startswith("| not stored yet |")
     assert "python -m flatcomp plan --profile smoke --experiment tuned_lr" in text
     assert tables.waiting_markdown(smoke, chapter="no such chapter") == ""
+    assert "| all |" in text  # smoke plans every unit
+    scoped = smoke.with_overrides(plan_scope={"tuned_lr": {"optimizer": ("adam",)}})
+    rows = tables.waiting_markdown(scoped, experiments=("tuned_lr", "rho_sweep")).splitlines()
+    assert "| 2 of the 4 |" in rows[2] and "| no: left for `paper` |" in rows[3]
+
+
+def test_the_sweep_table_keeps_a_task_together_and_shows_no_nan():
+    def run(task, optimizer, lr):
+        return {"task": task, "optimizer": optimizer, "lr": lr, "best_score": 0.8, "best_epoch": 2,
+                "epochs": 3, "history": [{"accuracy": 0.7, "f1": 0.8, "pearson": 0.5}]}
+
+    runs = [run("mrpc", "adam", 1e-4), run("rte", "adam", 5e-5), run("mrpc", "adam", 5e-5),
+            run("mrpc", "sam", 5e-5)]
+    table = tables.sweep_table(runs)
+    assert list(table.index) == [("MRPC", "5e-05"), ("MRPC", "0.0001"), ("RTE", "5e-05")]
+    assert not table.isna().any().any() and table.loc[("RTE", "5e-05"), "sam best"] == "-"

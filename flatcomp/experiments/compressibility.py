@@ -59,5 +59,5 @@ def _cost(profile: Profile, unit: Unit) -> float:
 EXPERIMENTS = (
     Experiment("rho_sweep", "MRPC at the lottery's schedule with SAM at several radii (0: Adam), "
                "each model's flatness and compression damage", _units, _run, "compressibility",
-               priority=3, cost=_cost),
+               priority=4, cost=_cost),  # an extension: after every claim's units
 )

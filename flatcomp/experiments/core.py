@@ -47,7 +47,8 @@ class Experiment:
     """One experiment of a chapter.
 
     ``priority``: the plan starts lower numbers first (0: the units a chapter's verdict rests on;
-    1: what the verdict also uses; 2: analyses; 3: extra seeds' worth and cross-checks); a
+    1: what the verdict also uses; 2: analyses; 3: extra seeds' worth and cross-checks; 4: what
+    extends the paper, after every claim's units); a
     function of the profile and the unit where an experiment's units differ (see
     :meth:`priority_of`).
     ``cost``: a unit's work in training steps at the profile's batch size (a SAM step counts 2),
