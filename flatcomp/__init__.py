@@ -5,6 +5,7 @@ fine-tune BERT with Sharpness-Aware Minimization instead of Adam, then prune or 
 The methods a training loop uses are importable from here:
 
     from flatcomp import SAM, Masker, magnitude_masks, prunable_weights, quantize_dynamic_int8
+    from flatcomp import fine_tune  # Adam or SAM for any model, on any dict batches
 
 Each name is imported from its module when it is first used, so ``import flatcomp`` loads
 neither transformers nor the book's data and experiment code.
@@ -32,6 +33,7 @@ _PUBLIC = {
     "hessian_top_eigenvalue": "flatness", "hessian_trace": "flatness",
     "low_rank_model": "low_rank", "effective_rank": "low_rank",
     "rescale_attention_head": "rescaling",
+    "fine_tune": "loop", "FitResult": "loop",
 }
 __all__ = sorted(_PUBLIC)
 

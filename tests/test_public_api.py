@@ -23,6 +23,7 @@ def test_an_unknown_name_is_an_attribute_error():
     "import flatcomp",
     "from flatcomp import SAM, Masker, magnitude_masks, sharpness, quantize_dynamic_int8",
     "import flatcomp.pruning",
+    "from flatcomp import fine_tune",
 ])
 def test_the_library_loads_no_transformers_and_no_book_machinery(statement):
     check = (f"{statement}; import sys; heavy = [m for m in sys.modules if m == 'transformers' "
