@@ -49,6 +49,8 @@ def test_variants_store_what_the_compression_chapters_measure(smoke):
         assert 0 <= r["fp32"] <= 1 and r["int8_drop"] == pytest.approx(r["fp32"] - r["int8"])
         assert set(r["bits"]) == {"8", "6", "4", "3"} and set(r["one_shot"]) == {"0.5", "0.7"}
         assert r["sharpness"] >= 0
+        assert {"compression", "flatness"} <= set(r)  # what every trained model records
+        assert r["flatness"]["adaptive_sharpness"] >= 0
     differences = tables.variant_differences(runs, "sam")
     assert "SAM" not in {optimizer for _, optimizer in differences.index}
     assert len(differences) == len(COMPARED) - 1

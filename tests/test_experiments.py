@@ -386,6 +386,8 @@ def test_imp_rounds_are_units_that_build_on_each_other(smoke):
     assert [r["round"] for r in rounds] == [0, 1, 2] and rounds[2] == r2
     for r in rounds:
         assert r["sparsity"] == pytest.approx(0.1 * r["round"], abs=1e-4)
+    # the dense round 0 records its flatness and compression damage, as every trained model does
+    assert {"compression", "flatness"} <= set(rounds[0]) and "flatness" not in rounds[1]
 
 
 def test_lottery_experiments_run_at_the_profiles_lottery_schedule(smoke):

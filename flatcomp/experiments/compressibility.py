@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from flatcomp.config import Profile
 from flatcomp.experiments.core import Experiment, Unit, fine_tune_steps, finetune_record, finetuned
-from flatcomp.experiments.tuned import compression_damage, flatness_measures, measurement_steps
+from flatcomp.experiments.tuned import measurement_steps, model_measures
 
 # SAM's radius per profile (the first seeds only at smoke); 0 trains Adam.
 RHO_SWEEP = {"smoke": ((0.0, 0.05), (0,)),
@@ -46,8 +46,7 @@ def _run(profile: Profile, unit: Unit) -> dict:
     model, summary = finetuned(at, unit["task"], optimizer, unit["seed"])
     return {**finetune_record(summary), "rho": unit["rho"], "precision": at.precision,
             "batching": "length-grouped",
-            "compression": compression_damage(at, unit["task"], model),
-            "flatness": flatness_measures(at, unit["task"], model)}
+            **model_measures(at, unit["task"], model)}
 
 
 def _cost(profile: Profile, unit: Unit) -> float:

@@ -21,6 +21,7 @@ from flatcomp.experiments.core import (Experiment, Unit, cpu_fp32_scorer, encode
 from flatcomp.experiments.lottery import _subnetwork_sharpness
 from flatcomp.experiments.quantization import QUANT_BITS
 from flatcomp.experiments.sam import flatness_rows_steps
+from flatcomp.experiments.tuned import measurement_steps, model_measures
 from flatcomp.models import load_model
 from flatcomp.train import VARIANTS, time_steps
 
@@ -83,7 +84,8 @@ def _variant_units(profile: Profile) -> list[Unit]:
 def _run_variant(profile: Profile, unit: Unit) -> dict:
     """A fine-tune with the unit's optimizer, then on the CPU in fp32: its dev score, the drop
     after dynamic int8, the score with weights rounded to k bits, the score after one-shot global
-    magnitude pruning (no retraining), and its sharpness on the fixed flatness rows."""
+    magnitude pruning (no retraining), and its sharpness on the fixed flatness rows; and what
+    every trained model records (:func:`~flatcomp.experiments.tuned.model_measures`)."""
     from flatcomp import quantization as q
 
     task = unit["task"]
@@ -98,7 +100,7 @@ def _run_variant(profile: Profile, unit: Unit) -> dict:
     sharp = _subnetwork_sharpness(profile, task, model, None)
     return {**finetune_record(summary), "fp32": fp32, "int8": int8, "int8_drop": fp32 - int8,
             "bits": bits, "one_shot": pruned, "sharpness": sharp["sharpness"],
-            "flatness_loss": sharp["loss"]}
+            "flatness_loss": sharp["loss"], **model_measures(profile, task, model)}
 
 
 def one_shot_pruned(model: torch.nn.Module, sparsity: float) -> torch.nn.Module:
@@ -117,7 +119,8 @@ def _variant_cost(profile: Profile, unit: Unit) -> float:
     model = model_steps(profile, unit["task"], unit["optimizer"], unit["seed"])
     evaluations = dev_pass_steps(profile, unit["task"], 2 + len(QUANT_BITS) +
                                  len(ONE_SHOT_SPARSITIES))
-    return model + evaluations + flatness_rows_steps(profile, 6)
+    return model + evaluations + flatness_rows_steps(profile, 6) + \
+        measurement_steps(profile, unit["task"])
 
 
 EXPERIMENTS = (

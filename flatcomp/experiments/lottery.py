@@ -31,6 +31,7 @@ from flatcomp.experiments.core import (FLATNESS_SETTINGS, Experiment, Job, Unit,
                                        fixed_rows_loss, model_steps, no_cost, timing_batches,
                                        training_digest, unit_id)
 from flatcomp.experiments.sam import flatness_rows_steps
+from flatcomp.experiments.tuned import measurement_steps, model_measures
 from flatcomp.models import load_model, load_weights, save_weights
 from flatcomp.results import ResultsStore
 from flatcomp.train import default_device, fine_tune, time_steps
@@ -107,7 +108,8 @@ def _run_imp(profile: Profile, unit: Unit, experiment: str = "imp") -> dict:
     """One round of IMP (see :func:`flatcomp.pruning.iterative_magnitude_pruning`), over the
     prunable set of ``experiment`` (:data:`IMP_PRESETS`).
 
-    Round 0 is the dense fine-tune (the ``finetune`` checkpoint). Round k > 0 needs the masks
+    Round 0 is the dense fine-tune (the ``finetune`` checkpoint), with its flatness and
+    compression damage (:func:`~flatcomp.experiments.tuned.model_measures`). Round k > 0 needs the masks
     that round k - 1 pruned: they are computed first if missing, and every round leaves its
     next masks (and, without rewinding, its trained weights) in the checkpoint cache.
     """
@@ -136,7 +138,10 @@ def _run_imp(profile: Profile, unit: Unit, experiment: str = "imp") -> dict:
         model = result.model
         summary = fine_tune_summary(result, task, optimizer, seed, lr, epochs, train, dev, cut)
     next_sparsity = round((k + 1) * profile.imp_rate, 12) if k < profile.imp_rounds else None
-    return finish_imp_round(model, masks, unit, k, next_sparsity, summary, path, preset)
+    record = finish_imp_round(model, masks, unit, k, next_sparsity, summary, path, preset)
+    if k == 0:  # the dense model, measured as every trained model is (its next masks are saved)
+        record.update(model_measures(profile, task, model))
+    return record
 
 
 def _run_imp_encoder(profile: Profile, unit: Unit) -> dict:
@@ -583,7 +588,8 @@ plan_jobs = lottery_jobs  # the plan takes this chapter's jobs in this order (fl
 def _imp_cost(profile: Profile, unit: Unit) -> float:
     """Round 0 is the dense fine-tune (free if cached); every later round one masked fine-tune."""
     if unit["round"] == 0:
-        return model_steps(profile, unit["task"], unit["optimizer"], unit["seed"])
+        return model_steps(profile, unit["task"], unit["optimizer"], unit["seed"]) + \
+            measurement_steps(profile, unit["task"])
     return fine_tune_steps(profile, unit["task"], unit["optimizer"])
 
 

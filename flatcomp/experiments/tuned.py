@@ -112,8 +112,15 @@ def _run_tuned(profile: Profile, unit: Unit) -> dict:
     model, record = _train(profile, task, optimizer, seed, lr)
     at = protocol_profile(profile, task)
     return {**record, "lr_grid": {f"{r['lr']:g}": r["best_score"] for r in grid},
-            "compression": compression_damage(at, task, model),
-            "flatness": flatness_measures(at, task, model)}
+            **model_measures(at, task, model)}
+
+
+def model_measures(profile: Profile, task: str, model) -> dict:
+    """What every trained model records of itself, so that no model is trained twice for a later
+    question: ``compression`` (:func:`compression_damage`) and ``flatness``
+    (:func:`flatness_measures`)."""
+    return {"compression": compression_damage(profile, task, model),
+            "flatness": flatness_measures(profile, task, model)}
 
 
 def compression_damage(profile: Profile, task: str, model) -> dict:
