@@ -17,11 +17,12 @@ def test_small_units_start_with_sst2_at_95_and_70_percent_both_teachers_seed_0()
                        "sst2-adam-sparsity0.7-seed0", "sst2-sam-sparsity0.7-seed0"]
     assert ids[4:] == [i.replace("sst2", "qnli") for i in ids[:4]]
     more = EXPERIMENTS["cofi_more"].units(SMALL)
-    assert {u["seed"] for u in more[:16]} == {0} and {u["seed"] for u in more[16:]} == {1}
+    seeds = [u["seed"] for u in more]  # seed 0 less the headline's 8 units, then 24 per seed
+    assert seeds == [0] * 16 + [1] * 24 + [2] * 24
     assert [u["sparsity"] for u in more[:4]] == [0.9, 0.9, 0.5, 0.5]
     assert EXPERIMENTS["cofi"].priority < EXPERIMENTS["cofi_more"].priority
     every = [unit_id(u) for u in all_cofi_units(SMALL)]
-    assert len(every) == len(set(every)) == 3 * 4 * 2 * 2
+    assert len(every) == len(set(every)) == 3 * 4 * 3 * 2  # tasks, sparsities, seeds, teachers
 
 
 def test_the_plan_runs_the_headline_after_its_teachers():
