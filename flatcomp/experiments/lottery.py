@@ -109,9 +109,9 @@ def _run_imp(profile: Profile, unit: Unit, experiment: str = "imp") -> dict:
     prunable set of ``experiment`` (:data:`IMP_PRESETS`).
 
     Round 0 is the dense fine-tune (the ``finetune`` checkpoint), with its flatness and
-    compression damage (:func:`~flatcomp.experiments.tuned.model_measures`). Round k > 0 needs the masks
-    that round k - 1 pruned: they are computed first if missing, and every round leaves its
-    next masks (and, without rewinding, its trained weights) in the checkpoint cache.
+    compression damage (:func:`~flatcomp.experiments.tuned.model_measures`). Round k > 0 needs
+    the masks that round k - 1 pruned: they are computed first if missing, and every round
+    leaves its next masks (and, without rewinding, its trained weights) in the checkpoint cache.
     """
     from flatcomp import pruning
 
