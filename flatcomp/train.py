@@ -37,8 +37,7 @@ from flatcomp.precision import uses_bf16
 from flatcomp.pruning import apply_masks, mask_gradients
 from flatcomp.qa_answers import squad_scores
 from flatcomp.qa_features import QAFeatures
-from flatcomp import sam_variants
-from flatcomp.sam import SAM
+from flatcomp import loop, sam_variants
 
 TrainData = Encoded | QAFeatures  # GLUE rows, or SQuAD windows
 
@@ -83,13 +82,13 @@ def make_optimizer(name: str, model: torch.nn.Module, lr: float, rho: float = 0.
     variants on top of Adam at their papers' defaults: ``ksam`` (SAM every 5th step),
     ``looksam`` (k = 5, alpha = 0.7), ``esam`` (beta = 0.6, gamma = 0.5), ``sam_on`` (only the
     LayerNorms perturbed, rho = :data:`SAM_ON_RHO`)."""
+    if name in ("adam", "swa", "sam"):  # the library loop's own Adam and SAM
+        return loop.make_optimizer("adam" if name == "swa" else name, model, lr, rho,
+                                   weight_decay)
     params = [p for p in model.parameters() if p.requires_grad]
     adam = dict(lr=lr, weight_decay=weight_decay)
-    if name in ("adam", "swa"):
-        return torch.optim.AdamW(params, **adam)
     base = torch.optim.AdamW
     makers = {
-        "sam": lambda: SAM(params, base, rho=rho, **adam),
         "ksam": lambda: sam_variants.KStepSAM(params, base, rho=rho, k=5, **adam),
         "looksam": lambda: sam_variants.LookSAM(params, base, rho=rho, k=5, alpha=0.7, **adam),
         "esam": lambda: sam_variants.ESAM(params, base, rho=rho, beta=0.6, gamma=0.5, **adam),
