@@ -14,14 +14,18 @@ A top-level expression whose line ends in a comment holding a number, such as
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```", re.S | re.M)
 
 
@@ -87,3 +91,31 @@ def test_a_broken_snippet_or_a_wrong_claim_fails():
     [(line, code)] = snippets("text\n```python\nx = 1  # 2\n```\n")
     assert line == 3 and code == "x = 1  # 2\n"
     run_snippet(line, code)  # an assignment's comment is no claim
+
+
+NEWCOMER = re.compile(r"^## From a clone to the command line\n.*?^```bash\n(.*?)^```", re.S | re.M)
+
+
+def test_the_newcomer_path_gives_a_working_command_line(tmp_path):
+    """The README's "From a clone to the command line": `make install`, then `.venv/bin/python
+    -m flatcomp list`. `make test` has just run `make install` for the environment these tests
+    run in, so that environment must be up to date by the Makefile's own rule, and its Python
+    must list the experiments from outside the repository (no help from the working folder)."""
+    from flatcomp.experiments import EXPERIMENTS
+
+    block = NEWCOMER.search(README.read_text())
+    assert block, "README.md has no bash block under '## From a clone to the command line'"
+    commands = [line.partition("#")[0].strip() for line in block.group(1).splitlines()]
+    assert commands[:2] == ["make install", ".venv/bin/python -m flatcomp list"], commands
+    venv = Path(sys.prefix)
+    if not (venv / ".flatcomp-installed").exists():
+        pytest.skip(f"{venv} was not made by `make install` (no .flatcomp-installed stamp)")
+    stale = subprocess.run(["make", "-q", "install", f"VENV={venv}"], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert stale.returncode == 0, f"`make install VENV={venv}` would install again: run it"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    listed = subprocess.run([str(venv / "bin" / "python"), "-m", "flatcomp", "list"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    names = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    assert set(EXPERIMENTS) <= names, f"not listed: {sorted(set(EXPERIMENTS) - names)}"
