@@ -18,6 +18,7 @@ import pandas as pd
 
 from flatcomp.metrics import MAIN_METRIC
 from flatcomp.paper import COFI_95
+from flatcomp.plots import BOOK_WIDTH, SMALL
 from flatcomp.stats import PairedDifference, paired_difference, verdict as verdict_of
 from flatcomp.tables import TASK_NAMES, one_environment_per, pct, pm, with_notes
 
@@ -192,9 +193,9 @@ def verdict(records: list[dict]) -> str:
 
 # ---------------------------------------------------------------- figures
 
-def _panels(n: int, per_row: int = 2, height: float = 3.4) -> tuple[plt.Figure, list[plt.Axes]]:
+def _panels(n: int, per_row: int = 1, height: float = 3.2) -> tuple[plt.Figure, list[plt.Axes]]:
     rows, columns = -(-n // per_row), min(n, per_row)
-    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(BOOK_WIDTH, height * rows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -222,14 +223,16 @@ def sparsity_traces(records: list[dict], seed: int | None = None) -> plt.Figure:
                      color=COLORS[r["optimizer"]], linestyle=":", marker="o", markersize=3,
                      label=f"dev score, {TEACHERS[r['optimizer']]}")
         ax.plot(steps, target_line, color="black", linestyle="--", label="target t")
-        ax.set_title(f"{TASK_NAMES[task]}, target {_target(target)}, seed {seed}")
-        ax.set_xlabel("pruning step")
-        ax.set_ylabel("expected sparsity of the encoder matrices (%)")
-        dev.set_ylabel(f"gated model's dev {MAIN_METRIC[task]} (%, dotted)")
+        ax.set_title(f"{TASK_NAMES[task]}, target {_target(target)}, seed {seed}", fontsize=10)
+        ax.set_xlabel("pruning step", fontsize=9)
+        ax.set_ylabel("expected sparsity of the\nencoder matrices (%)", fontsize=9)
+        dev.set_ylabel(f"gated model's dev\n{MAIN_METRIC[task]} (%, dotted)", fontsize=9)
+        for axis in (ax, dev):
+            axis.tick_params(labelsize=SMALL)
         ax.set_ylim(0, 100)
         dev.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=SMALL, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -238,7 +241,8 @@ def accuracy_vs_speed(records: list[dict], batch_size: int = 32) -> plt.Figure:
     """Each student's dev score against its measured speed-up over the dense model (left) and its
     parameter count (right), with the teachers at speed-up 1 and full size; one row per task."""
     tasks = sorted({r["task"] for r in records})
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 3.6 * len(tasks)), squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(BOOK_WIDTH, 3.4 * len(tasks)), squeeze=False,
+                             sharey="row", layout="constrained")
     for (left, right), task in zip(axes, tasks):
         rs = [r for r in records if r["task"] == task]
         for o, name in TEACHERS.items():
@@ -258,15 +262,17 @@ def accuracy_vs_speed(records: list[dict], batch_size: int = 32) -> plt.Figure:
         for r in rs:
             left.annotate(_target(r["target_sparsity"]),
                           (_latency(r, "compact", batch_size)["speedup"], 100 * r["dev_score"]),
-                          fontsize=7, xytext=(3, 3), textcoords="offset points")
+                          fontsize=SMALL, xytext=(3, 3), textcoords="offset points")
         left.set_xscale("log")
-        left.set_xlabel(f"speed-up over the dense model (CPU, batch {batch_size}, log scale)")
-        right.set_xlabel("parameters (millions, embeddings included)")
+        left.set_xlabel(f"speed-up over the dense model\n(CPU, batch {batch_size}, log scale)",
+                        fontsize=9)
+        right.set_xlabel("parameters\n(millions, embeddings included)", fontsize=9)
+        left.set_ylabel(f"{TASK_NAMES[task]} dev {MAIN_METRIC[task]} (%)", fontsize=9)
         for ax in (left, right):
-            ax.set_ylabel(f"{TASK_NAMES[task]} dev {MAIN_METRIC[task]} (%)")
+            ax.tick_params(labelsize=SMALL)
             ax.grid(alpha=0.3)
-        left.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=SMALL, frameon=False)
     return fig
 
 
@@ -279,8 +285,8 @@ def kept_structure(records: list[dict], task: str, seed: int | None = None) -> p
                          f"{sorted({r['task'] for r in records})}")
     seed = min(r["seed"] for r in rs) if seed is None else seed
     targets = sorted({r["target_sparsity"] for r in rs if r["seed"] == seed}, reverse=True)
-    fig, axes = plt.subplots(len(targets), 2, figsize=(11, 2.6 * len(targets)), squeeze=False,
-                             sharex=True)
+    fig, axes = plt.subplots(len(targets), 2, figsize=(BOOK_WIDTH, 2.2 * len(targets) + 0.4),
+                             squeeze=False, sharex=True)
     width = 0.4
     for (left, right), target in zip(axes, targets):
         for i, (o, name) in enumerate(TEACHERS.items()):
@@ -296,13 +302,15 @@ def kept_structure(records: list[dict], task: str, seed: int | None = None) -> p
             of = r["kept"]["of"]
         left.set_ylim(0, of["heads"])
         right.set_ylim(0, of["ffn"])
-        left.set_ylabel(f"{_target(target)}: heads")
-        right.set_ylabel(f"{_target(target)}: FFN dims")
-        left.legend(fontsize=7)
+        left.set_ylabel(f"{_target(target)}: heads", fontsize=9)
+        right.set_ylabel(f"{_target(target)}: FFN dims", fontsize=9)
+        for ax in (left, right):
+            ax.tick_params(labelsize=SMALL)
+        left.legend(fontsize=SMALL)
     for ax in axes[-1]:
         ax.set_xlabel("layer")
         ax.set_xticks(layers)
-    axes[0][0].set_title(f"{TASK_NAMES[task]}, seed {seed}: heads kept per layer")
-    axes[0][1].set_title("FFN intermediate dimensions kept per layer")
+    axes[0][0].set_title(f"{TASK_NAMES[task]}, seed {seed}:\nheads kept per layer", fontsize=9)
+    axes[0][1].set_title("FFN intermediate dimensions\nkept per layer", fontsize=9)
     fig.tight_layout()
     return fig

@@ -261,8 +261,11 @@ INSPECT = r"""
     }
     tables.push(entry);
   });
+  // each figure: the width it is shown at, and its own
+  const images = [...column.querySelectorAll('.cell_output img')].map(
+    img => ({shown: img.getBoundingClientRect().width, natural: img.naturalWidth}));
   return {math: math.length, firstDisplay: displays.length ? box(displays[0]) : null,
-          cut, raw, tracebacks, errorOutputs, tables,
+          cut, raw, tracebacks, errorOutputs, tables, images,
           height: document.documentElement.scrollHeight,
           mathjaxMessage: (document.getElementById('MathJax_Message') || {}).innerText || ''};
 })()
@@ -366,4 +369,19 @@ def test_no_table_hides_a_column(pages):
            f"{t['column']} px column" for name, page in found.items()
            for t in page["tables"] if t["hidden"]]
     assert not bad, f"tables wider than their column, with no scroll box of their own " \
+                    f"(screenshots in {shots}):\n" + "\n".join(bad)
+
+
+def test_figures_are_shown_at_their_size_up_to_the_column(pages):
+    """tests/test_figures.py sizes the figures' text for a column COLUMN_PX wide, where an image
+    is shown at its own size up to that width: the site must do so."""
+    from test_figures import COLUMN_PX
+
+    found, shots = pages
+    images = [(name, i) for name, page in found.items() for i, _ in enumerate(page["images"])]
+    assert images, "no figure on any page"
+    bad = [f"{name}: figure {i} ({image['natural']} px) is shown {image['shown']:.0f} px wide"
+           for name, page in found.items() for i, image in enumerate(page["images"])
+           if image["shown"] < min(image["natural"], COLUMN_PX) - 1]
+    assert not bad, f"figures shown smaller than tests/test_figures.py assumes " \
                     f"(screenshots in {shots}):\n" + "\n".join(bad)
