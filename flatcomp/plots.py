@@ -448,7 +448,7 @@ def toy_landscape(landscape: tuple[np.ndarray, ...], minima: dict,
 def toy_trajectories(landscape: tuple[np.ndarray, ...], minima: dict,
                      paths: dict[str, list[np.ndarray]]) -> plt.Figure:
     """One panel per optimizer: its paths over the loss contours, from the same starts."""
-    fig, axes = plt.subplots(1, len(paths), figsize=(BOOK_WIDTH, 7.4 / len(paths) + 0.8),
+    fig, axes = plt.subplots(1, len(paths), figsize=(BOOK_WIDTH, 0.8 * BOOK_WIDTH / len(paths) + 0.9),
                              squeeze=False, layout="constrained")
     colors = plt.cm.Dark2(np.arange(8))
     for ax, (title, runs) in zip(axes[0], paths.items()):
@@ -469,7 +469,7 @@ def toy_trajectories(landscape: tuple[np.ndarray, ...], minima: dict,
 
 def toy_basins(maps: dict[str, tuple[np.ndarray, np.ndarray]], minima: dict) -> plt.Figure:
     """One panel per optimizer: each grid start coloured by the minimum it ends in."""
-    fig, axes = plt.subplots(1, len(maps), figsize=(BOOK_WIDTH, 7.2 / len(maps) + 0.9),
+    fig, axes = plt.subplots(1, len(maps), figsize=(BOOK_WIDTH, 0.75 * BOOK_WIDTH / len(maps) + 1.1),
                              squeeze=False, sharey=True, layout="constrained")
     for ax, (title, (starts, where)) in zip(axes[0], maps.items()):
         for name in ("sharp", "flat", "neither"):
