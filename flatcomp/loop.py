@@ -7,7 +7,7 @@
 The batches are any iterable of dicts that is read once per epoch (a list, or a function of the
 epoch that returns one, to reshuffle). The loss is ``model(**batch).loss`` for a Hugging Face
 model, or whatever ``loss_fn(model, batch)`` returns for any other module. It takes no profile:
-the book's machinery (:mod:`flatcomp.train`) passes its settings in the same way.
+the book's machinery (:mod:`flatcomp.lab.train`) passes its settings in the same way.
 
 The schedule is the paper's: the peak rate decays linearly to zero over all steps, with no
 warm-up and no weight decay by default (Na et al., 2022, Sec. 4). After every epoch ``evaluate``

@@ -1,7 +1,7 @@
 """Unstructured pruning: masks, global magnitude pruning, rewinding, random tickets and IMP.
 
 A *mask* is a dict ``{parameter name: bool tensor}`` over the prunable weights: True keeps an
-entry, False prunes it (the weight is held at exactly zero: in :func:`flatcomp.train.fine_tune`,
+entry, False prunes it (the weight is held at exactly zero: in :func:`flatcomp.lab.train.fine_tune`,
 or in a loop of your own with any optimizer through a :class:`Masker`). The *sparsity* of a mask
 is the fraction of the prunable weights it prunes.
 

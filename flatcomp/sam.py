@@ -25,7 +25,7 @@ before each of its two calls, so a closure may zero them too (flatcomp's do) or 
 README): the update is the two-step loop's either way. Gradients held when ``step`` is called are
 dropped: the first pass recomputes g(w).
 
-**Mixed precision.** With bf16 autocast (what :func:`flatcomp.train.fine_tune` uses, on CUDA and
+**Mixed precision.** With bf16 autocast (what :func:`flatcomp.lab.train.fine_tune` uses, on CUDA and
 on CPUs with AMX) nothing changes: bf16 needs no loss scaling. With fp16 and a ``GradScaler``,
 scale both backward passes; ``first_step`` may see the scaled gradient, since e(w) depends only on
 its direction; then undo the perturbation and let the scaler unscale, check for inf/NaN and step

@@ -26,17 +26,17 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("FLATCOMP_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("FLATCOMP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FLATCOMP_PROFILE", raising=False)
-    import flatcomp.results
+    import flatcomp.lab.results
 
-    monkeypatch.setattr(flatcomp.results, "_CODE_VERSION",
+    monkeypatch.setattr(flatcomp.lab.results, "_CODE_VERSION",
                         {"git_commit": FAKE_COMMIT, "git_dirty": False})
     return tmp_path
 
 
 @pytest.fixture(scope="session")
 def smoke():
-    """The smoke profile: tiny random BERT, rows shipped in flatcomp/smoke_data."""
-    from flatcomp.config import SMOKE
+    """The smoke profile: tiny random BERT, rows shipped in flatcomp/lab/smoke_data."""
+    from flatcomp.lab.config import SMOKE
 
     return SMOKE
 
@@ -44,6 +44,6 @@ def smoke():
 @pytest.fixture(scope="session")
 def tokenizer(smoke):
     """The smoke profile's tokenizer (MiniLM's uncased WordPiece), loaded once per session."""
-    from flatcomp.models import load_tokenizer
+    from flatcomp.lab.models import load_tokenizer
 
     return load_tokenizer(smoke)

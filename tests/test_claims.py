@@ -5,8 +5,9 @@ matplotlib.use("Agg")
 
 import pytest
 
-from flatcomp import claims, stats
-from flatcomp.config import get_profile
+from flatcomp import stats
+from flatcomp.lab import claims
+from flatcomp.lab.config import get_profile
 
 SMALL = get_profile("small")
 CPU = {"device": "cpu: a laptop", "precision": "fp32", "weights": "sha256 aaaa"}

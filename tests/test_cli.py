@@ -11,13 +11,13 @@ import re
 
 import pytest
 
-import flatcomp.datacards
-import flatcomp.experiments.sam as S
-from flatcomp.__main__ import main
-from flatcomp.config import SMOKE
-from flatcomp.data import DataNotFoundError
-from flatcomp.experiments import load_or_run, planned_units, select, select_or_explain, unit_id
-from flatcomp.results import ResultsStore, read_record
+import flatcomp.lab.datacards
+import flatcomp.lab.experiments.sam_runs as S
+from flatcomp.lab.cli import main
+from flatcomp.lab.config import SMOKE
+from flatcomp.lab.data import DataNotFoundError
+from flatcomp.lab.experiments import load_or_run, planned_units, select, select_or_explain, unit_id
+from flatcomp.lab.results import ResultsStore, read_record
 
 
 def _fake_finetuned(profile, task, optimizer, seed, lr=None, epochs=None, progress=True):
@@ -182,16 +182,16 @@ def _no_data(name, profile, folder=None):
 
 
 def test_a_data_card_without_data_is_an_error_never_a_stored_card(monkeypatch, capsys):
-    monkeypatch.setattr(flatcomp.datacards, "load_task", _no_data)
+    monkeypatch.setattr(flatcomp.lab.datacards, "load_task", _no_data)
     assert main(["run", "data_cards", "--profile", "smoke", "--task", "rte"]) == 2
     assert "no data for task 'rte'. Tried: nothing here" in capsys.readouterr().err
     assert ResultsStore(SMOKE).units("data_cards") == []
 
 
 def test_data_card_raises_data_not_found(monkeypatch, smoke):
-    monkeypatch.setattr(flatcomp.datacards, "load_task", _no_data)
+    monkeypatch.setattr(flatcomp.lab.datacards, "load_task", _no_data)
     with pytest.raises(DataNotFoundError, match="'mrpc'"):
-        flatcomp.datacards.data_card("mrpc", smoke)
+        flatcomp.lab.datacards.data_card("mrpc", smoke)
 
 
 def test_a_data_card_of_shipped_rows_is_stored(capsys):

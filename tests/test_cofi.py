@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 from flatcomp.cofi import (COFI_GATE_INIT, GATE_INIT, STRUCTURES, HardConcrete, Lagrangian,
                            add_gates, cofi_optimizers, compact, compact_like, lagrangian,
                            target_at)
-from flatcomp.cofi_train import CoFiSchedule
-from flatcomp.models import load_model
+from flatcomp.lab.cofi_train import CoFiSchedule
+from flatcomp.lab.models import load_model
 
 LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value",
            "attention.output.dense", "intermediate.dense", "output.dense")

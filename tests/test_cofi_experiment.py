@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from flatcomp import plan
-from flatcomp.config import SMALL, SMOKE
-from flatcomp.experiments import EXPERIMENTS, load_or_run, unit_id
-from flatcomp.experiments.cofi import all_cofi_units
+from flatcomp.lab import plan
+from flatcomp.lab.config import SMALL, SMOKE
+from flatcomp.lab.experiments import EXPERIMENTS, load_or_run, unit_id
+from flatcomp.lab.experiments.cofi_runs import all_cofi_units
 
 
 def test_small_units_start_with_sst2_at_95_and_70_percent_both_teachers_seed_0():

@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 
 import pytest
 
-from flatcomp import cofi_report
+from flatcomp.lab import cofi_report
 
 
 def record(optimizer, seed, score, teacher, target=0.95, reached=True):

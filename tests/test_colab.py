@@ -1,5 +1,6 @@
-"""On Colab a chapter shows what is stored and trains only when the reader asks (flatcomp.colab),
-checked here with a stand-in ``google.colab`` module, at the smoke profile."""
+"""On Colab a chapter shows what is stored and trains only when the reader asks
+(flatcomp.lab.colab), checked here with a stand-in ``google.colab`` module, at the smoke
+profile."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import types
 
 import pytest
 
-from flatcomp import colab
-from flatcomp.config import SMOKE, get_profile
+from flatcomp.lab import colab
+from flatcomp.lab.config import SMOKE, get_profile
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def test_an_unknown_chapter_names_the_chapters_there_are():
 
 @pytest.mark.usefixtures("on_colab")
 def test_use_results_folder_points_results_and_checkpoints_there(tmp_path, monkeypatch):
-    from flatcomp.config import cache_dir, results_dir
+    from flatcomp.lab.config import cache_dir, results_dir
 
     monkeypatch.setenv("FLATCOMP_RESULTS", str(tmp_path / "before"))  # undone after the test
     monkeypatch.setenv("FLATCOMP_CACHE", str(tmp_path / "before-cache"))

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from flatcomp import compressibility_report as report
-from flatcomp.config import get_profile
+from flatcomp.lab import compressibility_report as report
+from flatcomp.lab.config import get_profile
 
 
 def _record(optimizer, seed, sharp, drop, score=0.8, loss=0.3):
@@ -56,9 +56,9 @@ def test_partial_correlation_removes_a_shared_cause():
 
 @pytest.mark.slow
 def test_the_rescaling_trap_keeps_the_function_and_adaptive_sharpness():
-    from flatcomp.data import batches
-    from flatcomp.experiments import encoded_task
-    from flatcomp.models import load_model
+    from flatcomp.lab.data import batches
+    from flatcomp.lab.experiments import encoded_task
+    from flatcomp.lab.models import load_model
 
     tiny = get_profile("smoke").with_overrides(precision="fp32")
     train, _, _ = encoded_task(tiny, "mrpc", train_rows=16)
@@ -74,7 +74,7 @@ def test_the_rescaling_trap_keeps_the_function_and_adaptive_sharpness():
 
 
 def test_the_rho_sweep_has_adam_at_zero_and_a_unit_per_radius_and_seed():
-    from flatcomp.experiments import planned_units, unit_id
+    from flatcomp.lab.experiments import planned_units, unit_id
 
     units = planned_units(get_profile("small"), "rho_sweep")
     assert len(units) == 18 and {u["rho"] for u in units} == {0.0, 0.01, 0.02, 0.05, 0.1, 0.2}
@@ -83,7 +83,7 @@ def test_the_rho_sweep_has_adam_at_zero_and_a_unit_per_radius_and_seed():
 
 
 def test_the_hypothesis_has_its_own_claims_row_marked_as_ours():
-    from flatcomp import claims
+    from flatcomp.lab import claims
 
     records = [_record(o, s, 0.1 * (1 + s) + (0.5 if o == "adam" else 0),
                        0.01 * (1 + s) + (0.05 if o == "adam" else 0))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flatcomp.config import DEFAULT_PROFILE, PAPER, PROFILES, SMALL, SMOKE, get_profile
+from flatcomp.lab.config import DEFAULT_PROFILE, PAPER, PROFILES, SMALL, SMOKE, get_profile
 
 # The fields whose difference between small and paper must be justified in small.cuts.
 CUT_FIELDS = ("model", "lr", "epochs", "max_length", "batch_size", "train_size", "precision",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from flatcomp import data as D
-from flatcomp.data import (TASKS, DataNotFoundError, Examples, batches, encode, get_task,
-                           load_squad, load_task, split_in_two)
+from flatcomp.lab import data as D
+from flatcomp.lab.data import (TASKS, DataNotFoundError, Examples, batches, encode, get_task,
+                               load_squad, load_task, split_in_two)
 
 SHIPPED_TRAIN_ROWS = 256
 SHIPPED_DEV_ROWS = 128
@@ -486,7 +486,7 @@ def test_real_folder_rte_tsv_and_parquet_agree(real_folder, split, hf_split):
 def _lengths_data(n=500, seed=0):
     import random
 
-    from flatcomp.data import Encoded
+    from flatcomp.lab.data import Encoded
 
     rng = random.Random(seed)
     ids = tuple(tuple(range(rng.randint(3, 120))) for _ in range(n))
@@ -495,7 +495,7 @@ def _lengths_data(n=500, seed=0):
 
 
 def test_grouped_batches_hold_every_row_once_and_cut_the_padding():
-    from flatcomp.data import batch_order, padding_ratio
+    from flatcomp.lab.data import batch_order, padding_ratio
 
     data = _lengths_data()
     for shuffle in (False, True):
@@ -508,7 +508,7 @@ def test_grouped_batches_hold_every_row_once_and_cut_the_padding():
 
 
 def test_grouped_batches_are_seeded_and_differ_between_epochs():
-    from flatcomp.data import batch_order
+    from flatcomp.lab.data import batch_order
 
     data = _lengths_data()
     a = batch_order(data, 16, True, 1, True)
@@ -522,7 +522,7 @@ def test_grouped_batches_are_seeded_and_differ_between_epochs():
 def test_without_grouping_the_order_is_what_it_always_was():
     import torch
 
-    from flatcomp.data import batch_order
+    from flatcomp.lab.data import batch_order
 
     data = _lengths_data(100)
     expected = torch.randperm(100, generator=torch.Generator().manual_seed(7)).tolist()
@@ -533,10 +533,10 @@ def test_without_grouping_the_order_is_what_it_always_was():
 def test_evaluation_sorted_by_length_gives_the_same_predictions():
     import torch
 
-    from flatcomp.config import SMOKE
-    from flatcomp.experiments.core import encoded_task
-    from flatcomp.models import load_model
-    from flatcomp.train import predict
+    from flatcomp.lab.config import SMOKE
+    from flatcomp.lab.experiments.core import encoded_task
+    from flatcomp.lab.models import load_model
+    from flatcomp.lab.train import predict
 
     _, dev, _ = encoded_task(SMOKE, "mrpc")
     model = load_model(SMOKE, "mrpc", 0)
@@ -572,13 +572,13 @@ def no_folder(monkeypatch):
 
 
 def _small():
-    from flatcomp.config import SMALL
+    from flatcomp.lab.config import SMALL
 
     return SMALL
 
 
 def test_profiles_say_which_tasks_split_their_dev_set():
-    from flatcomp.config import PAPER, SMALL, SMOKE
+    from flatcomp.lab.config import PAPER, SMALL, SMOKE
 
     assert set(SMALL.dev_split_tasks) == set(D.DEV_SPLIT_TASKS)
     assert SMOKE.dev_split_tasks == () and PAPER.dev_split_tasks == ()
@@ -602,7 +602,7 @@ def test_small_mnli_from_the_hub_is_the_local_split(parquet_folder, monkeypatch,
 
 def test_paper_mnli_from_the_hub_keeps_the_hubs_train_split(parquet_folder, monkeypatch,
                                                             no_folder, hub_reachable):
-    from flatcomp.config import PAPER
+    from flatcomp.lab.config import PAPER
 
     calls = []
     monkeypatch.setattr(D, "_hub_split", _mnli_hub(calls))
@@ -649,7 +649,7 @@ def test_task_rows_agree_with_loading_from_any_source(name, parquet_folder, monk
                                                       hub_reachable):
     """At the official sizes, with a fake hub: what task_rows says is what loading gives, at
     small from the hub and from a local folder alike, and at paper from the hub."""
-    from flatcomp.config import PAPER, SMALL
+    from flatcomp.lab.config import PAPER, SMALL
 
     train_rows, dev_rows = D.OFFICIAL_ROWS[name]
     task = get_task(name)
@@ -693,7 +693,7 @@ def _squad_blob(examples: list) -> dict:
 
 def test_small_squad_from_the_hub_is_the_local_article_split(tmp_path, monkeypatch, no_folder,
                                                              hub_reachable):
-    from flatcomp.config import PAPER
+    from flatcomp.lab.config import PAPER
 
     examples = _squad_rows({f"Article_{k}": 4 + k for k in range(8)})
     folder = tmp_path / "data"
@@ -722,7 +722,7 @@ def test_small_squad_from_the_hub_is_the_local_article_split(tmp_path, monkeypat
 def test_squad_rows_agree_with_loading_from_the_hub(monkeypatch, no_folder, hub_reachable):
     """squad_rows sizes the article split from SQUAD_DEV_ARTICLES without reading anything; a
     hub holding a dev set of those articles gives the same sizes, at small and at paper."""
-    from flatcomp.config import PAPER, SMALL
+    from flatcomp.lab.config import PAPER, SMALL
 
     dev = _squad_rows(D.SQUAD_DEV_ARTICLES)
     train = _squad_rows({"Train_article": D.OFFICIAL_ROWS["squad"][0]})
@@ -745,7 +745,7 @@ def test_real_folder_squad_articles_match_the_table(real_folder):
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_real_folder_task_rows_agree_with_loading(real_folder, monkeypatch, name):
-    from flatcomp.config import SMALL
+    from flatcomp.lab.config import SMALL
 
     monkeypatch.setenv("FLATCOMP_DATA", str(real_folder))
     data = load_task(name, SMALL)

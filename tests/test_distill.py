@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from flatcomp.distill import (LayerMap, default_teacher_layers, distillation_loss, layer_loss,
                               logit_loss, match_layers)
-from flatcomp.models import load_model
+from flatcomp.lab.models import load_model
 
 
 @pytest.fixture

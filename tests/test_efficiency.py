@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from flatcomp import tables
-from flatcomp.config import PAPER
-from flatcomp.experiments import load_or_run
-from flatcomp.experiments.efficiency import COMPARED, one_shot_pruned
-from flatcomp.models import load_model
+from flatcomp.lab import tables
+from flatcomp.lab.config import PAPER
+from flatcomp.lab.experiments import load_or_run
+from flatcomp.lab.experiments.efficiency import COMPARED, one_shot_pruned
+from flatcomp.lab.models import load_model
+from flatcomp.lab.train import VARIANTS
 from flatcomp.pruning import sparsity_report
-from flatcomp.train import VARIANTS
 
 
 def test_every_variant_is_an_optimizer_the_loop_takes(smoke):
-    from flatcomp.train import make_optimizer
+    from flatcomp.lab.train import make_optimizer
 
     model = load_model(smoke, "mrpc")
     for name in VARIANTS:

@@ -12,12 +12,12 @@ import re
 import pytest
 import torch
 
-import flatcomp.experiments.setup as E
-from flatcomp.__main__ import main
-from flatcomp.config import PROFILES
-from flatcomp.experiments import (EXPERIMENTS, experiment_profile, get_experiment, load_or_run,
-                                  select, unit_id)
-from flatcomp.results import ResultsStore, read_record
+import flatcomp.lab.experiments.setup as E
+from flatcomp.lab.cli import main
+from flatcomp.lab.config import PROFILES
+from flatcomp.lab.experiments import (EXPERIMENTS, experiment_profile, get_experiment, load_or_run,
+                                      select, unit_id)
+from flatcomp.lab.results import ResultsStore, read_record
 
 TIMING = ("seconds_per_step", "wall_seconds")  # the only fields allowed to differ between runs
 
@@ -175,7 +175,7 @@ def test_cli_report_on_an_empty_results_folder(capsys):
 
 
 def test_cli_report_counts_lottery_units_at_the_lottery_profile(capsys):
-    from flatcomp.config import SMALL
+    from flatcomp.lab.config import SMALL
 
     assert main(["report", "--profile", "small"]) == 0
     planned = len(get_experiment("imp").units(SMALL.for_lottery()))
@@ -233,7 +233,7 @@ def test_cli_corrupt_results_file_returns_2_naming_it(smoke, monkeypatch, capsys
 
 def test_flatness_unit_measures_a_finetuned_model(smoke):
     """One flatness unit: finite sharpness (>= 0), eigenvalue and trace of a cached fine-tune."""
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     [r] = load_or_run(smoke, "flatness", task=["mrpc"], optimizer=["adam"], seed=[0],
                       progress=False)
@@ -243,7 +243,7 @@ def test_flatness_unit_measures_a_finetuned_model(smoke):
 
 def test_landscape_unit_is_a_line_and_a_plane_through_the_trained_weights(smoke):
     """The centre of the line and of the plane is the model itself: the same loss at a = b = 0."""
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     [r] = load_or_run(smoke, "landscape", task=["mrpc"], optimizer=["sam"], progress=False)
     assert r["alphas"] == [-1.0, -0.5, 0.0, 0.5, 1.0] and r["grid"] == [-1.0, 0.0, 1.0]
@@ -254,7 +254,7 @@ def test_landscape_unit_is_a_line_and_a_plane_through_the_trained_weights(smoke)
 
 def test_quant_theory_predicts_a_larger_increase_for_fewer_bits(smoke):
     """The prediction (1/2 sum H_ii Delta_i^2 / 12) grows as Delta grows, by 4x per bit removed."""
-    from flatcomp.experiments import QUANT_BITS, load_or_run
+    from flatcomp.lab.experiments import QUANT_BITS, load_or_run
 
     [r] = load_or_run(smoke, "quant_theory", task=["mrpc"], optimizer=["adam"], seed=[0],
                       progress=False)
@@ -266,7 +266,7 @@ def test_quant_theory_predicts_a_larger_increase_for_fewer_bits(smoke):
 
 
 def test_quant_speed_times_both_precisions_at_two_batch_sizes(smoke):
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     [r] = load_or_run(smoke, "quant_speed", progress=False)
     assert {(t["precision"], t["batch_size"]) for t in r["timings"]} == {
@@ -276,7 +276,7 @@ def test_quant_speed_times_both_precisions_at_two_batch_sizes(smoke):
 
 
 def test_mask_overhead_times_dense_and_masked_steps_alike(smoke):
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     adam, sam = load_or_run(smoke, "mask_overhead", progress=False)
     for r in (adam, sam):
@@ -290,7 +290,7 @@ def test_tickets_train_at_the_ticket_sparsity_from_the_imp_masks(smoke):
     """A SAM mask comes from SAM's IMP run (computed on demand); a random one keeps the Adam
     mask's per-layer counts; both hold the same sparsity while training."""
     from flatcomp import pruning
-    from flatcomp.experiments import load_or_run, ticket_sparsity
+    from flatcomp.lab.experiments import load_or_run, ticket_sparsity
 
     sparsity = ticket_sparsity(smoke, "mrpc")
     assert sparsity == pytest.approx(0.2)  # capped at the smoke profile's 2 IMP rounds
@@ -315,7 +315,7 @@ def test_transfer_pairs_every_two_tasks_of_the_grid():
 
 
 def test_transfer_trains_the_target_task_under_the_source_tasks_ticket(smoke):
-    from flatcomp.experiments import load_or_run, ticket_sparsity
+    from flatcomp.lab.experiments import load_or_run, ticket_sparsity
 
     [r] = load_or_run(smoke, "transfer", source=["stsb"], task=["mrpc"], mask=["sam"],
                       optimizer=["sam"], progress=False)
@@ -327,7 +327,7 @@ def test_transfer_trains_the_target_task_under_the_source_tasks_ticket(smoke):
 
 
 def test_mask_analysis_compares_the_adam_and_sam_tickets(smoke):
-    from flatcomp.experiments import load_or_run, ticket_sparsity
+    from flatcomp.lab.experiments import load_or_run, ticket_sparsity
 
     [r] = load_or_run(smoke, "mask_analysis", task=["mrpc"], progress=False)
     assert r["sparsity"] == ticket_sparsity(smoke, "mrpc")
@@ -338,7 +338,7 @@ def test_mask_analysis_compares_the_adam_and_sam_tickets(smoke):
 
 def test_compound_quantizes_the_stored_ticket(smoke):
     """Ticket then int8: the fp32 score is the ticket's own best score (same weights, fp32 eval)."""
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     [r] = load_or_run(smoke, "compound", task=["mrpc"], mask=["sam"], seed=[0], progress=False)
     [ticket] = load_or_run(smoke, "tickets", task=["mrpc"], mask=["sam"], optimizer=["sam"],
@@ -349,7 +349,7 @@ def test_compound_quantizes_the_stored_ticket(smoke):
 
 
 def test_quantization_unit_scores_every_bit_width(smoke):
-    from flatcomp.experiments import QUANT_BITS, load_or_run
+    from flatcomp.lab.experiments import QUANT_BITS, load_or_run
 
     [r] = load_or_run(smoke, "quantization", task=["mrpc"], optimizer=["adam"], seed=[0],
                       progress=False)
@@ -374,8 +374,8 @@ def test_quantization_unit_scores_every_bit_width(smoke):
 
 def test_imp_rounds_are_units_that_build_on_each_other(smoke):
     """Asking for round 2 alone computes rounds 0 and 1 first; round k trains at sparsity k/10."""
-    from flatcomp.experiments import load_or_run
-    from flatcomp.results import ResultsStore
+    from flatcomp.lab.experiments import load_or_run
+    from flatcomp.lab.results import ResultsStore
 
     [r2] = load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True],
                        round=[2], progress=False)
@@ -392,7 +392,7 @@ def test_imp_rounds_are_units_that_build_on_each_other(smoke):
 
 def test_lottery_experiments_run_at_the_profiles_lottery_schedule(smoke):
     """IMP trains at ``profile.for_lottery()`` (smoke: 1 epoch) and records that config."""
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     assert smoke.for_lottery().epochs == {"default": 1} != smoke.epochs
     assert smoke.for_lottery().for_lottery() == smoke.for_lottery()
@@ -407,8 +407,9 @@ def test_lottery_experiments_run_at_the_profiles_lottery_schedule(smoke):
 def test_a_ticket_trained_by_the_optimizer_that_found_it_is_imps_own_round(smoke):
     """The Adam ticket fine-tuned with Adam at IMP's seed reuses IMP's round at the ticket
     sparsity, and that round is the same computation as fine-tuning the ticket afresh."""
-    from flatcomp.experiments import load_or_run
-    from flatcomp.experiments.lottery import _fine_tune_masked, _masked_weights_path, ticket_masks
+    from flatcomp.lab.experiments import load_or_run
+    from flatcomp.lab.experiments.lottery import (_fine_tune_masked, _masked_weights_path,
+                                                  ticket_masks)
 
     unit = dict(task="mrpc", mask="adam", optimizer="adam", seed=0)
     [reused] = load_or_run(smoke, "tickets", **{k: [v] for k, v in unit.items()}, progress=False)
@@ -428,9 +429,9 @@ def test_a_reused_ticket_trains_its_round_again_only_when_its_weights_are_needed
     training, and an experiment that needs its model remakes the round, identically on a CPU."""
     from safetensors.torch import load_file
 
-    from flatcomp.experiments import load_or_run
-    from flatcomp.experiments.lottery import (_imp_path, _masked_weights_path, _ticket_model,
-                                              ticket_imp_unit)
+    from flatcomp.lab.experiments import load_or_run
+    from flatcomp.lab.experiments.lottery import (_imp_path, _masked_weights_path, _ticket_model,
+                                                  ticket_imp_unit)
 
     lottery = smoke.for_lottery()
     unit = dict(task="mrpc", mask="sam", optimizer="sam", seed=0)
@@ -457,7 +458,7 @@ def test_a_reused_ticket_trains_its_round_again_only_when_its_weights_are_needed
 
 
 def test_ticket_flatness_measures_the_stored_tickets_subnetwork(smoke):
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     wanted = dict(task=["mrpc"], mask=["random"], optimizer=["sam"], seed=[0])
     [r] = load_or_run(smoke, "ticket_flatness", progress=False, **wanted)
@@ -467,7 +468,7 @@ def test_ticket_flatness_measures_the_stored_tickets_subnetwork(smoke):
 
 
 def test_pooler_check_trains_the_ticket_again_with_a_dense_pooler(smoke):
-    from flatcomp.experiments import load_or_run, ticket_masks
+    from flatcomp.lab.experiments import load_or_run, ticket_masks
 
     wanted = dict(task=["mrpc"], mask=["adam"], optimizer=["sam"], seed=[0])
     [r] = load_or_run(smoke, "pooler_check", progress=False, **wanted)
@@ -485,7 +486,7 @@ def test_pooler_check_trains_the_ticket_again_with_a_dense_pooler(smoke):
 
 
 def test_imp_flatness_measures_each_rounds_trained_subnetwork(smoke):
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     wanted = dict(task=["mrpc"], optimizer=["sam"], rewind=[True], round=[0, 2])
     dense, pruned = load_or_run(smoke, "imp_flatness", progress=False, **wanted)
@@ -500,7 +501,7 @@ def test_imp_flatness_measures_each_rounds_trained_subnetwork(smoke):
 
 
 def test_load_or_run_can_show_only_what_is_stored(smoke):
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     wanted = dict(task=["mrpc"], optimizer=["adam"], rewind=[True])
     assert load_or_run(smoke, "imp", missing="skip", **wanted) == []
@@ -522,7 +523,7 @@ def test_a_stored_imp_round_whose_masks_left_the_cache_is_trained_again(smoke, t
                                                                         monkeypatch):
     """Stored IMP records without their cached masks (made on another machine): the rounds are
     trained again, with a warning, and on a CPU the remade ticket is the same one."""
-    from flatcomp.experiments import load_or_run, ticket_and_origin, ticket_masks
+    from flatcomp.lab.experiments import load_or_run, ticket_and_origin, ticket_masks
 
     lottery = smoke.for_lottery()
     stored = load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True],
@@ -554,8 +555,8 @@ def test_the_command_line_writes_a_tasks_ticket(tmp_path, capsys):
 
 
 def test_the_full_model_and_int8_units_cover_the_dense_tasks_headline_pairs_first():
-    from flatcomp.config import SMALL
-    from flatcomp.experiments.core import HEADLINE_TASKS
+    from flatcomp.lab.config import SMALL
+    from flatcomp.lab.experiments.core import HEADLINE_TASKS
 
     for name in ("finetune", "quantization"):
         exp = EXPERIMENTS[name]
@@ -569,7 +570,7 @@ def test_the_full_model_and_int8_units_cover_the_dense_tasks_headline_pairs_firs
 
 
 def test_small_sweeps_adam_and_sam_over_the_same_grid():
-    from flatcomp.config import SMALL
+    from flatcomp.lab.config import SMALL
 
     units = EXPERIMENTS["lr_sweep"].units(SMALL)
     for task in ("mrpc", "sst2", "rte"):
@@ -579,8 +580,8 @@ def test_small_sweeps_adam_and_sam_over_the_same_grid():
 
 
 def test_the_longer_budget_trains_the_first_task_longer_for_both_optimizers(smoke):
-    from flatcomp.config import PAPER, SMALL
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.config import PAPER, SMALL
+    from flatcomp.lab.experiments import load_or_run
 
     assert EXPERIMENTS["budget"].units(PAPER) == []  # the paper's own 10 epochs
     assert EXPERIMENTS["budget"].units(SMALL) == []  # the tuned protocol trains 10 epochs
@@ -591,8 +592,8 @@ def test_the_longer_budget_trains_the_first_task_longer_for_both_optimizers(smok
 def test_the_pooler_free_imp_prunes_the_encoder_only(smoke):
     """imp_encoder's round k prunes k/10 of the encoder's matrices and leaves the pooler dense;
     its cache files are apart from those of imp, whose masks include the pooler."""
-    from flatcomp.experiments import load_or_run
-    from flatcomp.experiments.lottery import _imp_path
+    from flatcomp.lab.experiments import load_or_run
+    from flatcomp.lab.experiments.lottery import _imp_path
     from flatcomp.pruning import load_masks
 
     [r1] = load_or_run(smoke, "imp_encoder", task=["mrpc"], optimizer=["adam"], seed=[0],
@@ -611,8 +612,8 @@ def test_each_seed_of_the_pooler_free_table_uses_its_own_chains_ticket(smoke):
     """tickets_encoder's seed 1: the SAM ticket fine-tuned with SAM is round 2 of the seed-1
     imp_encoder chain (no training of its own); with Adam it trains under that chain's mask,
     whose pooler is dense, and its weights are cached apart from the with-pooler tickets'."""
-    from flatcomp.experiments import load_or_run, ticket_and_origin
-    from flatcomp.experiments.lottery import _masked_weights_path
+    from flatcomp.lab.experiments import load_or_run, ticket_and_origin
+    from flatcomp.lab.experiments.lottery import _masked_weights_path
 
     two = smoke.with_seeds((0, 1))  # smoke's lottery runs the first seed only
     lot = two.for_lottery()
@@ -633,7 +634,7 @@ def test_each_seed_of_the_pooler_free_table_uses_its_own_chains_ticket(smoke):
 
 
 def test_pooler_free_transfer_moves_the_same_seeds_tickets(smoke):
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     [cell] = load_or_run(smoke.with_seeds((0, 1)), "transfer_encoder", source=["stsb"],
                          task=["mrpc"], mask=["adam"], optimizer=["sam"], seed=[1], progress=False)

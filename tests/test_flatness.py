@@ -277,8 +277,8 @@ def test_params_restricts_the_measurement():
 
 @pytest.fixture(scope="module")
 def bert(smoke, tokenizer):
-    from flatcomp.data import Examples, batches, encode, load_task
-    from flatcomp.models import load_model
+    from flatcomp.lab.data import Examples, batches, encode, load_task
+    from flatcomp.lab.models import load_model
 
     rows = load_task("rte", smoke).train
     rows = Examples(rows.texts[:16], rows.labels[:16])

@@ -1,5 +1,6 @@
-"""Two layers: the library a user imports, and the book's machinery beside it. Read from the
-source (AST), so that a lazy import inside a function counts too."""
+"""Two layers: the library a user imports (the modules directly in flatcomp/), and the book's
+machinery (everything under flatcomp/lab/). Read from the source (AST), so that a lazy import
+inside a function counts too."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "flatcomp"
-# What a user imports: methods any training loop can use, with no profile and no data code.
-LIBRARY = {"sam", "sam_variants", "pruning", "cofi", "distill", "quantization", "flatness",
-           "low_rank", "rescaling", "loop", "stats", "metrics", "distributed", "toy"}
+# What a user imports: methods any training loop can use, with no profile and no data code; every
+# module directly in flatcomp/ but __main__, the command line's entry, which hands over to
+# flatcomp.lab.cli.
+LIBRARY = {p.stem for p in PACKAGE.glob("*.py")} - {"__main__"}
+# The book's machinery: everything under flatcomp/lab/.
+LAB = PACKAGE / "lab"
 
 
 def module_name(path: Path) -> str:
@@ -33,6 +37,12 @@ def flatcomp_imports(path: Path, top_level_only: bool = False) -> set[str]:
                       if (PACKAGE.parent / node.module.replace(".", "/") / f"{a.name}.py").exists()
                       or (PACKAGE.parent / node.module.replace(".", "/") / a.name).is_dir()}
     return found - {"flatcomp"}
+
+
+def test_the_library_is_the_modules_beside_the_lab():
+    assert {"sam", "pruning", "quantization", "loop", "__init__"} <= LIBRARY
+    assert (LAB / "__init__.py").exists() and (LAB / "experiments" / "__init__.py").exists()
+    assert not LIBRARY & {"config", "data", "train", "plan", "results", "tables", "experiments"}
 
 
 def test_no_library_module_imports_the_machinery():
@@ -64,6 +74,11 @@ def test_the_package_has_no_import_cycle_at_import_time():
 
 def test_the_check_sees_a_machinery_import(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from flatcomp.config import get_profile\n")
-    assert "flatcomp.config" in flatcomp_imports(bad)
-    assert "flatcomp.config" not in flatcomp_imports(bad, top_level_only=True)
+    bad.write_text("def f():\n    from flatcomp.lab.config import get_profile\n")
+    assert "flatcomp.lab.config" in flatcomp_imports(bad)
+    assert "flatcomp.lab.config" not in flatcomp_imports(bad, top_level_only=True)
+    for line in ("from flatcomp.lab import plan", "import flatcomp.lab.train",
+                 "from flatcomp import lab"):
+        bad.write_text(line + "\n")
+        found = flatcomp_imports(bad)
+        assert found and all(m.split(".")[1] not in LIBRARY for m in found), (line, found)

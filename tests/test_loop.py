@@ -68,9 +68,9 @@ def test_the_rate_decays_linearly_to_zero():
 
 
 def test_a_hugging_face_model_uses_its_own_loss(smoke):
-    from flatcomp.data import batches
-    from flatcomp.experiments import encoded_task
-    from flatcomp.models import load_model
+    from flatcomp.lab.data import batches
+    from flatcomp.lab.experiments import encoded_task
+    from flatcomp.lab.models import load_model
 
     train, _, _ = encoded_task(smoke, "mrpc")
     data = list(batches(train, 16))[:4]

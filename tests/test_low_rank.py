@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from flatcomp.config import SMOKE
-from flatcomp.models import load_model
+from flatcomp.lab.config import SMOKE
+from flatcomp.lab.models import load_model
 
 
 def _model():

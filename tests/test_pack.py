@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flatcomp import assemble, pack, plan
-from flatcomp.results import ResultsStore, read_record
+from flatcomp.lab import assemble, pack, plan
+from flatcomp.lab.results import ResultsStore, read_record
 
 ONE_SECOND = lambda profile: 1.0  # noqa: E731
 
@@ -53,7 +53,8 @@ def test_a_pack_over_the_limit_comes_in_parts_that_fit(smoke, tmp_path):
         assert size <= 1 << 20, part
     manifest = json.loads((parts[0] / "MANIFEST.json").read_text())
     names = set(manifest["files"])
-    assert "run.sh" in names and "code/flatcomp/plan.py" in names
+    assert "run.sh" in names and "code/flatcomp/lab/plan.py" in names
+    assert "code/flatcomp/sam.py" in names  # the library too, not only flatcomp.lab
     assert any(n.startswith("code/submitit/") for n in names)
     assert "model/vocab.txt" in names  # the smoke BERT's tokenizer; its weights come from a seed
 
@@ -62,7 +63,7 @@ def test_assemble_waits_for_every_part_and_refuses_a_damaged_one(smoke, tmp_path
     parts = _make_pack(smoke, tmp_path / "pack", max_bytes=1 << 20)
     into = tmp_path / "assembled"
     assert [assemble.receive(p, into) for p in parts] == [False] * (len(parts) - 1) + [True]
-    assert (into / "run.sh").exists() and (into / "code" / "flatcomp" / "plan.py").exists()
+    assert (into / "run.sh").exists() and (into / "code" / "flatcomp" / "lab" / "plan.py").exists()
     damaged = tmp_path / "damaged"
     piece = next((parts[-1] / "pieces").iterdir())
     piece.write_bytes(b"x" + piece.read_bytes()[1:])

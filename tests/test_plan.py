@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from flatcomp import plan
-from flatcomp.config import PROFILES
-from flatcomp.experiments import (EXPERIMENTS, experiment_profile, finetuned_file, select,
-                                  ticket_file, unit_id)
-from flatcomp.experiments.core import Job
-from flatcomp.results import ResultsStore, read_record
+from flatcomp.lab import plan
+from flatcomp.lab.config import PROFILES
+from flatcomp.lab.experiments import (EXPERIMENTS, experiment_profile, finetuned_file, select,
+                                      ticket_file, unit_id)
+from flatcomp.lab.experiments.core import Job
+from flatcomp.lab.results import ResultsStore, read_record
 
 ONE_SECOND = lambda profile: 1.0  # noqa: E731 - a cost model that needs no measurement
 
@@ -148,8 +148,8 @@ def test_the_cost_model_counts_the_tokens_a_step_computes(smoke):
 
 
 def test_a_corrupt_results_file_fails_the_dry_run_and_the_check(smoke, capsys):
-    from flatcomp.__main__ import main
-    from flatcomp.results import CorruptResultError
+    from flatcomp.lab.cli import main
+    from flatcomp.lab.results import CorruptResultError
 
     path = ResultsStore(smoke).path("data_cards", "cola")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 
-from flatcomp import plots  # noqa: E402
+from flatcomp.lab import plots  # noqa: E402
 
 
 def test_imp_curves_draw_one_line_per_optimizer_and_schedule():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flatcomp import precision as P
-from flatcomp.precision import resolve_precision, uses_bf16
+from flatcomp.lab import precision as P
+from flatcomp.lab.precision import resolve_precision, uses_bf16
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16"})     # this session's EPYC: no AMX
@@ -64,9 +64,9 @@ def test_cpu_flags_reads_the_flags_line(monkeypatch, tmp_path):
 
 def test_training_code_autocasts_as_resolved(smoke, tokenizer, flags, monkeypatch):
     """predict (and so fine_tune's evaluation) runs bf16 autocast exactly when resolved so."""
-    import flatcomp.train as T
-    from flatcomp.data import encode, load_task
-    from flatcomp.models import load_model
+    import flatcomp.lab.train as T
+    from flatcomp.lab.data import encode, load_task
+    from flatcomp.lab.models import load_model
 
     seen, real = [], T.autocast
     monkeypatch.setattr(T, "autocast", lambda device, enabled: seen.append(enabled)

@@ -11,13 +11,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from flatcomp.data import encode, load_task
-from flatcomp.models import load_model
+from flatcomp.lab.data import encode, load_task
+from flatcomp.lab.models import load_model
+from flatcomp.lab.train import fine_tune
 from flatcomp.pruning import (ImpRound, apply_masks, imp_rounds, iterative_magnitude_pruning,
                               load_masks, magnitude_masks, mask_overlap, prunable_weights,
                               random_masks, rewind, save_masks, snapshot, sparsity_report,
                               without_pooler)
-from flatcomp.train import fine_tune
 
 TASK = "rte"
 CPU = torch.device("cpu")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from flatcomp.data import SquadExample, batches, load_squad
-from flatcomp.qa_answers import (MAX_ANSWER_TOKENS, Span, best_span, predicted_answers,
-                                 squad_scores, span_text)
-from flatcomp.qa_features import CLS_INDEX, QAFeatures, encode_squad, squad_features
+from flatcomp.lab.data import SquadExample, batches, load_squad
+from flatcomp.lab.qa_answers import (MAX_ANSWER_TOKENS, Span, best_span, predicted_answers,
+                                     squad_scores, span_text)
+from flatcomp.lab.qa_features import CLS_INDEX, QAFeatures, encode_squad, squad_features
 
 
 def example(context: str, answer: str, question: str = "what?", qid: str = "q",
@@ -256,7 +256,7 @@ def test_a_question_with_several_windows_gets_one_answer(tokenizer):
 # ---------------------------------------------------------------- the span head, trained
 
 def test_the_smoke_qa_model_shares_the_tiny_encoder_and_seeds_its_head(smoke):
-    from flatcomp.models import load_model
+    from flatcomp.lab.models import load_model
 
     qa, other, glue = (load_model(smoke, "squad", 0), load_model(smoke, "squad", 1),
                        load_model(smoke, "mrpc", 0))
@@ -278,8 +278,8 @@ def test_shipped_squad_windows_split_by_article(smoke):
 
 
 def test_a_qa_fine_tune_on_the_smoke_rows_learns(smoke):
-    from flatcomp.models import load_model
-    from flatcomp.train import evaluate, fine_tune
+    from flatcomp.lab.models import load_model
+    from flatcomp.lab.train import evaluate, fine_tune
 
     train, dev, _ = squad_features(smoke)
     untrained = evaluate(load_model(smoke, "squad", 0), dev, "squad", smoke)["f1"]
@@ -294,9 +294,9 @@ def test_a_qa_fine_tune_on_the_smoke_rows_learns(smoke):
 
 
 def test_sam_and_swa_train_the_span_head_under_masks(smoke):
-    from flatcomp.models import load_model
+    from flatcomp.lab.models import load_model
+    from flatcomp.lab.train import fine_tune
     from flatcomp.pruning import magnitude_masks, prunable_weights
-    from flatcomp.train import fine_tune
 
     train, dev, _ = squad_features(smoke)
     for optimizer in ("sam", "swa"):
@@ -312,8 +312,8 @@ def test_sam_and_swa_train_the_span_head_under_masks(smoke):
 
 
 def test_esam_gets_every_windows_span_loss(smoke):
-    from flatcomp.models import load_model
-    from flatcomp.train import closure_maker
+    from flatcomp.lab.models import load_model
+    from flatcomp.lab.train import closure_maker
 
     train, _, _ = squad_features(smoke)
     model = load_model(smoke, "squad", 0).eval()
@@ -326,9 +326,9 @@ def test_esam_gets_every_windows_span_loss(smoke):
 
 
 def test_glue_rows_and_squad_windows_do_not_mix(smoke):
-    from flatcomp.experiments.core import encoded_task
-    from flatcomp.models import load_model
-    from flatcomp.train import fine_tune
+    from flatcomp.lab.experiments.core import encoded_task
+    from flatcomp.lab.models import load_model
+    from flatcomp.lab.train import fine_tune
 
     squad_train, _, _ = squad_features(smoke)
     _, glue_dev, _ = encoded_task(smoke, "mrpc")
@@ -347,7 +347,7 @@ def real_folder():
 
 
 def test_small_splits_the_real_dev_set_by_article_and_subsamples(real_folder):
-    from flatcomp.config import SMALL
+    from flatcomp.lab.config import SMALL
 
     train, dev, cut = load_squad(SMALL, real_folder)
     assert len(train) == 2000 and len(dev) == 2192

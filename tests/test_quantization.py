@@ -39,8 +39,8 @@ DynamicLinear = torch.ao.nn.quantized.dynamic.Linear
 def bert():
     """The tiny BERT in eval mode. Shared by the tests: none may change it (and each checks that
     the functions it calls do not)."""
-    from flatcomp.config import SMOKE
-    from flatcomp.models import load_model
+    from flatcomp.lab.config import SMOKE
+    from flatcomp.lab.models import load_model
 
     return load_model(SMOKE, "rte", 0).eval()
 

@@ -101,7 +101,7 @@ def test_the_newcomer_path_gives_a_working_command_line(tmp_path):
     -m flatcomp list`. `make test` has just run `make install` for the environment these tests
     run in, so that environment must be up to date by the Makefile's own rule, and its Python
     must list the experiments from outside the repository (no help from the working folder)."""
-    from flatcomp.experiments import EXPERIMENTS
+    from flatcomp.lab.experiments import EXPERIMENTS
 
     block = NEWCOMER.search(README.read_text())
     assert block, "README.md has no bash block under '## From a clone to the command line'"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flatcomp.results import (SCHEMA, CorruptResultError, ResultsStore, check_record,
-                              read_record)
+from flatcomp.lab.results import (SCHEMA, CorruptResultError, ResultsStore, check_record,
+                                  read_record)
 
 from conftest import FAKE_COMMIT
 
@@ -190,7 +190,7 @@ def test_check_record_rejects_what_read_record_rejects(store, kind):
 
 def test_a_copy_without_our_git_is_told_its_commit(monkeypatch):
     """A GPU box's copy of the working tree: $FLATCOMP_GIT_COMMIT wins over whatever git says."""
-    from flatcomp import results
+    from flatcomp.lab import results
 
     monkeypatch.setenv("FLATCOMP_GIT_COMMIT", "abc1234")
     monkeypatch.setattr(results, "_git", lambda *args: "stale")
@@ -202,9 +202,9 @@ def test_a_copy_without_our_git_is_told_its_commit(monkeypatch):
 # ---------------------------------------------------------------- precision, weights, environment
 
 def test_provenance_names_the_precision_and_the_starting_weights(store, smoke):
-    from flatcomp.models import start_weights_sha256
-    from flatcomp.precision import resolve_precision
-    from flatcomp.train import default_device
+    from flatcomp.lab.models import start_weights_sha256
+    from flatcomp.lab.precision import resolve_precision
+    from flatcomp.lab.train import default_device
 
     store.save("exp", "u", dict(RESULT), seed=0, seconds=1.0)
     prov = read_record(store.path("exp", "u"))["provenance"]
@@ -216,7 +216,7 @@ def test_provenance_names_the_precision_and_the_starting_weights(store, smoke):
 def test_the_tiny_berts_hash_is_its_encoders_and_leaves_the_rng_alone(smoke):
     import torch
 
-    from flatcomp.models import load_model, start_weights_sha256, state_dict_sha256
+    from flatcomp.lab.models import load_model, start_weights_sha256, state_dict_sha256
 
     torch.manual_seed(123)
     before = torch.get_rng_state()
@@ -238,7 +238,7 @@ def test_model_dir_environment_variable_supplies_weights_and_tokenizer(smoke, tm
     import torch
     from safetensors.torch import save_file
 
-    from flatcomp.models import load_tokenizer, model_source, start_weights_sha256
+    from flatcomp.lab.models import load_tokenizer, model_source, start_weights_sha256
 
     original = Path(model_source(smoke))
     folder = tmp_path / "model"
@@ -258,7 +258,7 @@ def test_model_dir_environment_variable_supplies_weights_and_tokenizer(smoke, tm
 
 
 def test_loading_adds_the_environment_and_saving_never_writes_it(store, smoke):
-    from flatcomp.models import start_weights_sha256
+    from flatcomp.lab.models import start_weights_sha256
 
     returned = store.save("exp", "u", {**RESULT, "environment": {"stale": 1}}, seed=0,
                           seconds=1.0)
@@ -288,9 +288,9 @@ LEGACY_GPU = {**LEGACY_CPU, "device": "cuda: NVIDIA H200"}
     (LEGACY_CPU, {"precision": "fp32"}, ("cpu: Intel(R) Xeon(R) Processor", "fp32", "fp32 file")),
 ])
 def test_legacy_records_environment_is_derived(prov, result, expected):
-    from flatcomp.config import SMALL
-    from flatcomp.models import start_weights_sha256
-    from flatcomp.results import environment
+    from flatcomp.lab.config import SMALL
+    from flatcomp.lab.models import start_weights_sha256
+    from flatcomp.lab.results import environment
 
     fp32_file = f"sha256 {start_weights_sha256(SMALL)[:12]}"
     expected = (*expected[:2], fp32_file if expected[2] == "fp32 file" else expected[2])
@@ -299,7 +299,7 @@ def test_legacy_records_environment_is_derived(prov, result, expected):
 
 
 def test_a_new_record_copied_from_another_machine_has_an_unknown_environment():
-    from flatcomp.results import environment
+    from flatcomp.lab.results import environment
 
     prov = {"device": "cpu: AMD EPYC, 16 cores", "precision": "bf16",
             "start_weights_sha256": "ab" * 32}
@@ -311,7 +311,7 @@ def test_a_new_record_copied_from_another_machine_has_an_unknown_environment():
 
 
 def test_the_batching_is_part_of_the_environment():
-    from flatcomp.results import environment
+    from flatcomp.lab.results import environment
 
     prov = {"device": "cpu: AMD EPYC, 2 cores", "precision": "fp32",
             "start_weights_sha256": "ab" * 32, "config": {"length_grouped": True}}

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flatcomp import plan
-from flatcomp.config import PAPER, PROFILES, SMALL
-from flatcomp.experiments import (EXPERIMENTS, experiment_profile, load_or_run, planned_units,
-                                  unit_id)
-from flatcomp.experiments.core import finetuned_file, training_digest
-from flatcomp.experiments.squad import squad_fine_tune_steps, squad_windows
-from flatcomp.results import ResultsStore, read_record
+from flatcomp.lab import plan
+from flatcomp.lab.config import PAPER, PROFILES, SMALL
+from flatcomp.lab.experiments import (EXPERIMENTS, experiment_profile, load_or_run, planned_units,
+                                      unit_id)
+from flatcomp.lab.experiments.core import finetuned_file, training_digest
+from flatcomp.lab.experiments.squad import squad_fine_tune_steps, squad_windows
+from flatcomp.lab.results import ResultsStore, read_record
 
 SQUAD = [name for name, exp in EXPERIMENTS.items() if exp.chapter == "squad"]
 ONE_SECOND = lambda profile: 1.0  # noqa: E731
@@ -146,8 +146,8 @@ def test_smoke_units_fine_tune_quantize_prune_and_compound(smoke):
 
 
 def test_an_imp_round_trains_under_the_masks_the_round_before_pruned(smoke):
-    from flatcomp.experiments.squad import _imp_file
-    from flatcomp.models import load_model, load_weights
+    from flatcomp.lab.experiments.squad import _imp_file
+    from flatcomp.lab.models import load_model, load_weights
     from flatcomp.pruning import load_masks
 
     load_or_run(smoke, "squad_imp", optimizer=["sam"], round=[0, 1], progress=False)

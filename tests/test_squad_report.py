@@ -3,9 +3,9 @@ and questions, tables and verdicts say what is missing."""
 
 import pytest
 
-from flatcomp import squad_report as sr
-from flatcomp.config import SMALL, SMOKE
-from flatcomp.qa_features import CLS_INDEX
+from flatcomp.lab import squad_report as sr
+from flatcomp.lab.config import SMALL, SMOKE
+from flatcomp.lab.qa_features import CLS_INDEX
 
 
 def quant(optimizer, seed, fp32, int8, cut="split by article"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from flatcomp import tables
+from flatcomp.lab import tables
 
 
 def _run(task, optimizer, lr, score, epoch=2):
@@ -226,7 +226,7 @@ def test_layer_pruned_counts_the_weights_each_ticket_keeps():
 
 
 def test_coverage_table_counts_stored_units_and_complete_tasks(smoke):
-    from flatcomp.experiments import load_or_run
+    from flatcomp.lab.experiments import load_or_run
 
     load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True], progress=False)
     table = tables.coverage_table(smoke, ("imp", "transfer"))
@@ -276,7 +276,7 @@ def test_the_transcribed_transfer_grids_agree_with_the_posters_averages():
     grids' entries are rounded to 0.1, so their means may differ by up to 0.1)."""
     from statistics import fmean
 
-    from flatcomp.paper import TRANSFER, TRANSFER_TASKS as T
+    from flatcomp.lab.paper import TRANSFER, TRANSFER_TASKS as T
 
     printed = {("ticket", "sam"): [0.6, 1.4, 0.7, 0.6, 0.2, 1.6, -0.4, -0.1],
                ("ticket", "adam"): [0.3, -0.3, -0.1, 0.2, 0.2, 1.3, 0.4, 0.0]}
@@ -425,7 +425,7 @@ def test_optimizer_differences_drop_the_minority_environment_of_a_task():
 
 
 def test_provenance_table_groups_records_by_experiment_and_environment(smoke):
-    from flatcomp.results import ResultsStore
+    from flatcomp.lab.results import ResultsStore
 
     store = ResultsStore(smoke)
     store.save("data_cards", "cola", {"task": "cola"}, seed=None, seconds=3600.0)
@@ -456,7 +456,7 @@ def test_the_profiles_table_shows_each_cell_whole():
 
 
 def test_waiting_markdown_lists_each_experiment_with_missing_units_once(tmp_path, monkeypatch):
-    from flatcomp.config import get_profile
+    from flatcomp.lab.config import get_profile
 
     monkeypatch.setenv("FLATCOMP_RESULTS", str(tmp_path))
     smoke = get_profile("smoke")

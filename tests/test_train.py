@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import flatcomp.train as T
-from flatcomp.data import encode, load_task
-from flatcomp.models import load_model
-from flatcomp.train import evaluate, fine_tune, make_optimizer
+import flatcomp.lab.train as T
+from flatcomp.lab.data import encode, load_task
+from flatcomp.lab.models import load_model
+from flatcomp.lab.train import evaluate, fine_tune, make_optimizer
 
 TASK = "rte"
 MASKED = "bert.encoder.layer.0.attention.self.query.weight"
@@ -124,7 +124,7 @@ def test_swa_keeps_the_running_average_of_the_weights(batch8, rows, monkeypatch)
 @pytest.mark.parametrize("optimizer", ["adam", "sam"])
 def test_timed_steps_mask_like_fine_tune(batch8, rows, optimizer):
     """The masked steps that the overhead measurement times are the real ones."""
-    from flatcomp.data import batches
+    from flatcomp.lab.data import batches
 
     model = load_model(batch8, TASK, 0)
     weight = dict(model.named_parameters())[MASKED]

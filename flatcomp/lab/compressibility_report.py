@@ -1,0 +1,219 @@
+"""The chapter "Does flatness predict compressibility?": its tables and figure.
+
+Each model that records how flat it is and how it breaks (the tuned protocol's models and the rho
+sweep's, :mod:`flatcomp.lab.experiments.tuned` and :mod:`flatcomp.lab.experiments.compressibility`)
+is one point. For each flatness measure and each kind of damage the chapter gives Kendall's tau
+over the models (Kendall, 1938) with a percentile bootstrap interval over models, the same within
+each optimizer, and Spearman's partial correlation once the dev score and the training loss are
+accounted for (the ranks of both variables regressed on the ranks of those two, then the residuals
+correlated). The hypothesis "flatter models lose less" is a positive correlation between sharpness
+and damage, judged by the book's rule (:func:`flatcomp.stats.verdict`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats as scipy_stats
+
+from flatcomp.lab.tables import OPTIMIZER_NAMES, TASK_NAMES, with_notes
+from flatcomp.stats import PairedDifference, verdict
+
+FLATNESS = {"sharpness": "sharpness", "adaptive_sharpness": "adaptive sharpness",
+            "top_eigenvalue": "top eigenvalue", "trace": "Hessian trace"}
+DAMAGE = {"int8": "int8 drop", "int8 per channel": "int8 per channel drop", "4 bit": "4-bit drop",
+          "pruned 0.5": "50% pruning drop", "low rank 0.25": "quarter-rank drop"}
+
+
+def model_points(records: list[dict]) -> pd.DataFrame:
+    """One row per model: where it came from, its dev score and final training loss, its
+    flatness measures and the points (x 100) each kind of compression costs it."""
+    rows = []
+    for r in records:
+        c, f = r["compression"], r["flatness"]
+        fp32 = c["scores"]["fp32"]
+        damage = {"int8": fp32 - c["scores"]["int8"],
+                  "int8 per channel": fp32 - c["scores"]["int8 per channel"],
+                  "4 bit": fp32 - c["scores"]["4 bit"],
+                  "pruned 0.5": fp32 - c["pruned"]["0.5"],
+                  "low rank 0.25": fp32 - c["low_rank"]["0.25"]}
+        rows.append({"model": r.get("environment", {}).get("unit", "?"),
+                     "task": TASK_NAMES.get(r["task"], r["task"]),
+                     "optimizer": OPTIMIZER_NAMES.get(r["optimizer"], r["optimizer"]),
+                     "rho": r.get("rho"), "dev score": 100 * fp32,
+                     "train loss": r["history"][-1]["train_loss"],
+                     **{k: f[k] for k in FLATNESS}, **{k: 100 * v for k, v in damage.items()}})
+    return pd.DataFrame(rows)
+
+
+def kendall_with_interval(x: np.ndarray, y: np.ndarray, resamples: int = 1000,
+                          seed: int = 0) -> PairedDifference:
+    """Kendall's tau of ``x`` and ``y`` with the 95% percentile interval of a bootstrap over
+    the points (seeded), as a :class:`~flatcomp.stats.PairedDifference` whose pairs are the
+    points, so that :func:`~flatcomp.stats.verdict` can judge it."""
+    tau = float(scipy_stats.kendalltau(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(x), len(x))
+        value = scipy_stats.kendalltau(x[i], y[i]).statistic
+        if not np.isnan(value):
+            draws.append(float(value))
+    low, high = np.quantile(draws, [0.025, 0.975]) if draws else (np.nan, np.nan)
+    return PairedDifference(tau, None, len(x), 0.95, float(np.std(draws, ddof=1)) if len(draws) > 1
+                            else None, (float(low), float(high)))
+
+
+def partial_spearman(x: np.ndarray, y: np.ndarray, covariates: np.ndarray) -> float:
+    """Spearman's correlation of ``x`` and ``y`` after the ranks of both are regressed on the
+    ranks of ``covariates`` (columns) and replaced by the residuals."""
+    def residual(v: np.ndarray) -> np.ndarray:
+        design = np.column_stack([np.ones(len(v))] +
+                                 [scipy_stats.rankdata(c) for c in covariates.T])
+        ranks = scipy_stats.rankdata(v)
+        coef, *_ = np.linalg.lstsq(design, ranks, rcond=None)
+        return ranks - design @ coef
+    return float(np.corrcoef(residual(x), residual(y))[0, 1])
+
+
+def correlation_table(points: pd.DataFrame) -> pd.DataFrame:
+    """Per flatness measure and kind of damage: Kendall's tau over all models with its bootstrap
+    interval and the verdict on "flatter models lose less" (a positive tau), tau within each
+    optimizer, and the partial Spearman correlation given the dev score and the training loss."""
+    rows = []
+    for f, f_name in FLATNESS.items():
+        for d, d_name in DAMAGE.items():
+            x, y = points[f].to_numpy(float), points[d].to_numpy(float)
+            tau = kendall_with_interval(x, y)
+            row = {"flatness": f_name, "damage": d_name, "models": len(x),
+                   "Kendall tau": f"{tau.mean:+.2f}", "95% CI": tau.interval(scale=1),
+                   "verdict": verdict(tau, scale=1, unit="(tau)")}
+            for optimizer, group in points.groupby("optimizer"):
+                within = scipy_stats.kendalltau(group[f], group[d]).statistic \
+                    if len(group) > 2 else np.nan
+                row[f"tau, {optimizer} only"] = f"{within:+.2f}" if not np.isnan(within) else "-"
+            covariates = points[["dev score", "train loss"]].to_numpy(float)
+            row["partial (score, loss)"] = f"{partial_spearman(x, y, covariates):+.2f}" \
+                if len(x) > 4 else "-"
+            rows.append(row)
+    return with_notes(pd.DataFrame(rows).set_index(["flatness", "damage"]))
+
+
+def low_rank_table(records: list[dict]) -> pd.DataFrame:
+    """SAM against Adam at equal rank (the tuned protocol's models, paired by task and seed):
+    per task, the points each loses to truncating every encoder Linear to a half and a quarter of
+    its rank, Adam's loss minus SAM's with its t interval and the verdict on "SAM's models lose
+    less", and the effective rank of the [CLS] features, SAM's minus Adam's."""
+    from flatcomp.stats import paired_difference, pairs_of
+
+    rows = []
+    for task in dict.fromkeys(r["task"] for r in records):
+        pairs = pairs_of([r for r in records if r["task"] == task], lambda r: r["optimizer"],
+                         ("adam", "sam"), lambda r: r["seed"])
+        if not pairs:
+            continue
+        row = {"task": TASK_NAMES.get(task, task), "pairs": len(pairs)}
+        for fraction in ("0.5", "0.25"):
+            lost = [[100 * (r["compression"]["scores"]["fp32"] -
+                            r["compression"]["low_rank"][fraction]) for r in pair]
+                    for pair in pairs]
+            d = paired_difference([a for a, _ in lost], [s for _, s in lost])
+            row[f"rank {fraction}: Adam − SAM loss"] = f"{d.mean:+.1f}"
+            row[f"rank {fraction}: 95% CI"] = d.interval(scale=1)
+            row[f"rank {fraction}: verdict"] = verdict(d, scale=1)
+        ranks = [(a["compression"].get("cls_effective_rank"), s["compression"].get(
+            "cls_effective_rank")) for a, s in pairs]
+        known = [(a, s) for a, s in ranks if a is not None and s is not None]
+        row["[CLS] effective rank, SAM − Adam"] = \
+            f"{np.mean([s - a for a, s in known]):+.1f}" if known else "-"
+        rows.append(row)
+    return with_notes(pd.DataFrame(rows).set_index("task") if rows else pd.DataFrame())
+
+
+# ---------------------------------------------------------------- the reparameterisation trap
+
+def rescaled_copy(model: torch.nn.Module, qk: float, vo: float,
+                  every_head: bool) -> torch.nn.Module:
+    """A copy of a Hugging Face BERT whose heads are rescaled
+    (:func:`flatcomp.rescaling.rescale_attention_head`, Q/K by ``qk``, V/O by ``vo``): every
+    head of each layer (a per-matrix rescaling) or its first head only (a per-head one). The
+    logits do not change."""
+    from flatcomp.rescaling import encoder_layers, rescale_attention_head
+
+    other = copy.deepcopy(model)
+    heads = range(other.config.num_attention_heads) if every_head else range(1)
+    for layer in range(len(encoder_layers(other))):
+        for head in heads:
+            rescale_attention_head(other, layer, head, qk=qk, vo=vo)
+    return other
+
+
+def trap_measures(model: torch.nn.Module, batch: dict, rho: float = 0.05,
+                  sparsity: float = 0.5) -> dict:
+    """What :func:`rescaling_trap` compares, for one model on one fixed batch."""
+    from flatcomp import flatness
+    from flatcomp.lab.train import apply_masks
+    from flatcomp.pruning import magnitude_masks, prunable_weights
+    from flatcomp.quantization import quantize_dynamic_int8
+
+    model = model.eval()
+    loss_fn = flatness.batch_loss_fn([batch])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    masks = magnitude_masks(prunable_weights(model, preset="encoder"), sparsity)
+    pruned = copy.deepcopy(model)
+    apply_masks(pruned, masks)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        int8 = {p: quantize_dynamic_int8(model, per_channel=p)(**inputs).logits
+                for p in (False, True)}
+        pruned_loss = float(loss_fn(pruned))
+    return {"logits": logits, "int8": int8, "masks": masks, "pruned loss": pruned_loss,
+            "sharpness": flatness.sharpness(model, loss_fn, rho=rho, steps=3)["sharpness"],
+            "adaptive": flatness.adaptive_sharpness(model, loss_fn, rho=0.5, steps=3)["sharpness"],
+            "eigenvalue": flatness.hessian_top_eigenvalue(model, loss_fn, iters=10)["eigenvalue"]}
+
+
+def rescaling_trap(model: torch.nn.Module, batch: dict, scale: float = 16.0,
+                   sparsity: float = 0.5) -> pd.DataFrame:
+    """What moves when the heads of ``model`` are rescaled in ways that leave its function
+    unchanged (:func:`rescaled_copy`): Q/K of every head (per matrix), Q/K of one head per layer
+    (per head), and V/O of one head per layer. Rows: the largest logit change, L2 and adaptive
+    sharpness, the top Hessian eigenvalue, the share of a global magnitude mask that stays, the
+    loss after one-shot pruning, and the int8 logits per tensor and per channel. A power of two
+    keeps the rescaling exact in floating point."""
+    base = trap_measures(model, batch, sparsity=sparsity)
+    maps = {f"Q/K x{scale:g}, every head": (scale, 1.0, True),
+            f"Q/K x{scale:g}, one head": (scale, 1.0, False),
+            f"V/O x{scale:g}, one head": (1.0, scale, False)}
+    columns = {name: trap_measures(rescaled_copy(model, qk, vo, every), batch, sparsity=sparsity)
+               for name, (qk, vo, every) in maps.items()}
+
+    def change(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).abs().max())
+
+    def mask_kept(m: dict) -> float:
+        same = sum(int((base["masks"][n] == m["masks"][n]).sum()) for n in base["masks"])
+        return same / sum(mask.numel() for mask in base["masks"].values())
+    rows = {"largest logit change (fp32)": (0.0, lambda m: change(base["logits"], m["logits"])),
+            "L2 sharpness": (base["sharpness"], lambda m: m["sharpness"]),
+            "adaptive sharpness": (base["adaptive"], lambda m: m["adaptive"]),
+            "top Hessian eigenvalue": (base["eigenvalue"], lambda m: m["eigenvalue"]),
+            f"magnitude mask at {100 * sparsity:.0f}%, entries kept": (1.0, mask_kept),
+            f"loss after one-shot pruning at {100 * sparsity:.0f}%":
+                (base["pruned loss"], lambda m: m["pruned loss"]),
+            "largest int8 logit change, per tensor":
+                (0.0, lambda m: change(base["int8"][False], m["int8"][False])),
+            "largest int8 logit change, per channel":
+                (0.0, lambda m: change(base["int8"][True], m["int8"][True]))}
+    table = {}
+    for name, (before, after) in rows.items():
+        row = {"as trained": f"{before:.2g}"}
+        for column, measured in columns.items():
+            value = after(measured)
+            moved = not np.isclose(before, value, rtol=1e-3, atol=1e-6)
+            row[column] = f"{value:.2g}" + (" (moves)" if moved else "")
+        table[name] = row
+    return with_notes(pd.DataFrame.from_dict(table, orient="index").rename_axis("measure"))
