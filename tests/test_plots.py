@@ -47,7 +47,7 @@ def test_layer_sparsity_draws_each_ticket_and_the_overlap_against_chance():
                                        for n in layers}}}
     fig = plots.layer_sparsity(analysis)
     forward = ["query", "key", "attn-out", "ffn-in", "ffn-out"]
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == \
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == \
         [f"L2.{p}" for p in forward] + [f"L10.{p}" for p in forward] + ["pooler"]
     assert len(fig.axes[1].get_lines()) == 2
 
@@ -70,11 +70,12 @@ def test_imp_sharpness_draws_one_path_per_chain_with_its_sparsities():
     assert [t.get_text() for t in ax.texts[:3]] == ["0%", "10%", "20%"]
 
 
-def test_task_panels_wrap_after_three_tasks():
+def test_task_panels_wrap_after_two_tasks_at_the_book_width():
     tasks = ("mrpc", "sst2", "rte", "stsb", "cola")
     rounds = [{"task": t, "optimizer": "adam", "rewind": True, "round": k, "sparsity": k / 10,
                "best_score": 0.8} for t in tasks for k in range(2)]
     fig = plots.imp_curves(rounds, reference={}, paper={})
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == ["MRPC", "SST-2", "RTE", "STS-B", "CoLA"]
-    assert len(fig.axes) == 6 and fig.get_size_inches()[0] == 3 * 5.5
+    assert len(fig.axes) == 6 and fig.get_size_inches()[0] == plots.BOOK_WIDTH
+    assert len(fig.legends) == 1  # one legend below the panels
