@@ -196,8 +196,12 @@ def test_short_steps_share_a_worker_and_a_timing_runs_alone(smoke):
     batch = plan._next_batch(waiting, store, 1e9, batch_seconds=120, alone_ok=True)
     assert [o.step.job.experiment for o in batch] == ["data_cards"] * 10
     timings = [o for o in waiting if o.step.alone]
+    assert len(timings) == 2
     assert plan._next_batch(timings, store, 1e9, 120, alone_ok=False) == []
-    assert len(plan._next_batch(timings, store, 1e9, 120, alone_ok=True)) == 1
+    # the timings share one process, with no other step among them
+    assert plan._next_batch(timings, store, 1e9, 120, alone_ok=True) == timings
+    assert plan._next_batch(timings + waiting[:1], store, 1e9, 120, alone_ok=True) == timings
+    assert plan._next_batch(timings, store, 1e9, 0, alone_ok=True) == timings[:1]
 
 
 def test_debug_executor_runs_in_order_and_respects_needs(smoke, tmp_path):

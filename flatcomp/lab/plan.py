@@ -400,19 +400,18 @@ def _next_batch(waiting: list[Outcome], store: ResultsStore, time_left: float,
     """The first ready waiting step (its needs all stored, its estimate within the time left),
     and after it the next ready ones while their estimates add up to less than ``batch_seconds``
     (0: one step a batch).
-    A step that must run alone is a batch of its own."""
+    Steps that must run alone (timings) make batches of their own: one after the other in one
+    process, with nothing beside them, and no other step among them."""
     batch: list[Outcome] = []
     for outcome in waiting:
         step = outcome.step
         total = sum(o.step.seconds for o in batch) + step.seconds
-        if batch and (step.alone or total >= batch_seconds):
+        if batch and (step.alone != batch[0].step.alone or total >= batch_seconds):
             break
         if (step.alone and not alone_ok) or total > time_left:
             continue
         if all(_exists(need, store) for need in step.job.needs):
             batch.append(outcome)
-            if step.alone:
-                break
     return batch
 
 
