@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import json
 import struct
 from pathlib import Path
@@ -94,6 +95,7 @@ def book_figures() -> list[tuple[str, int, bytes]]:
     return found
 
 
+@functools.cache
 def smallest_font() -> tuple[float, str]:
     shared = module_constants(_package_file("plots.py"))   # SMALL, imported by the reports
     sizes = [(pt, f"{name}:{line}") for name in FIGURE_CODE
@@ -106,8 +108,11 @@ def test_the_figure_code_asks_for_no_text_under_8_pt():
     assert pt >= 8, f"{where} asks for {pt:g} pt text"
 
 
-@pytest.mark.parametrize("notebook, cell, png", book_figures(),
-                         ids=[f"{n}-cell{c}" for n, c, _ in book_figures()])
+FIGURES = book_figures()
+
+
+@pytest.mark.parametrize("notebook, cell, png", FIGURES,
+                         ids=[f"{n}-cell{c}" for n, c, _ in FIGURES])
 def test_every_figure_reads_at_the_book_width(notebook, cell, png):
     pt, where = smallest_font()
     width, dpi = png_size(png)
