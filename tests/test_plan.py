@@ -20,7 +20,7 @@ from flatcomp.lab import plan
 from flatcomp.lab.config import PROFILES
 from flatcomp.lab.experiments import (EXPERIMENTS, experiment_profile, finetuned_file, select,
                                       ticket_file, unit_id)
-from flatcomp.lab.experiments.core import Job
+from flatcomp.lab.experiments.core import FileJob, Job
 from flatcomp.lab.results import ResultsStore, read_record
 
 ONE_SECOND = lambda profile: 1.0  # noqa: E731 - a cost model that needs no measurement
@@ -41,20 +41,22 @@ def test_every_unit_of_every_experiment_is_in_exactly_one_job(name):
 
 @pytest.mark.parametrize("name", ["smoke", "small"])
 def test_every_need_is_made_by_an_earlier_job(name):
-    """A job makes its units (IMP's round 0 also the dense checkpoint); a ticket job its file."""
+    """A job makes its units and the files they declare (IMP's round 0 also the dense
+    checkpoint); a file job (the lottery's tickets) its files."""
     profile = PROFILES[name]
-    lot = profile.for_lottery()
     made: set = set()
     for job in plan.all_jobs(profile):
         assert set(job.needs) <= made, job.name
-        if job.experiment == "ticket":
-            made.add(ticket_file(lot, job.filters["task"][0], job.filters["mask"][0]))
+        if isinstance(job, FileJob):
+            made |= set(job.makes(profile))
             continue
+        exp = EXPERIMENTS[job.experiment]
         at = experiment_profile(profile, job.experiment)
-        units = select(EXPERIMENTS[job.experiment].units(at), **job.filters)
+        units = select(exp.units(at), **job.filters)
         made |= {(job.experiment, unit_id(u)) for u in units}
-        made |= {finetuned_file(at, u["task"], u["optimizer"], u["seed"]) for u in units
-                 if job.experiment == "imp" and u["round"] == 0}
+        made |= {f for u in units for f in exp.makes(at, u)}
+    lot = profile.for_lottery()
+    assert finetuned_file(lot, lot.tasks[0], "sam", lot.seeds[0]) in made
 
 
 def test_a_ticket_job_per_chain_and_the_tickets_wait_for_its_file(smoke):
@@ -63,6 +65,8 @@ def test_a_ticket_job_per_chain_and_the_tickets_wait_for_its_file(smoke):
     # smoke: 2 rounds of 10%, ticket sparsity capped at 20%: masks pruned after round 1
     assert jobs["ticket-mrpc-adam"].needs == (("imp", "mrpc-adam-rewind-seed0-round1"),)
     adam = ticket_file(lot, "mrpc", "adam")
+    assert isinstance(jobs["ticket-mrpc-adam"], FileJob)
+    assert jobs["ticket-mrpc-adam"].makes(smoke) == [adam]
     assert jobs["tickets-mrpc-adam-sam"].needs == (adam,)
     assert jobs["tickets-mrpc-adam-adam"].needs == (adam, ("imp", "mrpc-adam-rewind-seed0-round2"))
     assert jobs["transfer-stsb-mrpc"].needs == (ticket_file(lot, "stsb", "adam"),
@@ -78,6 +82,23 @@ def test_a_ticket_job_per_chain_and_the_tickets_wait_for_its_file(smoke):
     assert jobs["transfer_encoder-stsb-mrpc-0"].needs == (
         ("imp_encoder", "stsb-adam-rewind-seed0-round1"),
         ("imp_encoder", "stsb-sam-rewind-seed0-round1"))
+
+
+def test_a_file_job_runs_only_where_a_planned_job_waits_for_its_missing_file(smoke):
+    """The plan knows no chapter: the lottery's ticket jobs are file jobs, planned at the
+    priority of the first job that waits on their file, and only while the file is missing."""
+    def tickets(**kw) -> dict[str, plan.Step]:
+        steps = plan.make_plan(smoke, seconds_per_step=ONE_SECOND, **kw)
+        return {s.name: s for s in steps if isinstance(s.job, FileJob)}
+
+    chains = {f"ticket-{t}-{m}" for t in smoke.for_lottery().tasks for m in ("adam", "sam")}
+    assert set(tickets()) == chains
+    assert {s.priority for s in tickets().values()} == {EXPERIMENTS["tickets"].priority}
+    assert tickets(experiments=["finetune"]) == {}  # no planned job waits for a ticket
+    made = ticket_file(smoke.for_lottery(), "mrpc", "adam")
+    made.parent.mkdir(parents=True, exist_ok=True)
+    made.write_bytes(b"")
+    assert set(tickets()) == chains - {"ticket-mrpc-adam"}
 
 
 # ---------------------------------------------------------------- the order and the cost
@@ -116,7 +137,7 @@ def test_every_need_of_the_small_plan_is_stored_or_planned():
     kept = {(e, unit_id(u)) for e in small.plan_scope
             for u in EXPERIMENTS[e].units(experiment_profile(small, e)) if small.in_plan(e, u)}
     for job in plan.all_jobs(small):
-        if job.experiment == "ticket" or job.experiment not in small.plan_scope:
+        if isinstance(job, FileJob) or job.experiment not in small.plan_scope:
             continue
         units = select(EXPERIMENTS[job.experiment].units(experiment_profile(small, job.experiment)),
                        **job.filters)
@@ -138,6 +159,29 @@ def test_the_cost_model_counts_sam_twice(smoke):
     shorter = plan.length_factor(smoke, "mrpc")
     assert adam == pytest.approx((48 + 3 * 4 * 2 / 3) * shorter)
     assert sam - adam == pytest.approx(48 * shorter)
+
+
+@pytest.mark.parametrize("experiment, trainer, unit", [
+    ("squad_more_quant", "squad_more", dict(task="squad", optimizer="adam", seed=1)),
+    ("cofi", "finetune", dict(task="mrpc", optimizer="sam", sparsity=0.95, seed=0)),
+])
+def test_the_cost_model_counts_a_model_once(smoke, experiment, trainer, unit):
+    """A unit that waits for the unit that trains its model counts no fine-tune while that one
+    is still to run (the plan runs it first, into the cache); once it is stored, it counts the
+    fine-tune again only where this machine's cache lacks the checkpoint."""
+    exp = EXPERIMENTS[experiment]
+    at = experiment_profile(smoke, experiment)
+    model = dict(task=unit["task"], optimizer=unit["optimizer"], seed=unit["seed"])
+    assert exp.needs(at, unit) == ((trainer, unit_id(model)),)
+    waiting = exp.cost(at, unit)
+    ResultsStore(at).save(trainer, unit_id(model), {}, seed=unit["seed"], seconds=0.0)
+    again = exp.cost(at, unit)
+    fine_tune = EXPERIMENTS[trainer].cost(experiment_profile(smoke, trainer), model)
+    assert again == pytest.approx(waiting + fine_tune)
+    checkpoint = finetuned_file(at, **model)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_bytes(b"")
+    assert exp.cost(at, unit) == pytest.approx(waiting)
 
 
 def test_the_cost_model_counts_the_tokens_a_step_computes(smoke):

@@ -38,15 +38,13 @@ import torch
 
 from flatcomp.lab.config import Profile, cache_dir, get_profile
 from flatcomp.lab.experiments import (CHAPTERS, EXPERIMENTS, experiment_profile, get_experiment,
-                                      select, ticket_and_origin, ticket_file, unit_id)
-from flatcomp.lab.experiments.core import Job
-from flatcomp.lab.experiments.lottery import ticket_job_cost
+                                      select, unit_id)
+from flatcomp.lab.experiments.core import FileJob, Job
 from flatcomp.lab.precision import resolve_precision
 from flatcomp.lab.results import ResultsStore, check_record, device_description
 from flatcomp.lab.train import default_device
 
 EXECUTORS = ("local", "debug", "slurm")
-TICKET_PRIORITY = 1  # a ticket file is the IMP chain's: the lottery chapter's verdict needs it
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ class Step:
     """A job of the plan with the units it will compute and what they should cost here."""
 
     job: Job
-    units: tuple[str, ...]          # ids of the missing units (a ticket job: its task and mask)
+    units: tuple[str, ...]          # ids of the missing units (a file job: its name)
     seconds: float                  # estimated, on this device
     priority: int
     alone: bool = False             # a timing: nothing else may run beside it
@@ -69,7 +67,8 @@ class Step:
 def all_jobs(profile: Profile) -> list[Job]:
     """Every job of every chapter: a chapter module that orders some of its work itself (the
     lottery chapter's chains and tickets, :func:`~flatcomp.lab.experiments.lottery.lottery_jobs`)
-    says so with a ``plan_jobs(profile)`` function; every other experiment is one job per unit,
+    says so with a ``plan_jobs(profile)`` function, which may include file jobs
+    (:class:`~flatcomp.lab.experiments.core.FileJob`); every other experiment is one job per unit,
     with the needs the experiment declares."""
     jobs: list[Job] = []
     for chapter in CHAPTERS:
@@ -96,25 +95,23 @@ def make_plan(profile: Profile, store: ResultsStore | None = None,
     if unknown:
         raise ValueError(f"unknown experiment(s) {', '.join(sorted(unknown))}: choose from "
                          f"{', '.join(EXPERIMENTS)}")
-    steps = []
+    steps, file_jobs = [], []
     for order, job in enumerate(all_jobs(profile)):
-        if job.experiment == "ticket":
-            step = _ticket_step(profile, job, seconds_per_step)
+        if isinstance(job, FileJob):
+            file_jobs.append((order, job))
         elif job.experiment in wanted:
             step = _experiment_step(profile, job, store, seconds_per_step, bool(experiments))
-        else:
-            step = None
+            if step is not None:
+                steps.append((step.priority, _seed_rank(profile, job), order, step))
+    needed: dict[Any, int] = {}  # what the planned steps wait on, and the first priority that does
+    for priority, *_, step in steps:
+        for need in step.job.needs:
+            needed[need] = min(priority, needed.get(need, priority))
+    for order, job in file_jobs:
+        step = _file_step(profile, job, seconds_per_step, needed)
         if step is not None:
             steps.append((step.priority, _seed_rank(profile, job), order, step))
-    ordered = [step for *_, step in sorted(steps, key=lambda s: s[:3])]
-    needed = {need for step in ordered for need in step.job.needs}
-    return [s for s in ordered
-            if s.job.experiment != "ticket" or _ticket_path(profile, s) in needed]
-
-
-def _ticket_path(profile: Profile, step: Step) -> Path:
-    filters = step.job.filters
-    return ticket_file(profile.for_lottery(), filters["task"][0], filters["mask"][0])
+    return [step for *_, step in sorted(steps, key=lambda s: s[:3])]
 
 
 def _experiment_step(profile: Profile, job: Job, store: ResultsStore,
@@ -146,17 +143,15 @@ def _stored(store: ResultsStore, experiment: str, unit: str) -> bool:
     return True
 
 
-def _ticket_step(profile: Profile, job: Job,
-                 seconds_per_step: Callable[[Profile], float]) -> Step | None:
-    """A ticket file is made by its IMP chain on this machine; the job remakes it where the chain
-    is stored but this machine's cache lacks the file (:func:`make_plan` keeps it only if a step
-    of the plan needs the file)."""
-    lot = profile.for_lottery()
-    task, mask = job.filters["task"][0], job.filters["mask"][0]
-    if ticket_file(lot, task, mask).exists():
+def _file_step(profile: Profile, job: FileJob, seconds_per_step: Callable[[Profile], float],
+               needed: dict[Any, int]) -> Step | None:
+    """A file job, if a planned step waits on one of its files and this machine lacks it; at the
+    priority of the first step that waits on it."""
+    waiting = [needed[f] for f in job.makes(profile) if f in needed and not f.exists()]
+    if not waiting:
         return None
-    seconds = seconds_per_step(lot) * ticket_job_cost(lot, task, mask)
-    return Step(job, (f"{task}-{mask}-ticket",), seconds, TICKET_PRIORITY)
+    at = job.at(profile)
+    return Step(job, (job.name,), seconds_per_step(at) * job.cost(profile), min(waiting))
 
 
 def _seed_rank(profile: Profile, job: Job) -> int:
@@ -171,8 +166,7 @@ def describe(profile: Profile, steps: list[Step]) -> str:
     device = device_description()
     lines = [f"{'experiment':16s} {'unit':44s} {'device':28s} {'precision':9s} {'seconds':>9s}"]
     for step in steps:
-        at = experiment_profile(profile, step.job.experiment) if step.job.experiment != "ticket" \
-            else profile.for_lottery()
+        at = _job_profile(profile, step.job)
         each = step.seconds / len(step.units)
         lines += [f"{step.job.experiment:16s} {u:44s} {device[:28]:28s} "
                   f"{resolve_precision(at, default_device()):9s} {each:9.0f}" for u in step.units]
@@ -181,6 +175,11 @@ def describe(profile: Profile, steps: list[Step]) -> str:
     lines.append(f"{units} units in {len(steps)} jobs, about {total:.0f} s "
                  f"({total / 3600:.1f} h) on one worker")
     return "\n".join(lines)
+
+
+def _job_profile(profile: Profile, job: Job) -> Profile:
+    return job.at(profile) if isinstance(job, FileJob) else experiment_profile(profile,
+                                                                               job.experiment)
 
 
 # ---------------------------------------------------------------- the cost model
@@ -277,9 +276,8 @@ def run_job(profile_name: str, job: Job, seeds: tuple[int, ...] | None = None,
     profile = get_profile(profile_name)
     if seeds:
         profile = profile.with_overrides(seeds=tuple(seeds))
-    if job.experiment == "ticket":
-        lot = profile.for_lottery()
-        ticket_and_origin(lot, job.filters["task"][0], job.filters["mask"][0], lot.seeds[0])
+    if isinstance(job, FileJob):
+        job.run(profile)
     else:
         load_or_run(profile, job.experiment, progress=False, **job.filters)
     return job.name
@@ -491,22 +489,16 @@ def waves(steps: list[Step], store: ResultsStore) -> list[list[Step]]:
 
 
 def _makes(step: Step, store: ResultsStore) -> list[Any]:
-    """What a step leaves behind for others: its units and, for IMP's round 0 and a ticket job,
-    the files the lottery jobs wait for."""
-    from flatcomp.lab.experiments import finetuned_file
-
+    """What a step leaves behind for others: its units and the files they make
+    (:attr:`~flatcomp.lab.experiments.core.Experiment.makes`), or a file job's files."""
     job = step.job
-    if job.experiment == "ticket":
-        lot = store.profile.for_lottery()
-        return [ticket_file(lot, job.filters["task"][0], job.filters["mask"][0])]
+    if isinstance(job, FileJob):
+        return list(job.makes(store.profile))
+    exp = get_experiment(job.experiment)
     at = experiment_profile(store.profile, job.experiment)
-    units = select(get_experiment(job.experiment).units(at), **job.filters)
-    made: list[Any] = [(job.experiment, unit_id(u)) for u in units]
-    if job.experiment == "imp":
-        made += [finetuned_file(at, u["task"], u["optimizer"], u["seed"]) for u in units
-                 if u["round"] == 0]
-        made += [ticket_file(at, u["task"], u["optimizer"]) for u in units if u["rewind"]]
-    return made
+    units = select(exp.units(at), **job.filters)
+    return [(job.experiment, unit_id(u)) for u in units] + \
+        [made for u in units for made in exp.makes(at, u)]
 
 
 def submit_to_slurm(executor: Any, steps: list[Step], args: tuple, partition: str | None = None,

@@ -46,11 +46,8 @@ def get_experiment(name: str) -> Experiment:
 
 
 def experiment_profile(profile: Profile, experiment: str) -> Profile:
-    """The profile an experiment runs at: ``profile.for_lottery()`` for the lottery experiments,
-    whose tasks and schedule may differ; ``profile.for_squad()`` for the SQuAD experiments, whose
-    batch size and length are SQuAD's."""
-    exp = get_experiment(experiment)
-    return profile.for_lottery() if exp.lottery else profile.for_squad() if exp.squad else profile
+    """The profile an experiment runs at, as the experiment says (:attr:`Experiment.at`)."""
+    return get_experiment(experiment).at(profile)
 
 
 def planned_units(profile: Profile, experiment: str) -> list[Unit]:

@@ -42,6 +42,10 @@ def no_needs(profile: Profile, unit: Unit) -> tuple:
     return ()
 
 
+def same_profile(profile: Profile) -> Profile:
+    return profile
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One experiment of a chapter.
@@ -54,6 +58,10 @@ class Experiment:
     ``cost``: a unit's work in training steps at the profile's batch size (a SAM step counts 2),
     which the plan multiplies by the seconds per step it measures on the device.
     ``alone``: a timing, which must run with nothing else on the machine.
+    ``at``: the profile the experiment runs at, made from the book's profile (the lottery
+    experiments: :meth:`~flatcomp.lab.config.Profile.for_lottery`, their tasks and schedule; the
+    SQuAD ones: :meth:`~flatcomp.lab.config.Profile.for_squad`, SQuAD's batch size and length).
+    ``makes``: files a unit leaves for other jobs to wait on (beside its stored record).
     """
 
     name: str
@@ -64,9 +72,9 @@ class Experiment:
     priority: int | Callable[[Profile, Unit], int]
     cost: Callable[[Profile, Unit], float]
     needs: Callable[[Profile, Unit], tuple] = no_needs
-    lottery: bool = False  # runs at ``profile.for_lottery()``
     alone: bool = False
-    squad: bool = False    # runs at ``profile.for_squad()`` (SQuAD's batch size and length)
+    at: Callable[[Profile], Profile] = same_profile
+    makes: Callable[[Profile, Unit], tuple] = no_needs
 
     def priority_of(self, profile: Profile, unit: Unit) -> int:
         """The plan's priority of one unit."""
@@ -76,8 +84,7 @@ class Experiment:
 @dataclass(frozen=True)
 class Job:
     """The units of ``experiment`` that match ``filters`` (run in order, in one process), once
-    every one of ``needs`` exists. The experiment ``"ticket"`` is a lottery job of its own: it
-    makes (or remakes) one task's ticket file, ``filters`` naming the task and the mask."""
+    every one of ``needs`` exists."""
 
     experiment: str
     filters: dict[str, list]
@@ -87,6 +94,26 @@ class Job:
     def name(self) -> str:
         values = "-".join(str(v) for values in self.filters.values() for v in values)
         return f"{self.experiment}-{values}"
+
+
+class FileJob(Job):
+    """A job that stores no record but makes files other jobs need (a chapter's cached masks,
+    say), where this machine lacks them. The plan runs one only when a job it plans needs one of
+    its files; ``experiment`` names it in the plan's listing. A chapter subclasses it."""
+
+    def at(self, profile: Profile) -> Profile:
+        """The profile it runs at."""
+        return profile
+
+    def makes(self, profile: Profile) -> list[Path]:
+        raise NotImplementedError
+
+    def cost(self, profile: Profile) -> float:
+        """Its work in training steps, 0 where its files exist."""
+        raise NotImplementedError
+
+    def run(self, profile: Profile) -> None:
+        raise NotImplementedError
 
 
 def unit_id(unit: Unit) -> str:

@@ -130,5 +130,5 @@ EXPERIMENTS = (
     Experiment("variants", "Adam, SAM and the cheaper SAM variants fine-tuned on the same tasks "
                "and seeds, then int8, k-bit, one-shot pruning and sharpness",
                _variant_units, _run_variant, "efficiency", priority=1, cost=_variant_cost,
-               lottery=True),
+               at=Profile.for_lottery),
 )

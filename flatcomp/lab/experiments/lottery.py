@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from flatcomp.lab.config import Profile, cache_dir
-from flatcomp.lab.experiments.core import (FLATNESS_SETTINGS, Experiment, Job, Unit,
+from flatcomp.lab.experiments.core import (FLATNESS_SETTINGS, Experiment, FileJob, Job, Unit,
                                            checkpoint_paths, cpu_fp32_scorer, dev_pass_steps,
                                            encoded_task, fine_tune_steps, fine_tune_summary,
                                            finetune_record, finetuned, finetuned_file,
@@ -522,7 +522,7 @@ def lottery_jobs(profile: Profile) -> list[Job]:
     jobs += [Job("imp_encoder", dict(task=[t], optimizer=[o], seed=[s]))
              for s in lot.seeds for t in encoder_tasks(lot) for o in ("adam", "sam")]
     # The ticket file: made by its chain here, or remade where the chain is stored from elsewhere.
-    jobs += [Job("ticket", dict(task=[t], mask=[o]), (pruned(t, o),)) for t, o in chains]
+    jobs += [TicketJob("ticket", dict(task=[t], mask=[o]), (pruned(t, o),)) for t, o in chains]
     found = {(t, o): ticket_file(lot, t, o) for t, o in chains}
     tickets = _ticket_units(lot)
     for task in lot.tasks:
@@ -617,6 +617,39 @@ def _mask_overhead_cost(profile: Profile, unit: Unit) -> float:
     return 2 * 2 * 12 * (2 if unit["optimizer"] == "sam" else 1)
 
 
+class TicketJob(FileJob):
+    """A task's Adam or SAM ticket file (``filters``: the task and the mask), made by its IMP chain
+    on this machine, or remade up to the ticket where the chain is stored but this machine's
+    checkpoint cache lacks the file (results brought from another machine)."""
+
+    def _task_and_mask(self) -> tuple[str, str]:
+        return self.filters["task"][0], self.filters["mask"][0]
+
+    def at(self, profile: Profile) -> Profile:
+        return profile.for_lottery()
+
+    def makes(self, profile: Profile) -> list[Path]:
+        return [ticket_file(self.at(profile), *self._task_and_mask())]
+
+    def cost(self, profile: Profile) -> float:
+        return ticket_job_cost(self.at(profile), *self._task_and_mask())
+
+    def run(self, profile: Profile) -> None:
+        lot = self.at(profile)
+        ticket_and_origin(lot, *self._task_and_mask(), lot.seeds[0])
+
+
+def _imp_makes(profile: Profile, unit: Unit) -> tuple:
+    """Round 0 leaves the dense model in the checkpoint cache (IMP without rewinding starts from
+    it); a chain with rewinding leaves its ticket's masks (the tickets wait on them)."""
+    made: tuple = ()
+    if unit["round"] == 0:
+        made += (finetuned_file(profile, unit["task"], unit["optimizer"], unit["seed"]),)
+    if unit["rewind"]:
+        made += (ticket_file(profile, unit["task"], unit["optimizer"]),)
+    return made
+
+
 def ticket_job_cost(profile: Profile, task: str, mask: str) -> float:
     """Remaking a ticket file: nothing if the cache has it, else its IMP chain up to it."""
     if ticket_file(profile, task, mask).exists():
@@ -627,38 +660,39 @@ def ticket_job_cost(profile: Profile, task: str, mask: str) -> float:
 
 EXPERIMENTS = (
     Experiment("imp", "iterative magnitude pruning, one unit per round",
-               _imp_units, _run_imp, "lottery", priority=1, cost=_imp_cost, lottery=True),
+               _imp_units, _run_imp, "lottery", priority=1, cost=_imp_cost, at=Profile.for_lottery,
+               makes=_imp_makes),
     Experiment("imp_encoder", "IMP with rewinding, the pooler kept dense (out of the prunable "
                "set: MiniLM's pooler was never trained), every seed",
                _imp_encoder_units, _run_imp_encoder, "lottery",
-               priority=_encoder_priority, cost=_imp_cost, lottery=True),
+               priority=_encoder_priority, cost=_imp_cost, at=Profile.for_lottery),
     Experiment("tickets_encoder", "the mask x optimizer table of the pooler-free tickets, each "
                "seed with its own chain's ticket", _encoder_ticket_units, _run_encoder_ticket,
-               "lottery", priority=_encoder_priority, cost=_encoder_ticket_cost, lottery=True),
+               "lottery", priority=_encoder_priority, cost=_encoder_ticket_cost, at=Profile.for_lottery),
     Experiment("transfer_encoder", "the pooler-free tickets of one task fine-tuned on another, "
                "every seed", _encoder_transfer_units, _run_encoder_transfer, "lottery",
-               priority=2, cost=_encoder_ticket_cost, lottery=True),
+               priority=2, cost=_encoder_ticket_cost, at=Profile.for_lottery),
     Experiment("tickets", "random, Adam and SAM masks, each fine-tuned with Adam and with SAM",
                _ticket_units, _run_ticket, "lottery", priority=1, cost=_ticket_cost,
-               lottery=True),
+               at=Profile.for_lottery),
     Experiment("compound", "a winning ticket, then dynamic int8",
                _compound_units, _run_compound, "lottery", priority=2, cost=_compound_cost,
-               lottery=True),
+               at=Profile.for_lottery),
     Experiment("mask_analysis", "per-layer sparsity and overlap of the Adam and SAM tickets",
                _mask_analysis_units, _run_mask_analysis, "lottery", priority=2, cost=no_cost,
-               lottery=True),
+               at=Profile.for_lottery),
     Experiment("transfer", "tickets of one task fine-tuned on another",
                _transfer_units, _run_ticket, "lottery", priority=2, cost=_ticket_cost,
-               lottery=True),
+               at=Profile.for_lottery),
     Experiment("imp_flatness", "sharpness of every IMP round's subnetwork beside its score",
                _imp_flatness_units, _run_imp_flatness, "lottery", priority=3,
-               cost=_subnetwork_flatness_cost, lottery=True),
+               cost=_subnetwork_flatness_cost, at=Profile.for_lottery),
     Experiment("ticket_flatness", "sharpness of every ticket's subnetwork beside its score",
                _ticket_units, _run_ticket_flatness, "lottery", priority=3,
-               cost=_subnetwork_flatness_cost, lottery=True),
+               cost=_subnetwork_flatness_cost, at=Profile.for_lottery),
     Experiment("pooler_check", "the Adam and SAM tickets fine-tuned again with a dense pooler",
                _pooler_check_units, _run_pooler_check, "lottery", priority=3,
-               cost=_ticket_cost, lottery=True),
+               cost=_ticket_cost, at=Profile.for_lottery),
     Experiment("mask_overhead", "seconds per step with and without pruning masks",
                _mask_overhead_units, _run_mask_overhead, "lottery", priority=3,
                cost=_mask_overhead_cost, alone=True),

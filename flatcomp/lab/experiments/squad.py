@@ -276,9 +276,16 @@ def _eval_steps(profile: Profile, dev_windows: int, passes: int = 1) -> float:
 
 
 def _model_steps(profile: Profile, unit: Unit) -> float:
-    """Nothing if the checkpoint cache has the model, else its fine-tune."""
-    cached = finetuned_file(profile, TASK, unit["optimizer"], unit["seed"]).exists()
-    return 0.0 if cached else squad_fine_tune_steps(profile, unit["optimizer"])
+    """Getting the unit's fine-tuned model: nothing if the checkpoint cache has it, or if the unit
+    that trains it (``squad_finetune`` or ``squad_more``) is not stored yet, since the plan trains
+    that one first, into the cache (this unit waits for it); else the fine-tune again (its record
+    came from another machine, its checkpoint did not)."""
+    model = _model(unit["optimizer"], unit["seed"])
+    trainer = "squad_finetune" if model in _headline_units(profile) else "squad_more"
+    if finetuned_file(profile, TASK, unit["optimizer"], unit["seed"]).exists() or \
+            not ResultsStore(profile).path(trainer, unit_id(model)).exists():
+        return 0.0
+    return squad_fine_tune_steps(profile, unit["optimizer"])
 
 
 def _finetune_cost(profile: Profile, unit: Unit) -> float:
@@ -310,23 +317,24 @@ def _compound_cost(profile: Profile, unit: Unit) -> float:
 EXPERIMENTS = (
     Experiment("squad_finetune", "SQuAD v1.1 span extraction fine-tuned with Adam and SAM, "
                "first seed", _headline_units, _run_finetune, "squad", priority=0,
-               cost=_finetune_cost, squad=True),
+               cost=_finetune_cost, at=Profile.for_squad),
     Experiment("squad_quant", "SQuAD exact match and F1 after dynamic int8 (Adam and SAM, "
                "first seed)", _headline_units, _run_quantization,
                "squad", priority=1, cost=_quantization_cost,
-               needs=_needs_model("squad_finetune"), squad=True),
+               needs=_needs_model("squad_finetune"), at=Profile.for_squad),
     Experiment("squad_imp", "SQuAD IMP with rewinding, Adam and SAM, one unit per round",
                _imp_units, _run_imp, "squad", priority=2, cost=_imp_cost, needs=_imp_needs,
-               squad=True),
+               at=Profile.for_squad),
     Experiment("squad_compound", "the sparsest SQuAD IMP round in fp32 and dynamic int8",
                _compound_units, _run_compound, "squad", priority=2, cost=_compound_cost,
-               needs=_compound_needs, squad=True),
+               needs=_compound_needs, at=Profile.for_squad),
     Experiment("squad_more", "SQuAD fine-tunes: SWA on every seed, Adam and SAM on the others",
-               _more_units, _run_finetune, "squad", priority=3, cost=_finetune_cost, squad=True),
+               _more_units, _run_finetune, "squad", priority=3, cost=_finetune_cost,
+               at=Profile.for_squad),
     Experiment("squad_more_quant", "SQuAD dynamic int8 of the squad_more models", _more_units,
                _run_quantization, "squad", priority=3, cost=_quantization_cost,
-               needs=_needs_model("squad_more"), squad=True),
+               needs=_needs_model("squad_more"), at=Profile.for_squad),
     Experiment("squad_bits", "SQuAD exact match and F1 with k-bit weights (Adam and SAM, first "
                "seed)", _headline_units, _run_bits, "squad", priority=3, cost=_bits_cost,
-               needs=_needs_model("squad_finetune"), squad=True),
+               needs=_needs_model("squad_finetune"), at=Profile.for_squad),
 )
