@@ -15,8 +15,6 @@ from collections import Counter
 from typing import Any, Callable
 
 import numpy as np
-from scipy import stats
-from sklearn import metrics as skm
 
 GLUE_METRICS: dict[str, tuple[str, ...]] = {
     "cola": ("mcc",),
@@ -51,22 +49,36 @@ def accuracy(predictions: Any, labels: Any) -> float:
     return float(np.mean(p == y))
 
 
+def _binary(predictions: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_pair`, for two classes: every value must be 0 or 1."""
+    p, y = _pair(predictions, labels)
+    for name, values in (("predictions", p), ("labels", y)):
+        if not np.isin(values, (0, 1)).all():
+            raise ValueError(f"{name} must be binary (0 or 1) for F1 and Matthews correlation; "
+                             f"got {sorted(set(np.unique(values).tolist()) - {0, 1})[:5]}")
+    return p, y
+
+
 def f1(predictions: Any, labels: Any) -> float:
     """Binary F1 of the positive class 1: 2PR/(P+R) = 2tp/(2tp+fp+fn); 0 if tp+fp+fn = 0.
 
-    As GLUE reports for MRPC and QQP (Wang et al., 2019); via sklearn.metrics.f1_score.
+    As GLUE reports for MRPC and QQP (Wang et al., 2019). Equal, bit for bit, to
+    ``sklearn.metrics.f1_score(labels, predictions, zero_division=0)`` (a test checks it).
     """
-    p, y = _pair(predictions, labels)
-    return float(skm.f1_score(y, p, pos_label=1, average="binary", zero_division=0))
+    p, y = _binary(predictions, labels)
+    tp, fp, fn = int(np.sum((p == 1) & (y == 1))), int(np.sum((p == 1) & (y == 0))), \
+        int(np.sum((p == 0) & (y == 1)))
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
 
 
 def matthews_corrcoef(predictions: Any, labels: Any) -> float:
-    """Matthews (1975) correlation, (tp*tn - fp*fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn)).
+    """Matthews (1975) correlation, (tp*tn - fp*fn) / sqrt((tp+fp)(tp+fn)(tn+fp)(tn+fn)), 0 when
+    a marginal is empty.
 
-    GLUE's CoLA metric; via sklearn.metrics.matthews_corrcoef (0 when a marginal is empty).
+    GLUE's CoLA metric. Equal, bit for bit, to ``sklearn.metrics.matthews_corrcoef`` on two
+    classes (a test checks it).
     """
-    p, y = _pair(predictions, labels)
-    return float(skm.matthews_corrcoef(y, p))
+    return _mcc_np(*_binary(predictions, labels))
 
 
 def pearson(predictions: Any, labels: Any) -> float:
@@ -74,12 +86,16 @@ def pearson(predictions: Any, labels: Any) -> float:
 
     nan (with a scipy warning) if either input is constant.
     """
+    from scipy import stats  # here, not at import: a process that scores no STS-B saves ~1 s
+
     p, y = _pair(predictions, labels)
     return float(stats.pearsonr(p.astype(float), y.astype(float))[0])
 
 
 def spearman(predictions: Any, labels: Any) -> float:
     """Spearman rho = Pearson r of the ranks (ties averaged); GLUE's STS-B, via scipy.stats.spearmanr."""
+    from scipy import stats
+
     p, y = _pair(predictions, labels)
     return float(stats.spearmanr(p.astype(float), y.astype(float))[0])
 

@@ -209,3 +209,28 @@ def test_the_resample_score_of_constant_predictions_is_zero_correlation():
     assert M.resample_score("stsb")(np.ones(4), y.astype(float)) == 0.0
     with pytest.raises(ValueError, match="GLUE task"):
         M.resample_score("squad")
+
+
+def test_f1_and_mcc_equal_sklearns_bit_for_bit():
+    """Written out in numpy (sklearn's import costs every worker process seconds), the two
+    binary metrics give sklearn's floats exactly, including the empty-marginal cases."""
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 600))
+        y = (rng.random(n) < rng.random()).astype(int)
+        p = np.where(rng.random(n) < rng.random(), y, 1 - y)
+        for pred in (p, np.zeros(n, int), np.ones(n, int)):
+            assert M.f1(pred, y) == skm.f1_score(y, pred, zero_division=0)
+            if len(set(y) | set(pred)) == 2:  # sklearn warns on one class; both give 0 there
+                assert M.matthews_corrcoef(pred, y) == skm.matthews_corrcoef(y, pred)
+            else:
+                assert M.matthews_corrcoef(pred, y) == 0.0
+
+
+def test_f1_and_mcc_refuse_labels_that_are_not_binary():
+    with pytest.raises(ValueError, match=r"labels must be binary.*\[2\]"):
+        M.f1([0, 1, 1], [0, 1, 2])
+    with pytest.raises(ValueError, match="predictions must be binary"):
+        M.matthews_corrcoef([0.5, 1, 0], [0, 1, 0])

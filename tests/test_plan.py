@@ -303,37 +303,35 @@ def _records(root: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_a_plan_killed_with_sigkill_resumes_to_byte_identical_results(tmp_path):
-    """The same units, run through once and killed (-9, the whole process group) once: the
-    resumed run computes only what is missing, and every result is byte for byte the same."""
-    def env(name: str) -> dict:
-        return {**os.environ, "FLATCOMP_RESULTS": str(tmp_path / name / "results"),
-                "FLATCOMP_CACHE": str(tmp_path / name / "cache")}
-
-    command = _plan_command("--experiment", "lr_sweep", "--executor", "local", "--workers", "2",
-                            "--logs")
-    subprocess.run(command + [str(tmp_path / "ref-logs")], env=env("reference"), check=True,
-                   capture_output=True)
-    killed = subprocess.Popen(command + [str(tmp_path / "logs")], env=env("killed"),
-                              start_new_session=True, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+def test_a_plan_killed_with_sigkill_resumes_to_byte_identical_results(smoke, tmp_path):
+    """The same units, run through once (here, by the debug executor) and, by a plan process,
+    killed (-9, the whole process group) once: the resumed plan computes only what is missing,
+    and every result is byte for byte the same."""
+    outcomes = plan.execute(smoke, plan.make_plan(smoke, experiments=["lr_sweep"]), "debug",
+                            folder=tmp_path / "ref-logs", threads=1)
+    assert [o.status for o in outcomes] == ["done"] * len(outcomes)
+    env = {**os.environ, "FLATCOMP_RESULTS": str(tmp_path / "killed" / "results"),
+           "FLATCOMP_CACHE": str(tmp_path / "killed" / "cache")}
+    command = _plan_command("--experiment", "lr_sweep", "--executor", "local", "--workers", "1",
+                            "--logs", str(tmp_path / "logs"))
+    killed = subprocess.Popen(command, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = tmp_path / "killed" / "results"
-    end = time.monotonic() + 300
-    while time.monotonic() < end and not list(folder.rglob("*.json")):
+    end = time.monotonic() + 900  # the first unit: a plan, a worker and a fine-tune, on a busy CPU
+    while time.monotonic() < end and killed.poll() is None and not list(folder.rglob("*.json")):
         time.sleep(0.2)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     before = {p: p.read_bytes() for p in folder.rglob("*.json")}
     assert 1 <= len(before) < 4
-    resumed = subprocess.run(command + [str(tmp_path / "logs")], env=env("killed"), check=True,
-                             capture_output=True, text=True)
+    resumed = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
     assert f"{4 - len(before)} units in" in resumed.stdout
     assert all(p.read_bytes() == b for p, b in before.items())
-    reference = _records(tmp_path / "reference" / "results")
+    reference = _records(tmp_path / "results")
     again = _records(folder)
     timing = ("seconds_per_step", "wall_seconds")
     strip = lambda r: json.dumps({k: v for k, v in r.items() if k not in timing}, sort_keys=True)
-    assert sorted(again) == sorted(reference)
+    assert sorted(again) == sorted(reference) and len(reference) == 4
     assert all(strip(again[k]) == strip(reference[k]) for k in reference)
 
 
