@@ -32,9 +32,8 @@ import numpy as np
 import pandas as pd
 
 from flatcomp.lab import cofi_report, squad_report
-from flatcomp.lab.config import Profile
+from flatcomp.lab.config import ENVIRONMENT, Profile
 from flatcomp.lab.paper import COFI_95, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER, TRANSFER
-from flatcomp.lab.results import ENVIRONMENT
 from flatcomp.lab.tables import TASK_NAMES, NotedTable, environment, one_environment
 from flatcomp.metrics import recorded_score, resample_score
 from flatcomp.stats import (MIN_PAIRS, PairedDifference, bootstrap_difference,

@@ -9,12 +9,11 @@ from typing import Callable, Hashable, Sequence
 
 import pandas as pd
 
-from flatcomp.lab.config import PROFILES, Profile
-from flatcomp.lab.experiments import mean_std
+from flatcomp.lab.config import ENVIRONMENT, ENVIRONMENT_FIELDS, PROFILES, Profile
 from flatcomp.lab.paper import (FULL_BERT_BASE, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER,
                                 TRANSFER)
-from flatcomp.lab.results import ENVIRONMENT, ENVIRONMENT_FIELDS
 from flatcomp.metrics import MAIN_METRIC, recorded_score
+from flatcomp.stats import mean_std
 
 TASK_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP",
               "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad": "SQuAD"}
