@@ -421,10 +421,11 @@ def pooler_dense(claim: Callable[..., tuple[list[dict], list[str]]], experiment:
                  ) -> Callable[[Stored], tuple[list[dict], list[str]]]:
     """A lottery claim (:func:`imp_tickets`, :func:`masks`, :func:`transfer`) over the pooler-free
     lottery's ``experiment``; no rows where the profile's plan has no pooler-free lottery (paper:
-    BERT-base's pooler was trained)."""
-    from flatcomp.lab.experiments.lottery import encoder_tasks
-
+    BERT-base's pooler was trained). It runs when this module is imported: the experiments are
+    imported when the claim is computed, not before."""
     def over_pooler_free(stored: Stored) -> tuple[list[dict], list[str]]:
+        from flatcomp.lab.experiments.lottery import encoder_tasks
+
         if not encoder_tasks(stored.profile.for_lottery()):
             return [], []
         return claim(stored, experiment)
