@@ -44,6 +44,11 @@ import numpy as np
 from scipy import stats
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """mean(a - b) over ``pairs`` pairs; ``half_width`` of the ``confidence`` interval (None for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flatcomp.lab import tables
+from flatcomp.lab import efficiency_report
 from flatcomp.lab.config import PAPER
 from flatcomp.lab.experiments import load_or_run
 from flatcomp.lab.experiments.efficiency import COMPARED, one_shot_pruned
@@ -38,7 +38,7 @@ def test_bench_times_every_optimizer_against_adam(smoke):
     assert all(v > 0 for v in bench["over_adam"].values())
     assert set(bench["masked_over_dense"]) == {"adam", "sam"}
     assert set(bench["int8_over_fp32"]) == {"1", "32"}
-    assert len(tables.bench_table([bench])) == len(COMPARED)
+    assert len(efficiency_report.bench_table([bench])) == len(COMPARED)
 
 
 @pytest.mark.slow
@@ -51,7 +51,7 @@ def test_variants_store_what_the_compression_chapters_measure(smoke):
         assert r["sharpness"] >= 0
         assert {"compression", "flatness"} <= set(r)  # what every trained model records
         assert r["flatness"]["adaptive_sharpness"] >= 0
-    differences = tables.variant_differences(runs, "sam")
+    differences = efficiency_report.variant_differences(runs, "sam")
     assert "SAM" not in {optimizer for _, optimizer in differences.index}
     assert len(differences) == len(COMPARED) - 1
 
@@ -63,7 +63,7 @@ def test_variant_differences_pair_by_seed():
 
     runs = [run("adam", 0, 0.80), run("adam", 1, 0.70), run("looksam", 0, 0.85),
             run("looksam", 2, 0.10)]  # seed 2 has no Adam partner: left out
-    table = tables.variant_differences(runs, "adam")
+    table = efficiency_report.variant_differences(runs, "adam")
     assert table.loc[("MRPC", "LookSAM"), "dev"] == "+5.0"
     assert table.loc[("MRPC", "LookSAM"), "paired seeds"] == 1
 
@@ -72,7 +72,7 @@ def test_paper_cost_table_counts_each_model_once(monkeypatch):
     # the hub's sizes: a local folder without MNLI/QQP/QNLI train files would size those tasks
     # at half their dev sets, and the fine-tunes' share would shrink accordingly
     monkeypatch.delenv("FLATCOMP_DATA", raising=False)
-    table = tables.plan_cost_table(PAPER, seconds_per_step=0.1)
+    table = efficiency_report.plan_cost_table(PAPER, seconds_per_step=0.1)
     steps = {e: float(v.replace(",", "")) for (_, e), v in table["training steps"].items()}
     assert steps["quantization"] < steps["finetune"] / 10  # its models are the fine-tunes'
     assert steps["imp"] > steps["finetune"]

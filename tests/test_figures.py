@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURE_CODE = ["plots.py", "cofi_report.py", "squad_report.py"]
+FIGURE_CODE = ["reporting.py", "data_report.py", "flat_minima_report.py", "sam_report.py",
+               "lottery_report.py", "cofi_report.py", "quantization_report.py", "squad_report.py"]
 COLUMN_PX = 676           # the book's text column in a 1280 px window (CSS px)
 SMALLEST_PT = 7.5         # "about 8 pt"
 SIZE_KEYWORDS = {"fontsize", "labelsize", "title_fontsize", "size"}
@@ -97,7 +98,7 @@ def book_figures() -> list[tuple[str, int, bytes]]:
 
 @functools.cache
 def smallest_font() -> tuple[float, str]:
-    shared = module_constants(_package_file("plots.py"))   # SMALL, imported by the reports
+    shared = module_constants(_package_file("reporting.py"))   # SMALL, imported by the reports
     sizes = [(pt, f"{name}:{line}") for name in FIGURE_CODE
              for line, pt in font_sizes(_package_file(name), shared)]
     return min(sizes)

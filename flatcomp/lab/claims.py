@@ -10,8 +10,9 @@ Two records are a pair when they share the task and the seed (and whatever else 
 fixed: the sparsity, the fine-tuning optimizer, the source of a ticket) and differ only in the
 arm compared; the same seed means the same starting weights and the same order of the data.
 Each row is a comparison, and a comparison never mixes environments: its records are those of
-the commonest device, precision and starting weights (:func:`flatcomp.lab.tables.one_environment`),
-and the row says how many others were left out (the note under the table names them).
+the commonest device, precision and starting weights
+(:func:`flatcomp.lab.reporting.one_environment`), and the row says how many others were left out
+(the note under the table names them).
 
 A row is one task, or all tasks pooled (only where more than one task has pairs: the pairs of
 every task together, one pair per task and seed). A claim with no stored pair says *not yet
@@ -32,10 +33,9 @@ import numpy as np
 import pandas as pd
 
 from flatcomp.lab import cofi_report, squad_report
-from flatcomp.lab.config import Profile
+from flatcomp.lab.config import ENVIRONMENT, Profile
 from flatcomp.lab.paper import COFI_95, IMP_REWIND, INT8_DROP, MASK_X_OPTIMIZER, TRANSFER
-from flatcomp.lab.results import ENVIRONMENT
-from flatcomp.lab.tables import TASK_NAMES, NotedTable, environment, one_environment
+from flatcomp.lab.reporting import TASK_NAMES, NotedTable, environment, one_environment
 from flatcomp.metrics import recorded_score, resample_score
 from flatcomp.stats import (MIN_PAIRS, PairedDifference, bootstrap_difference,
                             paired_difference, pairs_of, verdict)
@@ -87,10 +87,10 @@ def stored_records(profile: Profile) -> Stored:
 # ---------------------------------------------------------------- pairs and rows
 
 def matched(key: Callable[[dict], Hashable]) -> Callable[[dict], Hashable]:
-    """``key`` and the record's environment (:func:`flatcomp.lab.tables.environment`): two records
-    pair only if they ran in the same one. Pairs of different environments may sit side by side
-    in one comparison; the two arms of a pair never differ in device, precision, starting
-    weights or batching."""
+    """``key`` and the record's environment (:func:`flatcomp.lab.reporting.environment`): two
+    records pair only if they ran in the same one. Pairs of different environments may sit side
+    by side in one comparison; the two arms of a pair never differ in device, precision,
+    starting weights or batching."""
     return lambda r: (key(r), environment(r))
 
 
@@ -206,7 +206,8 @@ class Comparison:
     experiment: str
     difference: Difference
     # (arm, arms, key) where pairs are matched per environment (:func:`matched`); None: the
-    # comparison keeps the records of one environment (:func:`flatcomp.lab.tables.one_environment`)
+    # comparison keeps the records of one environment
+    # (:func:`flatcomp.lab.reporting.one_environment`)
     pairing: tuple | None = None
     over: str | None = None  # what the pairs are, where not seeds (the "CI over" column)
 
@@ -221,7 +222,7 @@ def not_measured(claim: str, task: str, chapter: str, paper: str, why: str) -> d
 def compared(records: list[dict], c: Comparison, task: str, paper: str,
              stored: Stored) -> tuple[dict, list[dict], str | None]:
     """The row of one comparison over ``records``, those of the commonest environment only
-    (:func:`flatcomp.lab.tables.one_environment`); the records left out, and the note naming
+    (:func:`flatcomp.lab.reporting.one_environment`); the records left out, and the note naming
     them."""
     if c.pairing is None:
         kept, note = one_environment(records, f"{c.claim}, {task}")
@@ -422,10 +423,11 @@ def pooler_dense(claim: Callable[..., tuple[list[dict], list[str]]], experiment:
                  ) -> Callable[[Stored], tuple[list[dict], list[str]]]:
     """A lottery claim (:func:`imp_tickets`, :func:`masks`, :func:`transfer`) over the pooler-free
     lottery's ``experiment``; no rows where the profile's plan has no pooler-free lottery (paper:
-    BERT-base's pooler was trained)."""
-    from flatcomp.lab.experiments.lottery import encoder_tasks
-
+    BERT-base's pooler was trained). It runs when this module is imported: the experiments are
+    imported when the claim is computed, not before."""
     def over_pooler_free(stored: Stored) -> tuple[list[dict], list[str]]:
+        from flatcomp.lab.experiments.lottery import encoder_tasks
+
         if not encoder_tasks(stored.profile.for_lottery()):
             return [], []
         return claim(stored, experiment)
@@ -600,7 +602,7 @@ def claims_table(profile: Profile, stored: Stored | None = None,
 
 def prose_numbers(table: pd.DataFrame, prefix: str) -> dict[str, float]:
     """The measured rows of a :func:`claims_table` as numbers for a chapter's prose (myst-nb
-    glue, :func:`flatcomp.lab.tables.glue_numbers`): per task, named by ``prefix`` and the task's
+    glue, :func:`flatcomp.lab.reporting.glue_numbers`): per task, named by ``prefix`` and the task's
     label in lower-case letters and digits (``c1_sst2``, ``c1_pooled3tasks``), the difference in
     points, with ``_pairs`` and, where there is an interval, ``_low`` and ``_high``."""
     numbers = {}

@@ -225,11 +225,11 @@ def _pack(profile: Profile, args: argparse.Namespace) -> int:
 def _bench(profile: Profile) -> int:
     """The bench of :mod:`flatcomp.lab.experiments.efficiency`, measured once (alone on the machine:
     stop other work first) and then read back from ``results/<profile>/bench``."""
-    from flatcomp.lab import tables
+    from flatcomp.lab import efficiency_report
 
     bench = load_or_run(profile, "bench")
-    print(tables.bench_table(bench).to_string())
-    print(tables.inference_table(bench).to_string())
+    print(efficiency_report.bench_table(bench).to_string())
+    print(efficiency_report.inference_table(bench).to_string())
     return 0
 
 

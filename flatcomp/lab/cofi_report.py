@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from flatcomp.lab.paper import COFI_95
-from flatcomp.lab.plots import BOOK_WIDTH, SMALL
-from flatcomp.lab.tables import TASK_NAMES, one_environment_per, pct, pm, with_notes
+from flatcomp.lab.reporting import (BOOK_WIDTH, SMALL, TASK_NAMES, one_environment_per, pct, pm,
+                                    with_notes)
 from flatcomp.metrics import MAIN_METRIC
 from flatcomp.stats import PairedDifference, paired_difference, verdict as verdict_of
 
@@ -113,12 +113,12 @@ def speed_table(records: list[dict]) -> pd.DataFrame:
 
 
 def prose_numbers(records: list[dict]) -> dict[str, float]:
-    """The numbers of the chapter's prose (myst-nb glue, :func:`flatcomp.lab.tables.glue_numbers`),
-    means over seeds per task and target, named ``cofi_<task><target %>_<what>``: the teachers'
-    and the students' dev scores in points (``adam_teacher``, ``sam_student``...), the students'
-    paired difference (``difference``), SAM's teacher minus Adam's (``teacher_difference``),
-    the realised sparsity in percent and the speed-up of the
-    compact model at each batch size timed (``speedup_b1``...)."""
+    """The numbers of the chapter's prose (myst-nb glue,
+    :func:`flatcomp.lab.reporting.glue_numbers`), means over seeds per task and target, named
+    ``cofi_<task><target %>_<what>``: the teachers' and the students' dev scores in points
+    (``adam_teacher``, ``sam_student``...), the students' paired difference (``difference``),
+    SAM's teacher minus Adam's (``teacher_difference``), the realised sparsity in percent and the
+    speed-up of the compact model at each batch size timed (``speedup_b1``...)."""
     records, _ = _one_environment(records)
     numbers = {}
     for (task, target), by in sorted(_cells(records).items()):

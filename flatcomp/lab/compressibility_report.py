@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from scipy import stats as scipy_stats
 
-from flatcomp.lab.tables import OPTIMIZER_NAMES, TASK_NAMES, with_notes
+from flatcomp.lab.reporting import OPTIMIZER_NAMES, TASK_NAMES, with_notes
 from flatcomp.stats import PairedDifference, verdict
 
 FLATNESS = {"sharpness": "sharpness", "adaptive_sharpness": "adaptive sharpness",

@@ -369,6 +369,14 @@ def get_profile(name: str | None = None) -> Profile:
     return PROFILES[name]
 
 
+# ---- a stored result's environment: the key the results store adds to a loaded result
+# (:func:`flatcomp.lab.results.with_environment`) and its fields, here so that the tables can read
+# them without importing the store
+
+ENVIRONMENT = "environment"  # the key ResultsStore.load adds to a result (never written)
+ENVIRONMENT_FIELDS = ("device", "precision", "weights", "batching")
+
+
 # ---- where things live (environment, not experiment configuration) ----
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

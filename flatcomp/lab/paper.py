@@ -38,7 +38,7 @@ COFI_95 = {"sst2": (90.2, 91.3), "qnli": (85.9, 86.9), "qqp": (90.0, 90.1), "mnl
 # ("ticket", o): SAM ticket minus Adam ticket, both fine-tuned with optimizer o (Figure 8);
 # ("optimizer", m): SAM minus Adam fine-tuning, both on the m-found ticket (Figure 9).
 # Transcribed from the poster; the means of rows (Figure 8) and columns (Figure 9) agree with
-# its printed averages to their rounding (tests/test_tables.py).
+# its printed averages to their rounding (tests/test_reports.py).
 TRANSFER_TASKS = ("mnli", "qqp", "stsb", "qnli", "mrpc", "rte", "sst2", "cola")
 _TRANSFER_ROWS = {
     ("ticket", "sam"): """

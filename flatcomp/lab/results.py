@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from flatcomp.lab.config import REPO_ROOT, Profile, results_dir
+from flatcomp.lab.config import ENVIRONMENT, REPO_ROOT, Profile, results_dir
 
 SCHEMA = "flatcomp-result/1"
 _PACKAGES = ("flatcomp", "torch", "transformers", "numpy", "scipy", "scikit-learn")
@@ -214,9 +214,8 @@ def _start_weights_sha256(profile: Profile) -> str | None:
 
 
 # ---- a stored result's environment: what a comparison between results must hold fixed
+# (ENVIRONMENT, the key a loaded result carries it under, and its fields are in flatcomp.lab.config)
 
-ENVIRONMENT = "environment"  # the key ResultsStore.load adds to a result (never written)
-ENVIRONMENT_FIELDS = ("device", "precision", "weights", "batching")
 # Before provenance named the precision and the weights, every record ran bf16 autocast
 # (``config.bf16``), and all GPU work ran in one session on this GPU, which received MiniLM's
 # weights rounded to fp16 and widened back to fp32 (a 64 MiB transfer limit).

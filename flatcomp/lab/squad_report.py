@@ -23,7 +23,7 @@ from flatcomp.lab.data import SquadExample, load_squad
 from flatcomp.lab.paper import FULL_BERT_BASE, IMP_REWIND, INT8_DROP, TICKET_SPARSITY
 from flatcomp.lab.qa_answers import Span, span_text
 from flatcomp.lab.qa_features import CLS_INDEX, QAFeatures, encode_squad
-from flatcomp.lab.tables import OPTIMIZER_NAMES, one_environment, pct, with_notes
+from flatcomp.lab.reporting import OPTIMIZER_NAMES, one_environment, pct, with_notes
 from flatcomp.stats import PairedDifference, paired_difference, pairs_of, verdict as verdict_of
 
 HEADLINE = ("adam", "sam")
@@ -217,7 +217,8 @@ def int8_changes_table(quant: list[dict]) -> pd.DataFrame:
 
 def with_fp32(bits: list[dict], quant: list[dict]) -> list[dict]:
     """The k-bit records (``squad_bits``) with their model's fp32 F1 from ``squad_quant`` added
-    to their scores, for :func:`flatcomp.lab.plots.bit_sweep`; a model without one is left out."""
+    to their scores, for :func:`flatcomp.lab.quantization_report.bit_sweep`; a model without one
+    is left out."""
     fp32 = {(q["optimizer"], q["seed"]): q["scores"]["fp32"] for q in quant}
     return [{**b, "scores": {**b["scores"], "fp32": fp32[b["optimizer"], b["seed"]]}}
             for b in bits if (b["optimizer"], b["seed"]) in fp32]

@@ -24,7 +24,7 @@ from flatcomp.lab.config import Profile
 from flatcomp.lab.experiments import (cofi_runs, compressibility, efficiency, lottery,
                                       quantization_runs, sam_runs, setup, squad, tuned)
 from flatcomp.lab.experiments.core import (FLATNESS_SETTINGS, Experiment, Job, Unit, encoded_task,
-                                           finetuned, finetuned_file, mean_std, select, unit_id)
+                                           finetuned, finetuned_file, select, unit_id)
 from flatcomp.lab.experiments.lottery import (lottery_jobs, ticket_and_origin, ticket_file,
                                               ticket_imp_unit, ticket_masks, ticket_sparsity)
 from flatcomp.lab.experiments.quantization_runs import QUANT_BITS

@@ -18,7 +18,6 @@ import hashlib
 import itertools
 import json
 import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -356,9 +355,3 @@ def select(units: list[Unit], **wanted) -> list[Unit]:
     """The units whose keys match, e.g. ``select(units, task=["rte"], optimizer=["adam"])``."""
     return [u for u in units
             if all(values is None or u.get(key) in values for key, values in wanted.items())]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
