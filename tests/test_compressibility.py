@@ -31,11 +31,13 @@ def test_model_points_turn_records_into_damage_in_points():
 
 def test_sharper_models_that_lose_more_reproduce_the_hypothesis():
     records = [_record(o, s, 0.1 * (1 + s) + (0.5 if o == "adam" else 0), 0.01 * (1 + s)
-                       + (0.05 if o == "adam" else 0)) for o in ("adam", "sam") for s in range(4)]
+                       + (0.05 if o == "adam" else 0)) for o in ("adam", "sam") for s in range(5)]
     table = report.correlation_table(report.model_points(records))
     row = table.loc[("sharpness", "int8 drop")]
     assert row["Kendall tau"] == "+1.00" and row["verdict"].startswith("reproduced")
-    assert row["models"] == 8 and row["tau, SAM only"] == "+1.00"
+    assert row["models"] == 10 and row["tau, SAM only"] == "+1.00"
+    with pytest.raises(ValueError, match="9 models: a correlation over models needs at least 10"):
+        report.correlation_table(report.model_points(records[1:]))
 
 
 def test_kendall_interval_is_seeded_and_unrelated_points_are_inconclusive():
@@ -87,13 +89,16 @@ def test_the_hypothesis_has_its_own_claims_row_marked_as_ours():
 
     records = [_record(o, s, 0.1 * (1 + s) + (0.5 if o == "adam" else 0),
                        0.01 * (1 + s) + (0.05 if o == "adam" else 0))
-               for o in ("adam", "sam") for s in range(4)]
+               for o in ("adam", "sam") for s in range(5)]
     store = claims.Stored(get_profile("small"), lambda e: records if e == "tuned" else [])
     (row,), _ = claims.flatness_predicts(store)
     assert row["claim"].startswith("C8 (ours)") and row["paper"] == "not tested"
-    assert row["ours"] == "+1.00" and row["pairs"] == 8 and row["verdict"].startswith("reproduced")
+    assert row["ours"] == "+1.00" and row["pairs"] == 10 and row["verdict"].startswith("reproduced")
     (waiting,), _ = claims.flatness_predicts(claims.Stored(get_profile("small"), lambda e: []))
     assert waiting["pairs"] == 0 and "--experiment tuned" in waiting["note"]
+    few = claims.Stored(get_profile("small"), lambda e: records[:3] if e == "tuned" else [])
+    (waiting,), _ = claims.flatness_predicts(few)
+    assert waiting["pairs"] == 0 and "--experiment rho_sweep" in waiting["note"]
 
 
 def test_sam_against_adam_at_equal_rank_pairs_by_seed():

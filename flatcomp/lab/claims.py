@@ -523,11 +523,11 @@ def flatness_predicts(stored: Stored) -> tuple[list[dict], list[str]]:
     its damage (``tuned`` and ``rho_sweep``), flatter models lose less to int8: Kendall's tau of
     sharpness and int8 drop, with its bootstrap interval over models
     (:mod:`flatcomp.lab.compressibility_report`)."""
-    from flatcomp.lab.compressibility_report import kendall_with_interval, model_points
+    from flatcomp.lab.compressibility_report import MIN_MODELS, kendall_with_interval, model_points
 
     name = "C8 (ours) flatter models lose less: tau(sharpness, int8 drop)"
     records = stored.load("tuned") + stored.load("rho_sweep")
-    if len(records) < 2:
+    if len(records) < MIN_MODELS:
         why = stored.how_to_measure("rho_sweep" if stored.load("tuned") else "tuned")
         return [not_measured(name, "all models", "9 flatness and compressibility",
                              "not tested", why)], []

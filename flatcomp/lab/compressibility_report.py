@@ -22,6 +22,9 @@ from scipy import stats as scipy_stats
 from flatcomp.lab.reporting import OPTIMIZER_NAMES, TASK_NAMES, with_notes
 from flatcomp.stats import PairedDifference, verdict
 
+# Below this many models, a bootstrap over models draws so few distinct points that its interval
+# says nothing (at 3 concordant models it is +1 to +1): the chapter and the claims page wait.
+MIN_MODELS = 10
 FLATNESS = {"sharpness": "sharpness", "adaptive_sharpness": "adaptive sharpness",
             "top_eigenvalue": "top eigenvalue", "trace": "Hessian trace"}
 DAMAGE = {"int8": "int8 drop", "int8 per channel": "int8 per channel drop", "4 bit": "4-bit drop",
@@ -82,7 +85,11 @@ def partial_spearman(x: np.ndarray, y: np.ndarray, covariates: np.ndarray) -> fl
 def correlation_table(points: pd.DataFrame) -> pd.DataFrame:
     """Per flatness measure and kind of damage: Kendall's tau over all models with its bootstrap
     interval and the verdict on "flatter models lose less" (a positive tau), tau within each
-    optimizer, and the partial Spearman correlation given the dev score and the training loss."""
+    optimizer, and the partial Spearman correlation given the dev score and the training loss.
+    At least :data:`MIN_MODELS` models."""
+    if len(points) < MIN_MODELS:
+        raise ValueError(f"{len(points)} models: a correlation over models needs at least "
+                         f"{MIN_MODELS} (store more `tuned` or `rho_sweep` units first)")
     rows = []
     for f, f_name in FLATNESS.items():
         for d, d_name in DAMAGE.items():
