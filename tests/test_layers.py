@@ -101,12 +101,12 @@ def test_the_presentation_imports_no_execution_at_import_time():
 
 def test_importing_the_presentation_starts_no_process_and_sets_no_variable():
     """No git (nor any other process) and no change to ``os.environ`` or matplotlib's settings
-    when every report module is imported (the libraries they use are imported first: scikit-learn
-    sets OpenMP variables of its own)."""
+    when every report module is imported (the libraries they use are imported first: some set
+    variables of their own when imported)."""
     modules = " ".join(f"flatcomp.lab.{n}" for n in sorted(PRESENTATION))
     check = f"""
 import os, subprocess
-import matplotlib, pandas, scipy.stats, sklearn, torch
+import matplotlib, pandas, scipy.stats, torch
 started, start = [], subprocess.Popen.__init__
 def record(self, args, *rest, **kwargs):
     started.append(args)
