@@ -248,6 +248,16 @@ def test_short_steps_share_a_worker_and_a_timing_runs_alone(smoke):
     assert plan._next_batch(timings, store, 1e9, 0, alone_ok=True) == timings[:1]
 
 
+def test_a_chain_runs_in_one_batch_each_link_after_the_one_it_needs(smoke):
+    steps = plan.make_plan(smoke, experiments=["squad_finetune", "squad_imp"],
+                           seconds_per_step=ONE_SECOND)
+    waiting = [plan.Outcome(s) for s in steps]
+    batch = plan._next_batch(waiting, ResultsStore(smoke), 1e9, batch_seconds=1e9, alone_ok=True)
+    assert [o.step for o in batch] == steps and len(steps) == 8  # 2 fine-tunes, 2 x 3 rounds
+    # a link whose need nothing before it makes waits, as before
+    assert plan._next_batch(waiting[2:], ResultsStore(smoke), 1e9, 1e9, alone_ok=True) == []
+
+
 def test_debug_executor_runs_in_order_and_respects_needs(smoke, tmp_path):
     steps = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)[:2]
     orphan = plan.Step(Job("data_cards", {"task": ["rte"]}, (("data_cards", "never"),)),

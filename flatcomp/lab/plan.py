@@ -397,10 +397,12 @@ def _next_batch(waiting: list[Outcome], store: ResultsStore, time_left: float,
                 batch_seconds: float, alone_ok: bool) -> list[Outcome]:
     """The first ready waiting step (its needs all stored, its estimate within the time left),
     and after it the next ready ones while their estimates add up to less than ``batch_seconds``
-    (0: one step a batch).
+    (0: one step a batch). A step is ready too where a step before it in the batch makes what
+    it waits for: a chain (IMP's rounds) runs in one process, not one process start a link.
     Steps that must run alone (timings) make batches of their own: one after the other in one
     process, with nothing beside them, and no other step among them."""
     batch: list[Outcome] = []
+    made: set[Any] = set()  # what the batch's steps leave behind, for the steps after them
     for outcome in waiting:
         step = outcome.step
         total = sum(o.step.seconds for o in batch) + step.seconds
@@ -408,8 +410,9 @@ def _next_batch(waiting: list[Outcome], store: ResultsStore, time_left: float,
             break
         if (step.alone and not alone_ok) or total > time_left:
             continue
-        if all(_exists(need, store) for need in step.job.needs):
+        if all(need in made or _exists(need, store) for need in step.job.needs):
             batch.append(outcome)
+            made.update(_makes(step, store))
     return batch
 
 
