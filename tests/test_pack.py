@@ -94,7 +94,9 @@ def test_smoke_rehearsal_runs_the_packed_plan_and_its_results_come_back(smoke, t
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLATCOMP_")}
     env.update(OUT=str(out), PYTHON=sys.executable, OMP_NUM_THREADS="1")
     run = subprocess.run(["bash", str(into / "run.sh"), "--experiment", "data_cards",
-                          "lr_sweep", "--threads", "1"], cwd=tmp_path, env=env,
+                          "lr_sweep", "--threads", "1",
+                          "--executor", "debug"],  # in the plan's process: one start, not two
+                         cwd=tmp_path, env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     with tarfile.open(out / "returned-results.tar.gz") as tar:

@@ -314,20 +314,21 @@ def _records(root: Path) -> dict[str, dict]:
 
 @pytest.mark.slow
 def test_a_plan_killed_with_sigkill_resumes_to_byte_identical_results(smoke, tmp_path):
-    """The same units, run through once (here, by the debug executor) and, by a plan process,
-    killed (-9, the whole process group) once: the resumed plan computes only what is missing,
-    and every result is byte for byte the same."""
+    """The same units, run through once (here) and, by a plan process, killed (-9) once: the
+    resumed plan computes only what is missing, and every result is byte for byte the same.
+    Both plan processes run their units themselves (the debug executor): a local worker is one
+    more process start, and the SIGTERM test below checks that workers end with their plan."""
     outcomes = plan.execute(smoke, plan.make_plan(smoke, experiments=["lr_sweep"]), "debug",
                             folder=tmp_path / "ref-logs", threads=1)
     assert [o.status for o in outcomes] == ["done"] * len(outcomes)
     env = {**os.environ, "FLATCOMP_RESULTS": str(tmp_path / "killed" / "results"),
            "FLATCOMP_CACHE": str(tmp_path / "killed" / "cache")}
-    command = _plan_command("--experiment", "lr_sweep", "--executor", "local", "--workers", "1",
+    command = _plan_command("--experiment", "lr_sweep", "--executor", "debug",
                             "--logs", str(tmp_path / "logs"))
     killed = subprocess.Popen(command, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = tmp_path / "killed" / "results"
-    end = time.monotonic() + 900  # the first unit: a plan, a worker and a fine-tune, on a busy CPU
+    end = time.monotonic() + 900  # the first unit: a plan and a fine-tune, on a busy CPU
     while time.monotonic() < end and killed.poll() is None and not list(folder.rglob("*.json")):
         time.sleep(0.2)
     os.killpg(killed.pid, signal.SIGKILL)
