@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.serial  # builds the site (about 20 s) and drives a browser
+pytestmark = pytest.mark.slow  # builds the site (about 20 s) and drives a browser
 
 ROOT = Path(__file__).resolve().parents[1]
 MATH_PAGES = {"02_flat_minima", "03_sam_finetuning"}  # at least these must carry typeset math
