@@ -1,6 +1,6 @@
-"""The smoke pass's last step (``make test-smoke``): every chapter's code, run on the results the
-smoke plan has just computed (``FLATCOMP_RESULTS``), so that every report's code path runs,
-those whose ``small`` results are not stored yet included.
+"""The smoke pass's last step (``make test-smoke``): the smoke plan left nothing to compute, and
+every chapter's code runs on the results it has just computed (``FLATCOMP_RESULTS``), so that
+every report's code path runs, those whose ``small`` results are not stored yet included.
 
 Each chapter runs in an IPython shell inside this process, in a namespace of its own, as a
 kernel would run it (rich display of a cell's last value, inline figures drawn to PNG), without
@@ -21,6 +21,20 @@ import nbformat
 import pytest
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
+
+
+def _smoke_env() -> None:
+    assert os.environ.get("FLATCOMP_PROFILE") == "smoke" and os.environ.get("FLATCOMP_RESULTS"), \
+        "run with FLATCOMP_PROFILE=smoke and FLATCOMP_RESULTS at the smoke plan's results"
+
+
+def test_the_smoke_plan_left_nothing_to_compute():
+    from flatcomp.lab import plan
+    from flatcomp.lab.config import get_profile
+
+    _smoke_env()
+    left = plan.make_plan(get_profile())
+    assert not left, plan.describe(get_profile(), left)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +60,7 @@ def chapter_cells(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("chapter", sorted(BOOK.glob("*.ipynb")), ids=lambda path: path.stem)
 def test_the_chapter_runs_on_the_smoke_plans_results(chapter, shell, monkeypatch):
-    assert os.environ.get("FLATCOMP_PROFILE") == "smoke" and os.environ.get("FLATCOMP_RESULTS"), \
-        "run with FLATCOMP_PROFILE=smoke and FLATCOMP_RESULTS at the smoke plan's results"
+    _smoke_env()
     monkeypatch.chdir(BOOK)  # where a kernel started by nbval would run
     shell.reset(new_session=False)
     for number, source in enumerate(chapter_cells(chapter), 1):
