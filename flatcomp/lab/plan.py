@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -348,9 +349,7 @@ def _workers_cancelled_on_exit(running: list) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        for _, job, _ in running:
-            job.cancel(check=False)
-        _wait_until_gone([job for _, job, _ in running])
+        _cancel([job for _, job, _ in running])
         raise
     finally:
         if previous is not None:
@@ -367,11 +366,10 @@ def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], runni
             _finish(batch, job, time.monotonic() - started, elapsed)
         if elapsed > deadline:
             for batch, job, started in running:
-                job.cancel(check=False)
                 for outcome in batch:
                     outcome.status, outcome.seconds = "killed", time.monotonic() - started
                 _say(elapsed, f"  killed {', '.join(o.step.name for o in batch)}")
-            _wait_until_gone([job for _, job, _ in running])
+            _cancel([job for _, job, _ in running])
             return outcomes
         while len(running) < workers and not any(o.step.alone for b, _, _ in running for o in b):
             batch = _next_batch(waiting, store, deadline - elapsed, batch_seconds,
@@ -456,6 +454,41 @@ def _wait_until_gone(jobs: list[Any], seconds: float = 30) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end and not all(job.done() for job in jobs):
         time.sleep(0.5)
+
+
+def _cancel(jobs: list[Any], grace: float = 10) -> None:
+    """Cancel running jobs (submitit's local jobs get SIGINT), and SIGKILL, with every process
+    under it, a local job still running ``grace`` seconds later: a worker busy in a long call, or
+    still starting, can miss the interrupt and train on, unwatched."""
+    for job in jobs:
+        job.cancel(check=False)
+    _wait_until_gone(jobs, grace)
+    for job in jobs:
+        if not job.done():
+            _kill_with_descendants(getattr(job, "_process", None))
+
+
+def _kill_with_descendants(process: Any) -> None:
+    """SIGKILL a local job's process and every process under it (read from Linux's /proc; a
+    no-op elsewhere, and for a job with no process of its own)."""
+    if process is None or process.poll() is not None:
+        return
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    doomed, todo = [], [process.pid]
+    while todo:
+        pid = todo.pop()
+        doomed.append(pid)
+        todo += children.get(pid, [])
+    for pid in doomed:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
 
 
 def _say(elapsed: float, message: str) -> None:
