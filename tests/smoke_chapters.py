@@ -65,4 +65,5 @@ def test_the_chapter_runs_on_the_smoke_plans_results(chapter, shell, monkeypatch
     shell.reset(new_session=False)
     for number, source in enumerate(chapter_cells(chapter), 1):
         result = shell.run_cell(source, silent=False, store_history=False)
-        assert result.success, f"{chapter.name}, code cell {number}: {result.error_in_exec!r}"
+        assert result.success, f"{chapter.name}, code cell {number}: " \
+            f"{result.error_before_exec or result.error_in_exec!r}"

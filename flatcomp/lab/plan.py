@@ -469,8 +469,8 @@ def _cancel(jobs: list[Any], grace: float = 10) -> None:
 
 
 def _kill_with_descendants(process: Any) -> None:
-    """SIGKILL a local job's process and every process under it (read from Linux's /proc; a
-    no-op elsewhere, and for a job with no process of its own)."""
+    """SIGKILL a local job's process and every process under it (found in Linux's /proc;
+    elsewhere the process alone). A job with no process of its own is left alone."""
     if process is None or process.poll() is not None:
         return
     children: dict[int, list[int]] = {}
