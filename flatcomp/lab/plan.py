@@ -450,7 +450,7 @@ def _last_line(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
-def _wait_until_gone(jobs: list[Any], seconds: float = 30) -> None:
+def _wait_until_gone(jobs: list[Any], seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end and not all(job.done() for job in jobs):
         time.sleep(0.5)
