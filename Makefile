@@ -49,15 +49,15 @@ book: $(BOOK_STAMP)
 	shutil.copytree(pathlib.Path(m.__file__).parent / 'static', '_offline/mathjax', dirs_exist_ok=True)"
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 
-# The tiny model trains fastest on one thread per process (two xdist workers on two cores); the
-# test that races plan processes against a deadline runs afterwards, alone.
-# Unit tests, then every chapter re-executed at its default profile from results/ (outputs must
-# match exactly), then every chapter trained for real at the smoke profile.
-test: test-unit test-notebooks test-smoke
+# The tiny model trains fastest on one thread per process (two xdist workers on two cores).
+# Unit tests first; then, side by side (each leaves a core idle at times, and the other fills
+# it), every chapter re-executed at its default profile from results/ (outputs must match
+# exactly), and the smoke pass.
+test: test-unit
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-notebooks test-smoke
 
 test-unit: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -n 2 --dist loadfile -m "not serial"
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -m serial
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -n 2 --dist loadfile
 
 test-notebooks: $(STAMP)
 	OMP_NUM_THREADS=1 FLATCOMP_PROFILE=small $(PY) -m pytest -q --nbval --nbval-current-env \

@@ -317,8 +317,11 @@ def execute(profile: Profile, steps: list[Step], executor: str = "local", worker
     if executor == "slurm":
         return submit_to_slurm(submitit.AutoExecutor(folder, cluster="slurm"), steps, args,
                                **(slurm or {}))
-    pool = submitit.AutoExecutor(folder, cluster=executor)
-    pool.update_parameters(timeout_min=int(min(deadline, 7 * 24 * 3600) / 60) + 1)
+    pool = (submitit.LocalExecutor if executor == "local" else submitit.DebugExecutor)(folder)
+    # submitit's own timeout only backs the deadline up. Its warning signal (SIGUSR2, by default
+    # 30 s before that timeout) is turned off: a worker still importing when it came died of it.
+    pool.update_parameters(timeout_min=int(min(deadline, 7 * 24 * 3600) / 60) + 1,
+                           signal_delay_s=0)
     return _run_pool(pool, steps, args, workers, deadline, store, poll,
                      in_process=executor == "debug", batch_seconds=batch_seconds)
 
