@@ -212,11 +212,13 @@ def length_factor(profile: Profile, task: str | None) -> float:
     return _LENGTH_FACTORS[key]
 
 
-def measured_seconds_per_step(profile: Profile, steps: int = 5) -> float:
+def measured_seconds_per_step(profile: Profile, steps: int = 5, seconds: float = 2.0) -> float:
     """Seconds of one Adam training step of the profile's model at its batch size and maximum
-    length, on this device and precision: the fastest of ``steps`` timings on random tokens
-    (after one warm-up step; the fastest, because a busy machine only ever slows a step down),
-    cached in ``$FLATCOMP_CACHE/step-seconds.json`` (:func:`forget_step_times` to time again)."""
+    length, on this device and precision: the fastest of at least ``steps`` timings on random
+    tokens, and of as many more (up to 200) as fit in ``seconds`` (after one warm-up step; the
+    fastest, because a busy machine only ever slows a step down, and a step of milliseconds
+    needs many tries to find one that ran uninterrupted), cached in
+    ``$FLATCOMP_CACHE/step-seconds.json`` (:func:`forget_step_times` to time again)."""
     from flatcomp.lab.models import load_model
     from flatcomp.lab.train import autocast, make_optimizer
 
@@ -234,8 +236,8 @@ def measured_seconds_per_step(profile: Profile, steps: int = 5) -> float:
         labels = torch.zeros(profile.batch_size, dtype=torch.long, device=device)
         if model.config.num_labels == 1:
             labels = labels.float()
-        times = []
-        for _ in range(steps + 1):
+        times: list[float] = []
+        while len(times) <= steps or (sum(times) < seconds and len(times) <= 200):
             start = time.perf_counter()
             optimizer.zero_grad()
             with autocast(device, resolve_precision(profile, device) == "bf16"):
