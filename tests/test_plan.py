@@ -160,6 +160,7 @@ def test_the_cost_model_counts_sam_twice(smoke):
 @pytest.mark.parametrize("experiment, trainer, unit", [
     ("squad_more_quant", "squad_more", dict(task="squad", optimizer="adam", seed=1)),
     ("cofi", "finetune", dict(task="mrpc", optimizer="sam", sparsity=0.95, seed=0)),
+    ("quantization", "finetune", dict(task="mrpc", optimizer="adam", seed=0)),
 ])
 def test_the_cost_model_counts_a_model_once(smoke, experiment, trainer, unit):
     """A unit that waits for the unit that trains its model counts no fine-tune while that one

@@ -28,7 +28,6 @@ from flatcomp.lab.config import Profile
 from flatcomp.lab.data import task_rows
 from flatcomp.lab.experiments.core import (Experiment, Unit, cpu_fp32_scorer, dev_pass_steps,
                                            encoded_task, finetuned, model_steps, unit_id)
-from flatcomp.lab.results import ResultsStore
 
 HEADLINE = 2  # the first HEADLINE tasks and targets of the profile's lists, at the first seed
 LATENCY_BATCHES = (1, 32)
@@ -207,13 +206,6 @@ def _needs(profile: Profile, unit: Unit) -> tuple:
     return ()
 
 
-def _teacher_trained_first(profile: Profile, unit: Unit) -> bool:
-    """Whether the unit waits for a ``finetune`` unit that is not stored yet: the plan trains that
-    one first, into the checkpoint cache, so the teacher costs this unit nothing."""
-    store = ResultsStore(profile)
-    return any(not store.path(*need).exists() for need in _needs(profile, unit))
-
-
 def _cost(profile: Profile, unit: Unit) -> float:
     """In training steps: the teacher if the cache lacks it (and no unit of the plan trains it
     first); pruning epochs x batches x 1.5 (the
@@ -225,8 +217,7 @@ def _cost(profile: Profile, unit: Unit) -> float:
 
     task, s = unit["task"], schedule_for(profile, unit["task"])
     steps = math.ceil(task_rows(task, profile)[0] / s.batch_size)
-    teacher = 0.0 if _teacher_trained_first(profile, unit) else \
-        model_steps(profile, task, unit["optimizer"], unit["seed"])
+    teacher = model_steps(profile, task, unit["optimizer"], unit["seed"], _needs(profile, unit))
     prune = s.prune_epochs * steps * 1.5
     finetune = s.finetune_epochs * steps * (1 / 3 + max(0.2, 1 - unit["sparsity"]))
     length = s.max_length / profile.max_length  # shorter rows: cheaper steps (roughly)

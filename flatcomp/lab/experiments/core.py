@@ -28,7 +28,7 @@ from flatcomp.lab.config import Profile, cache_dir
 from flatcomp.lab.data import Encoded, batches, encode, load_task, task_rows
 from flatcomp.lab.models import load_model, load_tokenizer, load_weights, save_weights
 from flatcomp.lab.precision import resolve_precision
-from flatcomp.lab.results import atomic_write_json
+from flatcomp.lab.results import ResultsStore, atomic_write_json
 from flatcomp.lab.train import OPTIMIZERS, FineTuneResult, default_device, evaluate, fine_tune
 from flatcomp.metrics import main_score
 
@@ -153,18 +153,38 @@ def fine_tune_steps(profile: Profile, task: str, optimizer: str, epochs: int | N
     return train * PASSES_PER_STEP.get(optimizer, 1.0) + evaluation
 
 
-def model_steps(profile: Profile, task: str, optimizer: str, seed: int) -> float:
-    """What getting a fine-tuned model costs: nothing if the checkpoint cache has it."""
-    return 0.0 if finetuned_file(profile, task, optimizer, seed).exists() else \
-        fine_tune_steps(profile, task, optimizer)
+def trained_first(profile: Profile, needs: tuple) -> bool:
+    """Whether a unit waits for one of ``needs`` (``(experiment, unit id)`` pairs) that is not
+    stored yet: the plan runs that one first, into the checkpoint cache, so the model it trains
+    costs the waiting unit nothing."""
+    store = ResultsStore(profile)
+    return any(not store.path(*need).exists() for need in needs)
+
+
+def model_steps(profile: Profile, task: str, optimizer: str, seed: int, needs: tuple = (),
+                fine_tune: float | None = None) -> float:
+    """What getting a fine-tuned model costs a unit: nothing if the checkpoint cache has it or
+    if a unit that trains it runs first (``needs``, :func:`trained_first`); else the fine-tune,
+    ``fine_tune`` steps (by default :func:`fine_tune_steps`): its record came from another
+    machine, its checkpoint did not."""
+    if finetuned_file(profile, task, optimizer, seed).exists() or trained_first(profile, needs):
+        return 0.0
+    return fine_tune if fine_tune is not None else fine_tune_steps(profile, task, optimizer)
+
+
+def finetune_model_steps(profile: Profile, unit: Unit) -> float:
+    """:func:`model_steps` for a unit that waits for its ``finetune`` unit (:func:`needs_finetune`)."""
+    return model_steps(profile, unit["task"], unit["optimizer"], unit["seed"],
+                       needs_finetune(profile, unit))
 
 
 def work_steps(experiment: Experiment, profile: Profile, unit: Unit) -> float:
     """A unit's own work: its cost, less the fine-tune of its model where it needs the
-    ``finetune`` unit that trains that model (the plan runs that one first, on the same cache)."""
+    ``finetune`` unit that trains that model and that unit is stored (while it is not, the cost
+    counts no fine-tune already: :func:`model_steps`)."""
     own = experiment.cost(profile, unit)
     if experiment.needs is needs_finetune:
-        own -= model_steps(profile, unit["task"], unit["optimizer"], unit["seed"])
+        own -= finetune_model_steps(profile, unit)
     return own
 
 

@@ -8,8 +8,8 @@ import torch
 from flatcomp.lab.config import Profile
 from flatcomp.lab.experiments.core import (FLATNESS_SETTINGS, Experiment, Unit, adam_sam_units,
                                            cpu_fp32_scorer, dense_priority, dense_units, dev_labels,
-                                           dev_pass_steps, encoded_task, finetuned,
-                                           model_on_fixed_rows, model_steps, needs_finetune)
+                                           dev_pass_steps, encoded_task, finetune_model_steps,
+                                           finetuned, model_on_fixed_rows, needs_finetune)
 from flatcomp.lab.experiments.sam_runs import flatness_rows_steps
 
 QUANT_BITS = (8, 6, 4, 3)
@@ -99,18 +99,18 @@ def _run_quant_speed(profile: Profile, unit: Unit) -> dict:
 
 def _quantization_cost(profile: Profile, unit: Unit) -> float:
     """fp32, two int8 and two roundings per bit width, each one pass over dev."""
-    return model_steps(profile, unit["task"], unit["optimizer"], unit["seed"]) + \
+    return finetune_model_steps(profile, unit) + \
         dev_pass_steps(profile, unit["task"], 3 + 2 * len(QUANT_BITS))
 
 
 def _quant_theory_cost(profile: Profile, unit: Unit) -> float:
     passes = 2 * FLATNESS_SETTINGS[profile.name]["trace_samples"] + 2 * len(QUANT_BITS) / 3
-    return model_steps(profile, unit["task"], unit["optimizer"], unit["seed"]) + \
+    return finetune_model_steps(profile, unit) + \
         flatness_rows_steps(profile, passes)
 
 
 def _quant_speed_cost(profile: Profile, unit: Unit) -> float:
-    return model_steps(profile, unit["task"], unit["optimizer"], unit["seed"]) + 40
+    return finetune_model_steps(profile, unit) + 40
 
 
 EXPERIMENTS = (

@@ -7,9 +7,9 @@ import math
 
 from flatcomp.lab.config import Profile
 from flatcomp.lab.experiments.core import (FLATNESS_SETTINGS, Experiment, Unit, dense_priority,
-                                           dense_units, finetune_cost, finetune_record, finetuned,
-                                           model_on_fixed_rows, model_steps, model_units,
-                                           needs_finetune)
+                                           dense_units, finetune_cost, finetune_model_steps,
+                                           finetune_record, finetuned, model_on_fixed_rows,
+                                           model_units, needs_finetune)
 
 def _finetune_units(profile: Profile) -> list[Unit]:
     """The models of :func:`dense_units`, then Adam on any baseline task not among them."""
@@ -96,14 +96,14 @@ def _flatness_cost(profile: Profile, unit: Unit) -> float:
     Hutchinson's trace), plus the model if it is not in the cache."""
     s = FLATNESS_SETTINGS[profile.name]
     passes = s["sharpness_steps"] + 1 + 2 * (s["eigen_iters"] + s["trace_samples"])
-    return model_steps(profile, unit["task"], unit["optimizer"], unit["seed"]) + \
+    return finetune_model_steps(profile, unit) + \
         flatness_rows_steps(profile, passes)
 
 
 def _landscape_cost(profile: Profile, unit: Unit) -> float:
     s = FLATNESS_SETTINGS[profile.name]
     forwards = s["line_points"] + s["plane_points"] ** 2
-    return model_steps(profile, unit["task"], unit["optimizer"], unit["seed"]) + \
+    return finetune_model_steps(profile, unit) + \
         flatness_rows_steps(profile, forwards / 3)
 
 

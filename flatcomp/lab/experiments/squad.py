@@ -34,7 +34,7 @@ from flatcomp.lab.config import Profile
 from flatcomp.lab.data import squad_is_local, squad_rows
 from flatcomp.lab.experiments.core import (PASSES_PER_STEP, Experiment, Unit, checkpoint_paths,
                                            encoded_task, fine_tune_summary, finetune_record,
-                                           finetuned, finetuned_file, unit_id)
+                                           finetuned, model_steps, unit_id)
 from flatcomp.lab.experiments.lottery import finish_imp_round
 from flatcomp.lab.experiments.quantization_runs import QUANT_BITS
 from flatcomp.lab.models import load_model, load_weights, model_source
@@ -276,16 +276,14 @@ def _eval_steps(profile: Profile, dev_windows: int, passes: int = 1) -> float:
 
 
 def _model_steps(profile: Profile, unit: Unit) -> float:
-    """Getting the unit's fine-tuned model: nothing if the checkpoint cache has it, or if the unit
-    that trains it (``squad_finetune`` or ``squad_more``) is not stored yet, since the plan trains
-    that one first, into the cache (this unit waits for it); else the fine-tune again (its record
-    came from another machine, its checkpoint did not)."""
+    """Getting the unit's fine-tuned model (:func:`~flatcomp.lab.experiments.core.model_steps`):
+    nothing while the unit that trains it (``squad_finetune`` or ``squad_more``) is still to run
+    first, or once the cache has it."""
     model = _model(unit["optimizer"], unit["seed"])
     trainer = "squad_finetune" if model in _headline_units(profile) else "squad_more"
-    if finetuned_file(profile, TASK, unit["optimizer"], unit["seed"]).exists() or \
-            not ResultsStore(profile).path(trainer, unit_id(model)).exists():
-        return 0.0
-    return squad_fine_tune_steps(profile, unit["optimizer"])
+    return model_steps(profile, TASK, unit["optimizer"], unit["seed"],
+                       _needs_model(trainer)(profile, unit),
+                       squad_fine_tune_steps(profile, unit["optimizer"]))
 
 
 def _finetune_cost(profile: Profile, unit: Unit) -> float:
