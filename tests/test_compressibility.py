@@ -22,6 +22,11 @@ def _record(optimizer, seed, sharp, drop, score=0.8, loss=0.3):
             "environment": {"unit": f"mrpc-{optimizer}-seed{seed}"}}
 
 
+def _sam_flatter_and_losing_less():
+    return [_record(o, s, 0.1 * (1 + s) + (0.5 if o == "adam" else 0), 0.01 * (1 + s)
+                    + (0.05 if o == "adam" else 0)) for o in ("adam", "sam") for s in range(5)]
+
+
 def test_model_points_turn_records_into_damage_in_points():
     points = report.model_points([_record("sam", 0, 0.1, 0.02)])
     row = points.iloc[0]
@@ -30,8 +35,7 @@ def test_model_points_turn_records_into_damage_in_points():
 
 
 def test_sharper_models_that_lose_more_reproduce_the_hypothesis():
-    records = [_record(o, s, 0.1 * (1 + s) + (0.5 if o == "adam" else 0), 0.01 * (1 + s)
-                       + (0.05 if o == "adam" else 0)) for o in ("adam", "sam") for s in range(5)]
+    records = _sam_flatter_and_losing_less()
     table = report.correlation_table(report.model_points(records))
     row = table.loc[("sharpness", "int8 drop")]
     assert row["Kendall tau"] == "+1.00" and row["verdict"].startswith("reproduced")
@@ -112,3 +116,25 @@ def test_sam_against_adam_at_equal_rank_pairs_by_seed():
     assert row["pairs"] == 3 and row["rank 0.25: Adam − SAM loss"] == "+1.0"
     assert row["rank 0.5: Adam − SAM loss"] == "+0.0"
     assert row["[CLS] effective rank, SAM − Adam"] == "-2.0"
+
+
+def test_the_summary_names_the_test_and_the_leads_that_reach_a_verdict():
+    table = report.correlation_table(report.model_points(_sam_flatter_and_losing_less()))
+    assert "fixed before any model was trained" in table.note
+    text = report.correlation_summary(table)
+    assert text.startswith("Over 10 models, the test, sharpness against int8 drop, gives tau +1.00")
+    assert "19 cells, 19 reach a verdict" in text and "SAM only +1.00" in text
+    undecided = table.copy()
+    undecided["verdict"] = "inconclusive (this design detects differences of about 1 (tau))"
+    assert report.correlation_summary(undecided).endswith(
+        "None of the other 19 cells reaches a verdict.")
+
+
+def test_the_scatter_has_a_panel_per_measure_and_damage_with_its_tau():
+    points = report.model_points(_sam_flatter_and_losing_less())
+    fig = report.flatness_damage_scatter(points)
+    axes = fig.axes
+    assert len(axes) == len(report.FLATNESS) * len(report.DAMAGE)
+    assert axes[0].get_title() == "tau +1.00" and axes[0].get_xscale() == "log"
+    assert sum(len(c.get_offsets()) for c in axes[0].collections) == 10
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Adam", "SAM"]

@@ -21,7 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURE_CODE = ["reporting.py", "data_report.py", "flat_minima_report.py", "sam_report.py",
-               "lottery_report.py", "cofi_report.py", "quantization_report.py", "squad_report.py"]
+               "lottery_report.py", "cofi_report.py", "quantization_report.py", "squad_report.py",
+               "compressibility_report.py"]
 COLUMN_PX = 676           # the book's text column in a 1280 px window (CSS px)
 SMALLEST_PT = 7.5         # "about 8 pt"
 SIZE_KEYWORDS = {"fontsize", "labelsize", "title_fontsize", "size"}

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import copy
 
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats as scipy_stats
 
-from flatcomp.lab.reporting import OPTIMIZER_NAMES, TASK_NAMES, with_notes
+from flatcomp.lab.reporting import (BOOK_WIDTH, OPTIMIZER_COLORS, OPTIMIZER_NAMES, SMALL,
+                                    TASK_NAMES, with_notes)
 from flatcomp.stats import PairedDifference, verdict
 
 # Below this many models, a bootstrap over models draws so few distinct points that its interval
@@ -27,6 +30,8 @@ from flatcomp.stats import PairedDifference, verdict
 MIN_MODELS = 10
 FLATNESS = {"sharpness": "sharpness", "adaptive_sharpness": "adaptive sharpness",
             "top_eigenvalue": "top eigenvalue", "trace": "Hessian trace"}
+# the one cell fixed before any model was trained (the claims page's row); the others are leads
+PRIMARY = ("sharpness", "int8")
 DAMAGE = {"int8": "int8 drop", "int8 per channel": "int8 per channel drop", "4 bit": "4-bit drop",
           "pruned 0.5": "50% pruning drop", "low rank 0.25": "quarter-rank drop"}
 
@@ -106,7 +111,67 @@ def correlation_table(points: pd.DataFrame) -> pd.DataFrame:
             row["partial (score, loss)"] = f"{partial_spearman(x, y, covariates):+.2f}" \
                 if len(x) > 4 else "-"
             rows.append(row)
-    return with_notes(pd.DataFrame(rows).set_index(["flatness", "damage"]))
+    cells = len(FLATNESS) * len(DAMAGE)
+    note = (f"The test is the cell {FLATNESS[PRIMARY[0]]} against {DAMAGE[PRIMARY[1]]}, fixed "
+            f"before any model was trained (the claims page's row). The other {cells - 1} cells "
+            f"are leads: at 95%, about one in twenty reaches a verdict by chance.")
+    return with_notes(pd.DataFrame(rows).set_index(["flatness", "damage"]), [note])
+
+
+def correlation_summary(table: pd.DataFrame) -> str:
+    """A sentence on :func:`correlation_table`: its primary cell's tau, interval and verdict, and
+    which of the other cells reach a verdict, with their tau within each optimizer."""
+    first = table.loc[(FLATNESS[PRIMARY[0]], DAMAGE[PRIMARY[1]])]
+    text = (f"Over {first['models']} models, the test, {FLATNESS[PRIMARY[0]]} against "
+            f"{DAMAGE[PRIMARY[1]]}, gives tau {first['Kendall tau']} ({first['95% CI']}): "
+            f"{first['verdict']}.")
+    within = [c for c in table.columns if c.startswith("tau, ")]
+    decided = [(cell, row) for cell, row in table.iterrows()
+               if cell != (FLATNESS[PRIMARY[0]], DAMAGE[PRIMARY[1]])
+               and not row["verdict"].startswith("inconclusive")]
+    if not decided:
+        return text + f" None of the other {len(table) - 1} cells reaches a verdict."
+    leads = "; ".join(
+        f"{d} against {f}, tau {row['Kendall tau']} ({row['95% CI']}, {row['verdict']}; "
+        + ", ".join(f"{c.removeprefix('tau, ')} {row[c]}" for c in within) + ")"
+        for (f, d), row in decided)
+    return text + (f" Of the other {len(table) - 1} cells, {len(decided)} reach a verdict: "
+                   f"{leads}.")
+
+
+def flatness_damage_scatter(points: pd.DataFrame) -> plt.Figure:
+    """Each kind of damage (rows) against each flatness measure (columns, log scale), one point
+    per model, coloured by optimizer (a triangle for the rho sweep's models), with Kendall's tau
+    over all models above each panel."""
+    colors = {OPTIMIZER_NAMES[k]: c for k, c in OPTIMIZER_COLORS.items()}
+    fig, axes = plt.subplots(len(DAMAGE), len(FLATNESS), figsize=(BOOK_WIDTH, 9.0),
+                             sharex="col", sharey="row", layout="constrained")
+    swept = points["rho"].notna()
+    for row, (d, d_name) in zip(axes, DAMAGE.items()):
+        for ax, (f, f_name) in zip(row, FLATNESS.items()):
+            for optimizer, group in points.groupby("optimizer"):
+                mine = group["rho"].notna()
+                for marker, part in (("o", group[~mine]), ("^", group[mine])):
+                    ax.scatter(part[f], part[d], s=14, marker=marker, alpha=0.8,
+                               color=colors.get(optimizer, "tab:gray"))
+            tau = scipy_stats.kendalltau(points[f], points[d]).statistic
+            ax.set_title(f"tau {tau:+.2f}", fontsize=SMALL, pad=2)
+            if (points[f] > 0).all():  # measures that span decades; linear if any is not positive
+                ax.set_xscale("log")
+                ax.xaxis.set_major_locator(LogLocator(subs=(1, 3)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.tick_params(labelsize=SMALL)
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel(f"{d_name}\n(points)", fontsize=SMALL)
+    for ax, f_name in zip(axes[-1], FLATNESS.values()):
+        ax.set_xlabel(f_name, fontsize=SMALL)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=o) for o, c in colors.items()
+               if o in set(points["optimizer"])]
+    if swept.any():
+        handles.append(plt.Line2D([], [], marker="^", ls="", color="tab:gray", label="rho sweep"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=SMALL)
+    return fig
 
 
 def low_rank_table(records: list[dict]) -> pd.DataFrame:
