@@ -36,6 +36,17 @@ def test_sweep_verdict_flags_a_task_not_learned_and_says_it_is_dropped(smoke):
     assert "standard error of an accuracy near it is 5.0 points" in rte  # sqrt(.25 / 100)
 
 
+def test_the_tuned_grid_shows_a_task_once_both_optimizers_have_every_rate():
+    grid = [_run("mrpc", o, lr, 0.8 + lr, epoch=3) for o in ("adam", "sam") for lr in (0.01, 0.02)]
+    grid += [_run("sst2", o, 0.01, 0.9) for o in ("adam", "sam")] + [_run("sst2", "adam", 0.02, 0.9)]
+    table = sam_report.tuned_grid_table(grid, rates=(0.01, 0.02))
+    assert list(table.index) == [("MRPC", "Adam"), ("MRPC", "SAM")]
+    assert table.loc[("MRPC", "SAM"), "lr 0.02"] == "82.0 (epoch 3 of 3)"
+    assert table.loc[("MRPC", "Adam"), "best rate"] == "0.02"
+    grid.append(_run("sst2", "sam", 0.02, 0.95))
+    assert table.shape[0] + 2 == sam_report.tuned_grid_table(grid, rates=(0.01, 0.02)).shape[0]
+
+
 def test_finetune_table_reports_mean_and_sample_std_over_seeds():
     runs = [_run("mrpc", "adam", 5e-5, s) for s in (0.80, 0.82, 0.84)]
     row = sam_report.finetune_table(runs, CARDS).loc[("MRPC", "adam")]

@@ -4,6 +4,8 @@ baselines with :func:`finetune_table` too."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -38,12 +40,17 @@ def finetune_table(runs: list[dict], cards: list[dict]) -> pd.DataFrame:
     return with_notes(pd.DataFrame(rows).set_index(["task", "optimizer"]), notes)
 
 
-def tuned_grid_table(grid: list[dict]) -> pd.DataFrame:
+def tuned_grid_table(grid: list[dict], rates: Sequence[float]) -> pd.DataFrame:
     """The tuned protocol's learning-rate grid (experiment ``tuned_lr``): per task and optimizer,
     each rate's best dev score with the epoch it came at out of the budget, and the rate that
-    wins (the one every seed of ``tuned`` then trains at). Each task's runs are of one
-    environment (:func:`one_environment_per`)."""
+    wins (the one every seed of ``tuned`` then trains at). A task shows once both optimizers
+    have every one of ``rates`` (the grid's). Each task's runs are of one environment
+    (:func:`one_environment_per`)."""
     grid, notes = one_environment_per(grid, task_of, task_block("grid runs"))
+    wanted = {(optimizer, lr) for optimizer in ("adam", "sam") for lr in rates}
+    whole = {task for task in {r["task"] for r in grid}
+             if wanted <= {(r["optimizer"], r["lr"]) for r in grid if r["task"] == task}}
+    grid = [r for r in grid if r["task"] in whole]
     rows = {}
     for r in sorted(grid, key=lambda r: r["lr"]):
         row = rows.setdefault((TASK_NAMES[r["task"]], OPTIMIZER_NAMES[r["optimizer"]]), {})
@@ -53,8 +60,8 @@ def tuned_grid_table(grid: list[dict]) -> pd.DataFrame:
         best = max((r for r in grid if TASK_NAMES[r["task"]] == task
                     and OPTIMIZER_NAMES[r["optimizer"]] == optimizer),
                    key=lambda r: r["best_score"])
-        row["best so far"] = f"{best['lr']:g}"
-    table = pd.DataFrame.from_dict(rows, orient="index").fillna("-")
+        row["best rate"] = f"{best['lr']:g}"
+    table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(table.index, names=["task", "optimizer"]) \
         if rows else table.index
     return with_notes(table, notes)

@@ -45,6 +45,13 @@ def protocol(profile: Profile) -> dict[str, Any] | None:
     return PROTOCOL.get(profile.name)
 
 
+def grid_rates(profile: Profile) -> tuple[float, ...]:
+    """The learning rates both optimizers try on the first seed (none where the profile has no
+    tuned protocol)."""
+    p = protocol(profile)
+    return () if p is None else p["grid"]
+
+
 def protocol_profile(profile: Profile, task: str) -> Profile:
     """The profile a protocol model trains at: its precision, its epochs, grouped batches."""
     p = protocol(profile)
