@@ -135,8 +135,8 @@ def correlation_summary(table: pd.DataFrame) -> str:
         f"{d} against {f}, tau {row['Kendall tau']} ({row['95% CI']}, {row['verdict']}; "
         + ", ".join(f"{c.removeprefix('tau, ')} {row[c]}" for c in within) + ")"
         for (f, d), row in decided)
-    return text + (f" Of the other {len(table) - 1} cells, {len(decided)} reach a verdict: "
-                   f"{leads}.")
+    reach = "reaches" if len(decided) == 1 else "reach"
+    return text + f" Of the other {len(table) - 1} cells, {len(decided)} {reach} a verdict: {leads}."
 
 
 def flatness_damage_scatter(points: pd.DataFrame) -> plt.Figure:
