@@ -136,7 +136,8 @@ def correlation_summary(table: pd.DataFrame) -> str:
         + ", ".join(f"{c.removeprefix('tau, ')} {row[c]}" for c in within) + ")"
         for (f, d), row in decided)
     reach = "reaches" if len(decided) == 1 else "reach"
-    return text + f" Of the other {len(table) - 1} cells, {len(decided)} {reach} a verdict: {leads}."
+    return text + f" Of the other {len(table) - 1} cells, {len(decided)} {reach} a verdict: " \
+        f"{leads}."
 
 
 def flatness_damage_scatter(points: pd.DataFrame) -> plt.Figure:
