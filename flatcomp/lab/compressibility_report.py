@@ -121,14 +121,13 @@ def correlation_table(points: pd.DataFrame) -> pd.DataFrame:
 def correlation_summary(table: pd.DataFrame) -> str:
     """A sentence on :func:`correlation_table`: its primary cell's tau, interval and verdict, and
     which of the other cells reach a verdict, with their tau within each optimizer."""
-    first = table.loc[(FLATNESS[PRIMARY[0]], DAMAGE[PRIMARY[1]])]
-    text = (f"Over {first['models']} models, the test, {FLATNESS[PRIMARY[0]]} against "
-            f"{DAMAGE[PRIMARY[1]]}, gives tau {first['Kendall tau']} ({first['95% CI']}): "
-            f"{first['verdict']}.")
+    primary = (FLATNESS[PRIMARY[0]], DAMAGE[PRIMARY[1]])
+    first = table.loc[primary]
+    text = (f"Over {first['models']} models, the test, {primary[0]} against {primary[1]}, gives "
+            f"tau {first['Kendall tau']} ({first['95% CI']}): {first['verdict']}.")
     within = [c for c in table.columns if c.startswith("tau, ")]
     decided = [(cell, row) for cell, row in table.iterrows()
-               if cell != (FLATNESS[PRIMARY[0]], DAMAGE[PRIMARY[1]])
-               and not row["verdict"].startswith("inconclusive")]
+               if cell != primary and not row["verdict"].startswith("inconclusive")]
     if not decided:
         return text + f" None of the other {len(table) - 1} cells reaches a verdict."
     leads = "; ".join(
