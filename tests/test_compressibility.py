@@ -52,6 +52,18 @@ def test_kendall_interval_is_seeded_and_unrelated_points_are_inconclusive():
     assert not a.excludes_zero
 
 
+def test_tau_within_task_sees_no_trend_that_only_the_tasks_make():
+    # each task: sharpness and damage run opposite ways; the second task is sharper and loses more
+    x = np.array([1.0, 2, 3, 4, 11, 12, 13, 14])
+    y = np.array([4.0, 3, 2, 1, 14, 13, 12, 11])
+    tasks = np.array(["a"] * 4 + ["b"] * 4)
+    assert report.kendall_with_interval(x, y).mean > 0  # pooled: the tasks make it positive
+    assert report.tau_within_groups(x, y, tasks) == pytest.approx(-1.0)
+    # a task of 2 points is left out, and nothing is left if no task has 3
+    assert report.tau_within_groups(x[2:], y[2:], tasks[2:]) == pytest.approx(-1.0)
+    assert np.isnan(report.tau_within_groups(x[:2], y[:2], tasks[:2]))
+
+
 def test_partial_correlation_removes_a_shared_cause():
     rng = np.random.default_rng(1)
     cause = rng.normal(size=200)
@@ -123,7 +135,9 @@ def test_the_summary_names_the_test_and_the_leads_that_reach_a_verdict():
     assert "fixed before any model was trained" in table.note
     text = report.correlation_summary(table)
     assert text.startswith("Over 10 models, the test, sharpness against int8 drop, gives tau +1.00")
-    assert "19 cells, 19 reach a verdict" in text and "SAM only +1.00" in text
+    assert "; within task, +1.00." in text and "19 cells, 19 reach a verdict" in text
+    assert "SAM only +1.00, within task +1.00)" in text
+    assert "Tau within task counts only pairs of models of one task (MRPC: " in table.note
     undecided = table.copy()
     undecided["verdict"] = "inconclusive (this design detects differences of about 1 (tau))"
     assert report.correlation_summary(undecided).endswith(

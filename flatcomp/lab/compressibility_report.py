@@ -4,10 +4,11 @@ Each model that records how flat it is and how it breaks (the tuned protocol's m
 sweep's, :mod:`flatcomp.lab.experiments.tuned` and :mod:`flatcomp.lab.experiments.compressibility`)
 is one point. For each flatness measure and each kind of damage the chapter gives Kendall's tau
 over the models (Kendall, 1938) with a percentile bootstrap interval over models, the same within
-each optimizer, and Spearman's partial correlation once the dev score and the training loss are
-accounted for (the ranks of both variables regressed on the ranks of those two, then the residuals
-correlated). The hypothesis "flatter models lose less" is a positive correlation between sharpness
-and damage, judged by the book's rule (:func:`flatcomp.stats.verdict`).
+each optimizer and within each task, and Spearman's partial correlation once the dev score and
+the training loss are accounted for (the ranks of both variables regressed on the ranks of those
+two, then the residuals correlated). The hypothesis "flatter models lose less" is a positive
+correlation between sharpness and damage, judged by the book's rule
+(:func:`flatcomp.stats.verdict`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,22 @@ def kendall_with_interval(x: np.ndarray, y: np.ndarray, resamples: int = 1000,
                             else None, (float(low), float(high)))
 
 
+def tau_within_groups(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                      smallest: int = 3) -> float:
+    """Kendall's tau counting only pairs of points in the same group: each group's tau weighted
+    by its number of pairs, n(n-1)/2 (groups of fewer than ``smallest`` points left out; NaN if
+    none is left). A difference between the groups (tasks, say) cannot make it."""
+    taus, weights = [], []
+    for g in pd.unique(groups):
+        mine = groups == g
+        n = int(mine.sum())
+        tau = scipy_stats.kendalltau(x[mine], y[mine]).statistic if n >= smallest else np.nan
+        if not np.isnan(tau):
+            taus.append(tau)
+            weights.append(n * (n - 1) / 2)
+    return float(np.average(taus, weights=weights)) if taus else np.nan
+
+
 def partial_spearman(x: np.ndarray, y: np.ndarray, covariates: np.ndarray) -> float:
     """Spearman's correlation of ``x`` and ``y`` after the ranks of both are regressed on the
     ranks of ``covariates`` (columns) and replaced by the residuals."""
@@ -90,8 +107,8 @@ def partial_spearman(x: np.ndarray, y: np.ndarray, covariates: np.ndarray) -> fl
 def correlation_table(points: pd.DataFrame) -> pd.DataFrame:
     """Per flatness measure and kind of damage: Kendall's tau over all models with its bootstrap
     interval and the verdict on "flatter models lose less" (a positive tau), tau within each
-    optimizer, and the partial Spearman correlation given the dev score and the training loss.
-    At least :data:`MIN_MODELS` models."""
+    optimizer, tau within task (:func:`tau_within_groups`), and the partial Spearman correlation
+    given the dev score and the training loss. At least :data:`MIN_MODELS` models."""
     if len(points) < MIN_MODELS:
         raise ValueError(f"{len(points)} models: a correlation over models needs at least "
                          f"{MIN_MODELS} (store more `tuned` or `rho_sweep` units first)")
@@ -106,7 +123,8 @@ def correlation_table(points: pd.DataFrame) -> pd.DataFrame:
             for optimizer, group in points.groupby("optimizer"):
                 within = scipy_stats.kendalltau(group[f], group[d]).statistic \
                     if len(group) > 2 else np.nan
-                row[f"tau, {optimizer} only"] = f"{within:+.2f}" if not np.isnan(within) else "-"
+                row[f"tau, {optimizer} only"] = _signed(within)
+            row["tau within task"] = _signed(tau_within_groups(x, y, points["task"].to_numpy()))
             covariates = points[["dev score", "train loss"]].to_numpy(float)
             row["partial (score, loss)"] = f"{partial_spearman(x, y, covariates):+.2f}" \
                 if len(x) > 4 else "-"
@@ -115,24 +133,35 @@ def correlation_table(points: pd.DataFrame) -> pd.DataFrame:
     note = (f"The test is the cell {FLATNESS[PRIMARY[0]]} against {DAMAGE[PRIMARY[1]]}, fixed "
             f"before any model was trained (the claims page's row). The other {cells - 1} cells "
             f"are leads: at 95%, about one in twenty reaches a verdict by chance.")
-    return with_notes(pd.DataFrame(rows).set_index(["flatness", "damage"]), [note])
+    counts = points["task"].value_counts(sort=False)
+    tasks = ", ".join(t for t, n in counts.items() if n >= 3) or "none yet"
+    by_task = (f"Tau within task counts only pairs of models of one task ({tasks}: a task with "
+               f"fewer than 3 models is left out), so that no difference between tasks makes it.")
+    return with_notes(pd.DataFrame(rows).set_index(["flatness", "damage"]), [note, by_task])
+
+
+def _signed(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:+.2f}"
 
 
 def correlation_summary(table: pd.DataFrame) -> str:
-    """A sentence on :func:`correlation_table`: its primary cell's tau, interval and verdict, and
-    which of the other cells reach a verdict, with their tau within each optimizer."""
+    """A sentence on :func:`correlation_table`: its primary cell's tau, interval, verdict and tau
+    within task, and which of the other cells reach a verdict, with their tau within each
+    optimizer and within task."""
     primary = (FLATNESS[PRIMARY[0]], DAMAGE[PRIMARY[1]])
     first = table.loc[primary]
     text = (f"Over {first['models']} models, the test, {primary[0]} against {primary[1]}, gives "
-            f"tau {first['Kendall tau']} ({first['95% CI']}): {first['verdict']}.")
-    within = [c for c in table.columns if c.startswith("tau, ")]
+            f"tau {first['Kendall tau']} ({first['95% CI']}): {first['verdict']}; within task, "
+            f"{first['tau within task']}.")
+    within = [c for c in table.columns if c.startswith("tau, ")] + ["tau within task"]
     decided = [(cell, row) for cell, row in table.iterrows()
                if cell != primary and not row["verdict"].startswith("inconclusive")]
     if not decided:
         return text + f" None of the other {len(table) - 1} cells reaches a verdict."
+    label = lambda c: c.removeprefix("tau, ").removeprefix("tau ")  # noqa: E731
     leads = "; ".join(
         f"{d} against {f}, tau {row['Kendall tau']} ({row['95% CI']}, {row['verdict']}; "
-        + ", ".join(f"{c.removeprefix('tau, ')} {row[c]}" for c in within) + ")"
+        + ", ".join(f"{label(c)} {row[c]}" for c in within) + ")"
         for (f, d), row in decided)
     reach = "reaches" if len(decided) == 1 else "reach"
     return text + f" Of the other {len(table) - 1} cells, {len(decided)} {reach} a verdict: " \
