@@ -273,6 +273,26 @@ def test_a_step_that_cannot_finish_before_the_deadline_is_not_started(smoke, tmp
     assert ResultsStore(smoke).units("data_cards") == []
 
 
+def test_the_pace_assumed_or_measured_keeps_a_step_that_would_be_killed_from_starting(
+        smoke, tmp_path):
+    steps = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)[:1]
+    long = [plan.Step(s.job, s.units, 400.0, s.priority) for s in steps]
+    outcomes = plan.execute(smoke, long, executor="debug", deadline=1000, pace=3.0,
+                            folder=tmp_path / "logs")
+    assert [o.status for o in outcomes] == ["not started"]
+    outcomes = plan.execute(smoke, long, executor="debug", deadline=1000, pace=2.0,
+                            folder=tmp_path / "logs")
+    assert [o.status for o in outcomes] == ["done"]
+    with pytest.raises(ValueError, match="pace 0: real seconds per estimated second"):
+        plan.execute(smoke, long, executor="debug", pace=0, folder=tmp_path / "logs")
+    # measured: the done steps' real seconds over their estimates, short steps left out
+    done = [plan.Outcome(plan.Step(long[0].job, (), estimate, 0), "done", real)
+            for estimate, real in ((400.0, 600.0), (600.0, 900.0), (10.0, 100.0))]
+    failed = plan.Outcome(plan.Step(long[0].job, (), 400.0, 0), "failed", 4000.0)
+    assert plan.measured_pace(done + [failed], assumed=3.0) == pytest.approx(1.5)
+    assert plan.measured_pace(done[2:] + [failed], assumed=3.0) == 3.0
+
+
 # ---------------------------------------------------------------- Slurm, without a cluster
 
 class FakeSlurm:

@@ -166,6 +166,9 @@ def _plan_arguments(planner: argparse.ArgumentParser) -> None:
     planner.add_argument("--deadline", type=float, default=float("inf"), metavar="SECONDS",
                          help="start no unit that cannot finish by then; kill what runs then")
     planner.add_argument("--threads", type=int, help="PyTorch threads per worker")
+    planner.add_argument("--pace", type=float, default=1.0, metavar="FACTOR",
+                         help="real seconds per estimated second, assumed against the deadline "
+                              "until the run's own steps measure it (default 1)")
     planner.add_argument("--remeasure", action="store_true",
                          help="time a training step again instead of using the cached time "
                               "(one measured on a busy machine inflates every estimate)")
@@ -200,7 +203,8 @@ def _plan(profile: Profile, args: argparse.Namespace) -> int:
                  cpus_per_job=args.cpus_per_job, hours=args.hours,
                  array_parallelism=args.array_parallelism, jobs_per_task=args.jobs_per_task)
     outcomes = plan.execute(profile, steps, args.executor, args.workers, args.deadline,
-                            args.logs, seeds=seeds, threads=args.threads, slurm=slurm)
+                            args.logs, seeds=seeds, threads=args.threads, slurm=slurm,
+                            pace=args.pace)
     print(plan.summary(outcomes))
     if args.executor == "slurm":
         return 0

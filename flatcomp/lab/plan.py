@@ -46,6 +46,7 @@ from flatcomp.lab.results import ResultsStore, check_record, device_description
 from flatcomp.lab.train import default_device
 
 EXECUTORS = ("local", "debug", "slurm")
+PACE_FROM_SECONDS = 300.0  # the shortest estimate a step's real time is learned from
 
 
 @dataclass(frozen=True)
@@ -303,9 +304,10 @@ def execute(profile: Profile, steps: list[Step], executor: str = "local", worker
             deadline: float = math.inf, folder: Path = Path("plan-logs"),
             store: ResultsStore | None = None, seeds: tuple[int, ...] | None = None,
             threads: int | None = None, poll: float = 1.0, batch_seconds: float = 120,
-            slurm: dict[str, Any] | None = None) -> list[Outcome]:
+            slurm: dict[str, Any] | None = None, pace: float = 1.0) -> list[Outcome]:
     """Run ``steps`` through a submitit executor. ``local`` and ``debug``: always start the first
-    ready step (all its needs stored) whose estimate fits before ``deadline`` seconds, at most
+    ready step (all its needs stored) whose estimate, times the run's :func:`measured_pace`
+    (``pace`` until a step of the run has measured it), fits before ``deadline`` seconds, at most
     ``workers`` at once (a step marked ``alone`` runs with nothing beside it), short ones
     together in batches of about ``batch_seconds``; kill what still runs at the deadline.
     ``slurm``: submit everything at once (see :func:`submit_to_slurm`)."""
@@ -313,6 +315,9 @@ def execute(profile: Profile, steps: list[Step], executor: str = "local", worker
 
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if not pace > 0:
+        raise ValueError(f"pace {pace}: real seconds per estimated second must be positive "
+                         "(1 trusts the estimates, 1.5 expects steps to take half as long again)")
     store = store or ResultsStore(profile)
     folder.mkdir(parents=True, exist_ok=True)
     args = (profile.name, seeds, threads)
@@ -325,12 +330,12 @@ def execute(profile: Profile, steps: list[Step], executor: str = "local", worker
     pool.update_parameters(timeout_min=int(min(deadline, 7 * 24 * 3600) / 60) + 1,
                            signal_delay_s=0)
     return _run_pool(pool, steps, args, workers, deadline, store, poll,
-                     in_process=executor == "debug", batch_seconds=batch_seconds)
+                     in_process=executor == "debug", batch_seconds=batch_seconds, pace=pace)
 
 
 def _run_pool(pool: Any, steps: list[Step], args: tuple, workers: int, deadline: float,
               store: ResultsStore, poll: float, in_process: bool,
-              batch_seconds: float = 120) -> list[Outcome]:
+              batch_seconds: float = 120, pace: float = 1.0) -> list[Outcome]:
     """Keep ``workers`` submitit jobs busy. Each job runs a batch of ready steps one after the
     other (:func:`run_steps`), as many as fit in ``batch_seconds`` of estimated work, so that
     short units do not each pay a process start (about 10 s, for the imports)."""
@@ -338,7 +343,7 @@ def _run_pool(pool: Any, steps: list[Step], args: tuple, workers: int, deadline:
     waiting, running, start = list(outcomes), [], time.monotonic()
     with _workers_cancelled_on_exit(running):
         return _keep_busy(pool, outcomes, waiting, running, start, args, workers, deadline, store,
-                          poll, in_process, batch_seconds)
+                          poll, in_process, batch_seconds, pace)
 
 
 @contextlib.contextmanager
@@ -363,12 +368,18 @@ def _workers_cancelled_on_exit(running: list) -> Iterator[None]:
 
 def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], running: list,
                start: float, args: tuple, workers: int, deadline: float, store: ResultsStore,
-               poll: float, in_process: bool, batch_seconds: float) -> list[Outcome]:
+               poll: float, in_process: bool, batch_seconds: float,
+               assumed_pace: float) -> list[Outcome]:
+    said_pace = assumed_pace
     while True:
         elapsed = time.monotonic() - start
         for batch, job, started in [r for r in running if r[1].done()]:
             running.remove((batch, job, started))
             _finish(batch, job, time.monotonic() - started, elapsed)
+        slowdown = measured_pace(outcomes, assumed_pace)
+        if abs(slowdown - said_pace) > 0.05:
+            _say(elapsed, f"    pace: steps take {slowdown:.2f}x their estimates here")
+            said_pace = slowdown
         if elapsed > deadline:
             for batch, job, started in running:
                 for outcome in batch:
@@ -377,7 +388,7 @@ def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], runni
             _cancel([job for _, job, _ in running])
             return outcomes
         while len(running) < workers and not any(o.step.alone for b, _, _ in running for o in b):
-            batch = _next_batch(waiting, store, deadline - elapsed, batch_seconds,
+            batch = _next_batch(waiting, store, (deadline - elapsed) / slowdown, batch_seconds,
                                 alone_ok=not running)
             if not batch:
                 break
@@ -394,6 +405,18 @@ def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], runni
         if not running:
             return outcomes
         time.sleep(poll)
+
+
+def measured_pace(outcomes: list[Outcome], assumed: float = 1.0) -> float:
+    """Real seconds per estimated second on this run: the steps done so far whose estimates
+    were at least :data:`PACE_FROM_SECONDS` (a worker's start, about 10 s, would swamp shorter
+    ones), their seconds summed over their estimates summed; ``assumed`` before any is done. A
+    machine that trains beside other work (a developer's tests, say) runs slower than the step
+    time measured when the plan began, and a step started on the raw estimate would be killed at
+    the deadline, its work lost."""
+    done = [o for o in outcomes if o.status == "done" and o.step.seconds >= PACE_FROM_SECONDS]
+    estimated = sum(o.step.seconds for o in done)
+    return sum(o.seconds for o in done) / estimated if estimated else assumed
 
 
 def _next_batch(waiting: list[Outcome], store: ResultsStore, time_left: float,
