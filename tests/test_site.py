@@ -210,7 +210,7 @@ INSPECT = r"""
     return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}; };
 
   // "\(" or "\[" left in the text shown, outside code (a "\(" in a code cell is code)
-  const raw = [];
+  const raw = [], rawTables = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const el = node.parentElement;
@@ -218,6 +218,9 @@ INSPECT = r"""
       continue;
     const at = node.data.search(/\\[([]/);
     if (at >= 0) raw.push(node.data.slice(Math.max(0, at - 30), at + 50).replace(/\s+/g, ' '));
+    // a Markdown table's rule row (|---|, its dashes perhaps made typographic) shown as text
+    const rule = node.data.search(/\|\s*:?[-\u2013\u2014]+:?\s*\|/);
+    if (rule >= 0) rawTables.push(node.data.slice(Math.max(0, rule - 40), rule + 40));
   }
 
   const text = document.body.innerText;
@@ -265,7 +268,7 @@ INSPECT = r"""
   const images = [...column.querySelectorAll('.cell_output img')].map(
     img => ({shown: img.getBoundingClientRect().width, natural: img.naturalWidth}));
   return {math: math.length, firstDisplay: displays.length ? box(displays[0]) : null,
-          cut, raw, tracebacks, errorOutputs, tables, images,
+          cut, raw, rawTables, tracebacks, errorOutputs, tables, images,
           height: document.documentElement.scrollHeight,
           mathjaxMessage: (document.getElementById('MathJax_Message') || {}).innerText || ''};
 })()
@@ -360,6 +363,14 @@ def test_no_traceback(pages):
     bad = {name: page["tracebacks"][:1] or f"{page['errorOutputs']} error outputs"
            for name, page in found.items() if page["tracebacks"] or page["errorOutputs"]}
     assert not bad, f"pages showing a traceback (screenshots in {shots}):\n" + "\n".join(
+        f"{name}: {shown}" for name, shown in bad.items())
+
+
+def test_no_markdown_table_is_left_as_text(pages):
+    """A table that a chapter prints as Markdown (its cut table, say) is rendered as a table."""
+    found, shots = pages
+    bad = {name: page["rawTables"][:2] for name, page in found.items() if page["rawTables"]}
+    assert not bad, f"Markdown tables shown as text (screenshots in {shots}):\n" + "\n".join(
         f"{name}: {shown}" for name, shown in bad.items())
 
 
