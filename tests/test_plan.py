@@ -255,6 +255,22 @@ def test_a_chain_runs_in_one_batch_each_link_after_the_one_it_needs(smoke):
     assert plan._next_batch(waiting[2:], ResultsStore(smoke), 1e9, 1e9, alone_ok=True) == []
 
 
+def test_a_step_that_reads_what_this_run_made_goes_first(smoke, tmp_path):
+    first = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)[0]
+    made = tmp_path / "round3.masks.safetensors"
+    made.touch()
+    reader = plan.Step(Job("data_cards", {"task": ["rte"]}, (made,)), ("rte",), 10.0, 5)
+    waiting = [plan.Outcome(first), plan.Outcome(reader)]
+    store = ResultsStore(smoke)
+    assert [o.step for o in plan._next_batch(waiting, store, 1e9, 0, True)] == [first]
+    batch = plan._next_batch(waiting, store, 1e9, 0, True, fresh={made})
+    assert [o.step for o in batch] == [reader]
+    # a finished batch's units and files count as made; a failed one's do not
+    done, failed = plan.Outcome(first, "done"), plan.Outcome(reader, "failed")
+    assert ("data_cards", first.units[0]) in plan._made_by([done, failed], store)
+    assert plan._made_by([failed], store) == []
+
+
 def test_debug_executor_runs_in_order_and_respects_needs(smoke, tmp_path):
     steps = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)[:2]
     orphan = plan.Step(Job("data_cards", {"task": ["rte"]}, (("data_cards", "never"),)),

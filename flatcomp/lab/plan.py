@@ -371,11 +371,13 @@ def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], runni
                poll: float, in_process: bool, batch_seconds: float,
                assumed_pace: float) -> list[Outcome]:
     said_pace = assumed_pace
+    fresh: set[Any] = set()  # what this run's finished steps made
     while True:
         elapsed = time.monotonic() - start
         for batch, job, started in [r for r in running if r[1].done()]:
             running.remove((batch, job, started))
             _finish(batch, job, time.monotonic() - started, elapsed)
+            fresh.update(_made_by(batch, store))
         slowdown = measured_pace(outcomes, assumed_pace)
         if abs(slowdown - said_pace) > 0.05:
             _say(elapsed, f"    pace: steps take {slowdown:.2f}x their estimates here")
@@ -389,7 +391,7 @@ def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], runni
             return outcomes
         while len(running) < workers and not any(o.step.alone for b, _, _ in running for o in b):
             batch = _next_batch(waiting, store, (deadline - elapsed) / slowdown, batch_seconds,
-                                alone_ok=not running)
+                                alone_ok=not running, fresh=fresh)
             if not batch:
                 break
             for outcome in batch:
@@ -400,6 +402,7 @@ def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], runni
                           f"(about {seconds:.0f} s)")
             if in_process:  # the debug executor runs the job when its result is asked for
                 _finish(batch, job, _timed(job), time.monotonic() - start)
+                fresh.update(_made_by(batch, store))
                 continue
             running.append((batch, job, time.monotonic()))
         if not running:
@@ -419,17 +422,26 @@ def measured_pace(outcomes: list[Outcome], assumed: float = 1.0) -> float:
     return sum(o.seconds for o in done) / estimated if estimated else assumed
 
 
+def _made_by(batch: list[Outcome], store: ResultsStore) -> list[Any]:
+    return [made for o in batch if o.status == "done" for made in _makes(o.step, store)]
+
+
 def _next_batch(waiting: list[Outcome], store: ResultsStore, time_left: float,
-                batch_seconds: float, alone_ok: bool) -> list[Outcome]:
+                batch_seconds: float, alone_ok: bool,
+                fresh: set[Any] | frozenset[Any] = frozenset()) -> list[Outcome]:
     """The first ready waiting step (its needs all stored, its estimate within the time left),
     and after it the next ready ones while their estimates add up to less than ``batch_seconds``
     (0: one step a batch). A step is ready too where a step before it in the batch makes what
     it waits for: a chain (IMP's rounds) runs in one process, not one process start a link.
     Steps that must run alone (timings) make batches of their own: one after the other in one
-    process, with nothing beside them, and no other step among them."""
+    process, with nothing beside them, and no other step among them.
+
+    Steps that wait for something ``fresh`` (made by this run) come first, in their order: what
+    they read is in this machine's checkpoint cache now, and a machine without it would train it
+    again (a ticket's IMP chain, hours on a CPU)."""
     batch: list[Outcome] = []
     made: set[Any] = set()  # what the batch's steps leave behind, for the steps after them
-    for outcome in waiting:
+    for outcome in sorted(waiting, key=lambda o: not fresh.intersection(o.step.job.needs)):
         step = outcome.step
         total = sum(o.step.seconds for o in batch) + step.seconds
         if batch and (step.alone != batch[0].step.alone or total >= batch_seconds):
