@@ -16,6 +16,7 @@ from flatcomp.lab import plan
 from flatcomp.lab.config import PROFILES
 from flatcomp.lab.experiments import (EXPERIMENTS, experiment_profile, finetuned_file, select,
                                       ticket_file, unit_id)
+from flatcomp.lab.experiments import lottery
 from flatcomp.lab.experiments.core import FileJob, Job
 from flatcomp.lab.results import ResultsStore
 
@@ -68,16 +69,26 @@ def test_a_ticket_job_per_chain_and_the_tickets_wait_for_its_file(smoke):
     assert jobs["transfer-stsb-mrpc"].needs == (ticket_file(lot, "stsb", "adam"),
                                                 ticket_file(lot, "stsb", "sam"))
     assert jobs["flatness-mrpc-sam-1"].needs == (("finetune", "mrpc-sam-seed1"),)
-    # the pooler-free tickets wait for their own seed's chain (smoke's lottery: one seed)
-    jobs = {j.name: j for j in plan.all_jobs(smoke.with_seeds((0, 1)))}
-    assert jobs["tickets_encoder-mrpc-random-adam-1"].needs == (
+    # the pooler-free tickets wait for their own seed's chain's file (smoke's lottery: one seed)
+    two = smoke.with_seeds((0, 1))
+    jobs = {j.name: j for j in plan.all_jobs(two)}
+    lot = two.for_lottery()
+    adam1, sam1 = (ticket_file(lot, "mrpc", m, "imp_encoder", 1) for m in ("adam", "sam"))
+    assert adam1 != ticket_file(lot, "mrpc", "adam", "imp_encoder", 0)
+    assert jobs["ticket_encoder-mrpc-adam-1"].needs == (
         ("imp_encoder", "mrpc-adam-rewind-seed1-round1"),)
+    assert jobs["ticket_encoder-mrpc-adam-1"].makes(two) == [adam1]
+    assert jobs["tickets_encoder-mrpc-random-adam-1"].needs == (adam1,)
     assert jobs["tickets_encoder-mrpc-sam-sam-1"].needs == (
-        ("imp_encoder", "mrpc-sam-rewind-seed1-round1"),
-        ("imp_encoder", "mrpc-sam-rewind-seed1-round2"))
-    assert jobs["transfer_encoder-stsb-mrpc-0"].needs == (
-        ("imp_encoder", "stsb-adam-rewind-seed0-round1"),
-        ("imp_encoder", "stsb-sam-rewind-seed0-round1"))
+        sam1, ("imp_encoder", "mrpc-sam-rewind-seed1-round2"))
+    assert jobs["transfer_encoder-stsb-mrpc-0"].needs == tuple(
+        ticket_file(lot, "stsb", m, "imp_encoder", 0) for m in ("adam", "sam"))
+    # the chain's round that prunes the ticket leaves the file: the plan knows who makes it
+    imp_encoder = EXPERIMENTS["imp_encoder"]
+    assert imp_encoder.makes(lot, dict(task="mrpc", optimizer="adam", rewind=True, seed=1,
+                                       round=1)) == (adam1,)
+    assert imp_encoder.makes(lot, dict(task="mrpc", optimizer="adam", rewind=True, seed=1,
+                                       round=2)) == ()
 
 
 def test_a_file_job_runs_only_where_a_planned_job_waits_for_its_missing_file(smoke):
@@ -87,14 +98,26 @@ def test_a_file_job_runs_only_where_a_planned_job_waits_for_its_missing_file(smo
         steps = plan.make_plan(smoke, seconds_per_step=ONE_SECOND, **kw)
         return {s.name: s for s in steps if isinstance(s.job, FileJob)}
 
-    chains = {f"ticket-{t}-{m}" for t in smoke.for_lottery().tasks for m in ("adam", "sam")}
-    assert set(tickets()) == chains
-    assert {s.priority for s in tickets().values()} == {EXPERIMENTS["tickets"].priority}
+    lot = smoke.for_lottery()
+    chains = {f"ticket-{t}-{m}" for t in lot.tasks for m in ("adam", "sam")}
+    encoder = {f"ticket_encoder-{t}-{m}-0" for t in lot.tasks for m in ("adam", "sam")}
+    assert set(tickets()) == chains | encoder
+    assert {s.priority for n, s in tickets().items() if n in chains} == \
+        {EXPERIMENTS["tickets"].priority}
     assert tickets(experiments=["finetune"]) == {}  # no planned job waits for a ticket
-    made = ticket_file(smoke.for_lottery(), "mrpc", "adam")
+    made = ticket_file(lot, "mrpc", "adam")
     made.parent.mkdir(parents=True, exist_ok=True)
     made.write_bytes(b"")
-    assert set(tickets()) == chains - {"ticket-mrpc-adam"}
+    assert set(tickets()) == (chains | encoder) - {"ticket-mrpc-adam"}
+    # a chain the plan has yet to run leaves the file itself: its file job costs nothing; a
+    # chain stored from elsewhere is trained again up to the ticket
+    job = tickets()["ticket_encoder-mrpc-sam-0"].job
+    assert job.cost(smoke) == 0
+    maker = ResultsStore(lot).path("imp_encoder", "mrpc-sam-rewind-seed0-round1")
+    maker.parent.mkdir(parents=True, exist_ok=True)
+    maker.write_text("{}")
+    assert job.cost(smoke) == 2 * EXPERIMENTS["imp_encoder"].cost(
+        lot, dict(task="mrpc", optimizer="sam", rewind=True, seed=0, round=1))
 
 
 # ---------------------------------------------------------------- the order and the cost
@@ -155,6 +178,20 @@ def test_the_cost_model_counts_sam_twice(smoke):
     shorter = plan.length_factor(smoke, "mrpc")
     assert adam == pytest.approx((48 + 3 * 4 * 2 / 3) * shorter)
     assert sam - adam == pytest.approx(48 * shorter)
+
+
+def test_a_chain_cut_short_elsewhere_counts_its_rounds_again_without_their_masks(smoke):
+    exp = EXPERIMENTS["imp_encoder"]
+    lot = experiment_profile(smoke, "imp_encoder")
+    round2 = dict(task="mrpc", optimizer="sam", rewind=True, seed=0, round=2)
+    one_round = exp.cost(lot, round2)  # round 1 not stored: this run trains it first
+    ResultsStore(lot).save("imp_encoder", unit_id({**round2, "round": 1}), {}, seed=0,
+                           seconds=0.0)
+    assert exp.cost(lot, round2) == pytest.approx(3 * one_round)  # rounds 0 and 1 again
+    masks = lottery._imp_path(lot, round2, 2, "masks", "imp_encoder")
+    masks.parent.mkdir(parents=True, exist_ok=True)
+    masks.write_bytes(b"")
+    assert exp.cost(lot, round2) == pytest.approx(one_round)
 
 
 @pytest.mark.parametrize("experiment, trainer, unit", [

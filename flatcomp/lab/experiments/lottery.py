@@ -10,7 +10,8 @@ processes at once took about half a minute per 3-epoch MRPC fine-tune).
 
 Trained weights and masks stay in the checkpoint cache of the machine that ran them. Where the
 IMP rounds are stored but their masks are not in this machine's cache, one ``ticket`` job per
-chain remakes them (:func:`ticket_masks`) before the jobs that need them.
+chain (``ticket_encoder`` for the pooler-free chains, one per seed) remakes them
+(:func:`ticket_masks`) before the jobs that need them.
 """
 
 from __future__ import annotations
@@ -564,12 +565,16 @@ def encoder_jobs(lot: Profile) -> list[Job]:
         maker = _ticket_maker(lot, task, mask, "imp_encoder", seed)
         return "imp_encoder", unit_id({**maker, "round": maker["round"] + later})
 
-    jobs = []
+    jobs: list[Job] = []
     for seed in lot.seeds:
+        found = {(t, m): ticket_file(lot, t, m, "imp_encoder", seed)
+                 for t in encoder_tasks(lot) for m in ("adam", "sam")}
+        jobs += [EncoderTicketJob("ticket_encoder", dict(task=[t], mask=[m], seed=[seed]),
+                                  (pruned(t, m, seed),)) for t, m in found]
         for task in encoder_tasks(lot):
             for mask in ("random", "adam", "sam"):
                 for optimizer in ("adam", "sam"):
-                    needs = (pruned(task, mask, seed),)
+                    needs = (found[task, "adam" if mask == "random" else mask],)
                     if mask == optimizer:
                         needs += (pruned(task, mask, seed, later=1),)
                     jobs.append(Job("tickets_encoder", dict(task=[task], mask=[mask],
@@ -577,20 +582,29 @@ def encoder_jobs(lot: Profile) -> list[Job]:
                                     needs))
         grid = [t for t in lot.transfer_grid() if t in encoder_tasks(lot)]
         jobs += [Job("transfer_encoder", dict(source=[a], task=[b], seed=[seed]),
-                     (pruned(a, "adam", seed), pruned(a, "sam", seed)))
-                 for a in grid for b in grid if a != b]
+                     (found[a, "adam"], found[a, "sam"])) for a in grid for b in grid if a != b]
     return jobs
 
 
 plan_jobs = lottery_jobs  # the plan takes this chapter's jobs in this order (flatcomp.lab.plan)
 
 
-def _imp_cost(profile: Profile, unit: Unit) -> float:
-    """Round 0 is the dense fine-tune (free if cached); every later round one masked fine-tune."""
-    if unit["round"] == 0:
+def _imp_cost(profile: Profile, unit: Unit, experiment: str = "imp") -> float:
+    """Round 0 is the dense fine-tune (free if cached); every later round one masked fine-tune,
+    and the rounds before it again where they are stored but the masks it trains with are not in
+    this machine's checkpoint cache (a chain cut short on another machine, or a fresh one)."""
+    k = unit["round"]
+    if k == 0:
         return model_steps(profile, unit["task"], unit["optimizer"], unit["seed"]) + \
             measurement_steps(profile, unit["task"])
-    return fine_tune_steps(profile, unit["task"], unit["optimizer"])
+    previous = unit_id({**unit, "round": k - 1})
+    remade = k if ResultsStore(profile).path(experiment, previous).exists() \
+        and not _imp_path(profile, unit, k, "masks", experiment).exists() else 0
+    return (1 + remade) * fine_tune_steps(profile, unit["task"], unit["optimizer"])
+
+
+def _imp_encoder_cost(profile: Profile, unit: Unit) -> float:
+    return _imp_cost(profile, unit, "imp_encoder")
 
 
 def _ticket_cost(profile: Profile, unit: Unit, imp: str = "imp") -> float:
@@ -618,25 +632,44 @@ def _mask_overhead_cost(profile: Profile, unit: Unit) -> float:
 
 
 class TicketJob(FileJob):
-    """A task's Adam or SAM ticket file (``filters``: the task and the mask), made by its IMP chain
-    on this machine, or remade up to the ticket where the chain is stored but this machine's
-    checkpoint cache lacks the file (results brought from another machine)."""
+    """A task's Adam or SAM ticket file of the ``imp`` chain (``filters``: the task and the mask),
+    made by its IMP chain on this machine, or remade up to the ticket where the chain is stored
+    but this machine's checkpoint cache lacks the file (results brought from another machine, or
+    a fresh machine)."""
 
-    def _task_and_mask(self) -> tuple[str, str]:
-        return self.filters["task"][0], self.filters["mask"][0]
+    imp = "imp"
+
+    def _ticket(self) -> tuple[str, str, str, int | None]:
+        """The task, the mask, the IMP experiment and the chain's seed (None: the first)."""
+        return (self.filters["task"][0], self.filters["mask"][0], self.imp,
+                self.filters.get("seed", [None])[0])
 
     def at(self, profile: Profile) -> Profile:
         return profile.for_lottery()
 
     def makes(self, profile: Profile) -> list[Path]:
-        return [ticket_file(self.at(profile), *self._task_and_mask())]
+        return [ticket_file(self.at(profile), *self._ticket())]
 
     def cost(self, profile: Profile) -> float:
-        return ticket_job_cost(self.at(profile), *self._task_and_mask())
+        """:func:`ticket_job_cost`, but nothing where the chain is not stored: the plan runs the
+        chain before this job, and the chain leaves the file here."""
+        lot = self.at(profile)
+        task, mask, imp, seed = self._ticket()
+        maker = _ticket_maker(lot, task, mask, imp, seed)
+        if not ResultsStore(lot).path(imp, unit_id(maker)).exists():
+            return 0.0
+        return ticket_job_cost(lot, task, mask, imp, seed)
 
     def run(self, profile: Profile) -> None:
         lot = self.at(profile)
-        ticket_and_origin(lot, *self._task_and_mask(), lot.seeds[0])
+        task, mask, imp, seed = self._ticket()
+        ticket_and_origin(lot, task, mask, lot.seeds[0] if seed is None else seed, imp)
+
+
+class EncoderTicketJob(TicketJob):
+    """A ticket file of the ``imp_encoder`` chain of one seed (``filters``: task, mask, seed)."""
+
+    imp = "imp_encoder"
 
 
 def _imp_makes(profile: Profile, unit: Unit) -> tuple:
@@ -650,11 +683,19 @@ def _imp_makes(profile: Profile, unit: Unit) -> tuple:
     return made
 
 
-def ticket_job_cost(profile: Profile, task: str, mask: str) -> float:
-    """Remaking a ticket file: nothing if the cache has it, else its IMP chain up to it."""
-    if ticket_file(profile, task, mask).exists():
+def _imp_encoder_makes(profile: Profile, unit: Unit) -> tuple:
+    """The round that prunes a ticket leaves its file in the checkpoint cache."""
+    maker = ticket_imp_unit(profile, unit["task"], unit["optimizer"], "imp_encoder", unit["seed"])
+    return (ticket_file(profile, unit["task"], unit["optimizer"], "imp_encoder", unit["seed"]),) \
+        if maker["round"] == unit["round"] else ()
+
+
+def ticket_job_cost(profile: Profile, task: str, mask: str, imp: str = "imp",
+                    seed: int | None = None) -> float:
+    """Making a ticket file here: nothing if the cache has it, else its IMP chain up to it."""
+    if ticket_file(profile, task, mask, imp, seed).exists():
         return 0.0
-    maker = _ticket_maker(profile, task, mask)
+    maker = _ticket_maker(profile, task, mask, imp, seed)
     return (maker["round"] + 1) * fine_tune_steps(profile, task, maker["optimizer"])
 
 
@@ -665,7 +706,8 @@ EXPERIMENTS = (
     Experiment("imp_encoder", "IMP with rewinding, the pooler kept dense (out of the prunable "
                "set: MiniLM's pooler was never trained), every seed",
                _imp_encoder_units, _run_imp_encoder, "lottery",
-               priority=_encoder_priority, cost=_imp_cost, at=Profile.for_lottery),
+               priority=_encoder_priority, cost=_imp_encoder_cost, at=Profile.for_lottery,
+               makes=_imp_encoder_makes),
     Experiment("tickets_encoder", "the mask x optimizer table of the pooler-free tickets, each "
                "seed with its own chain's ticket", _encoder_ticket_units, _run_encoder_ticket,
                "lottery", priority=_encoder_priority, cost=_encoder_ticket_cost, at=Profile.for_lottery),
