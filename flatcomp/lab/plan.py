@@ -413,7 +413,8 @@ def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], runni
 def measured_pace(outcomes: list[Outcome], assumed: float = 1.0) -> float:
     """Real seconds per estimated second on this run: the steps done so far whose estimates
     were at least :data:`PACE_FROM_SECONDS` (a worker's start, about 10 s, would swamp shorter
-    ones), their seconds summed over their estimates summed; ``assumed`` before any is done. A
+    ones; and longer than a batch, each ran in a batch of its own, so its seconds are its own),
+    their seconds summed over their estimates summed; ``assumed`` before any is done. A
     machine that trains beside other work (a developer's tests, say) runs slower than the step
     time measured when the plan began, and a step started on the raw estimate would be killed at
     the deadline, its work lost."""
