@@ -308,6 +308,36 @@ def test_a_step_that_reads_what_this_run_made_goes_first(smoke, tmp_path):
     assert plan._made_by([failed], store) == []
 
 
+def test_a_step_too_long_for_one_worker_gets_the_idle_machine(smoke):
+    steps = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)[:2]
+    store = ResultsStore(smoke)
+    long, short = (plan.Step(s.job, s.units, seconds, s.priority)
+                   for s, seconds in zip(steps, (400.0, 100.0)))
+
+    def first(order, whole, alone_ok=True):
+        return plan._next_batch([plan.Outcome(s) for s in order], store, 300.0, 0, alone_ok,
+                                whole=whole)
+    batch = first([long, short], whole=(2.0, 4))
+    assert [o.step.job for o in batch] == [long.job]
+    assert batch[0].step.alone and batch[0].step.threads == 4 and batch[0].step.seconds == 200
+    # not while something runs, not where even the whole machine is too slow, not before a
+    # step that comes first and fits on one worker
+    assert [o.step for o in first([long, short], (2.0, 4), alone_ok=False)] == [short]
+    assert [o.step for o in first([long, short], (1.2, 4))] == [short]
+    assert [o.step for o in first([short, long], (2.0, 4))] == [short]
+    assert [o.step for o in first([long, short], None)] == [short]
+
+
+def test_the_whole_machine_is_every_worker_s_threads_timed_once(smoke):
+    import torch
+
+    before = torch.get_num_threads()
+    assert plan.whole_machine(smoke, 1, 1) is None
+    speedup, threads = plan.whole_machine(smoke, 2, 1)
+    assert threads == 2 and speedup > 0 and torch.get_num_threads() == before
+    assert plan.whole_machine(smoke, 2, 1) == (speedup, 2)  # cached
+
+
 def test_debug_executor_runs_in_order_and_respects_needs(smoke, tmp_path):
     steps = plan.make_plan(smoke, experiments=["data_cards"], seconds_per_step=ONE_SECOND)[:2]
     orphan = plan.Step(Job("data_cards", {"task": ["rte"]}, (("data_cards", "never"),)),

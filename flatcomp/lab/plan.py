@@ -31,7 +31,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -57,7 +57,8 @@ class Step:
     units: tuple[str, ...]          # ids of the missing units (a file job: its name)
     seconds: float                  # estimated, on this device
     priority: int
-    alone: bool = False             # a timing: nothing else may run beside it
+    alone: bool = False             # nothing else runs beside it (a timing, a whole-machine step)
+    threads: int | None = None      # a whole-machine step's: every worker's threads
 
     @property
     def name(self) -> str:
@@ -309,8 +310,10 @@ def execute(profile: Profile, steps: list[Step], executor: str = "local", worker
     ready step (all its needs stored) whose estimate, times the run's :func:`measured_pace`
     (``pace`` until a step of the run has measured it), fits before ``deadline`` seconds, at most
     ``workers`` at once (a step marked ``alone`` runs with nothing beside it), short ones
-    together in batches of about ``batch_seconds``; kill what still runs at the deadline.
-    ``slurm``: submit everything at once (see :func:`submit_to_slurm`)."""
+    together in batches of about ``batch_seconds``; kill what still runs at the deadline. On an
+    idle machine, a step that cannot finish in time on one worker's ``threads`` but can on every
+    worker's runs alone on all of them (:func:`whole_machine`: an IMP chain longer than a
+    session's plan, say). ``slurm``: submit everything at once (see :func:`submit_to_slurm`)."""
     import submitit
 
     if executor not in EXECUTORS:
@@ -329,13 +332,34 @@ def execute(profile: Profile, steps: list[Step], executor: str = "local", worker
     # 30 s before that timeout) is turned off: a worker still importing when it came died of it.
     pool.update_parameters(timeout_min=int(min(deadline, 7 * 24 * 3600) / 60) + 1,
                            signal_delay_s=0)
+    whole = whole_machine(profile, workers, threads) if deadline < math.inf else None
     return _run_pool(pool, steps, args, workers, deadline, store, poll,
-                     in_process=executor == "debug", batch_seconds=batch_seconds, pace=pace)
+                     in_process=executor == "debug", batch_seconds=batch_seconds, pace=pace,
+                     whole=whole)
+
+
+def whole_machine(profile: Profile, workers: int, threads: int | None) -> tuple[float, int] | None:
+    """How many times faster a training step of ``profile`` runs on every worker's threads than
+    on one worker's (each timed once and cached, :func:`measured_seconds_per_step`), and that
+    many threads; None with one worker."""
+    if workers < 2:
+        return None
+    one = threads or torch.get_num_threads()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(one)
+        alone = measured_seconds_per_step(profile)
+        torch.set_num_threads(one * workers)
+        together = measured_seconds_per_step(profile)
+    finally:
+        torch.set_num_threads(before)
+    return alone / together, one * workers
 
 
 def _run_pool(pool: Any, steps: list[Step], args: tuple, workers: int, deadline: float,
               store: ResultsStore, poll: float, in_process: bool,
-              batch_seconds: float = 120, pace: float = 1.0) -> list[Outcome]:
+              batch_seconds: float = 120, pace: float = 1.0,
+              whole: tuple[float, int] | None = None) -> list[Outcome]:
     """Keep ``workers`` submitit jobs busy. Each job runs a batch of ready steps one after the
     other (:func:`run_steps`), as many as fit in ``batch_seconds`` of estimated work, so that
     short units do not each pay a process start (about 10 s, for the imports)."""
@@ -343,7 +367,7 @@ def _run_pool(pool: Any, steps: list[Step], args: tuple, workers: int, deadline:
     waiting, running, start = list(outcomes), [], time.monotonic()
     with _workers_cancelled_on_exit(running):
         return _keep_busy(pool, outcomes, waiting, running, start, args, workers, deadline, store,
-                          poll, in_process, batch_seconds, pace)
+                          poll, in_process, batch_seconds, pace, whole)
 
 
 @contextlib.contextmanager
@@ -369,7 +393,7 @@ def _workers_cancelled_on_exit(running: list) -> Iterator[None]:
 def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], running: list,
                start: float, args: tuple, workers: int, deadline: float, store: ResultsStore,
                poll: float, in_process: bool, batch_seconds: float,
-               assumed_pace: float) -> list[Outcome]:
+               assumed_pace: float, whole: tuple[float, int] | None) -> list[Outcome]:
     said_pace = assumed_pace
     fresh: set[Any] = set()  # what this run's finished steps made
     while True:
@@ -391,12 +415,14 @@ def _keep_busy(pool: Any, outcomes: list[Outcome], waiting: list[Outcome], runni
             return outcomes
         while len(running) < workers and not any(o.step.alone for b, _, _ in running for o in b):
             batch = _next_batch(waiting, store, (deadline - elapsed) / slowdown, batch_seconds,
-                                alone_ok=not running, fresh=fresh)
+                                alone_ok=not running, fresh=fresh, whole=whole)
             if not batch:
                 break
             for outcome in batch:
                 waiting.remove(outcome)
-            job = pool.submit(run_steps, args[0], [o.step.job for o in batch], *args[1:])
+            name, seeds, threads = args
+            job = pool.submit(run_steps, name, [o.step.job for o in batch], seeds,
+                              batch[0].step.threads or threads)
             seconds = sum(o.step.seconds for o in batch)
             _say(elapsed, f" started {', '.join(o.step.name for o in batch)} "
                           f"(about {seconds:.0f} s)")
@@ -429,7 +455,8 @@ def _made_by(batch: list[Outcome], store: ResultsStore) -> list[Any]:
 
 def _next_batch(waiting: list[Outcome], store: ResultsStore, time_left: float,
                 batch_seconds: float, alone_ok: bool,
-                fresh: set[Any] | frozenset[Any] = frozenset()) -> list[Outcome]:
+                fresh: set[Any] | frozenset[Any] = frozenset(),
+                whole: tuple[float, int] | None = None) -> list[Outcome]:
     """The first ready waiting step (its needs all stored, its estimate within the time left),
     and after it the next ready ones while their estimates add up to less than ``batch_seconds``
     (0: one step a batch). A step is ready too where a step before it in the batch makes what
@@ -439,7 +466,11 @@ def _next_batch(waiting: list[Outcome], store: ResultsStore, time_left: float,
 
     Steps that wait for something ``fresh`` (made by this run) come first, in their order: what
     they read is in this machine's checkpoint cache now, and a machine without it would train it
-    again (a ticket's IMP chain, hours on a CPU)."""
+    again (a ticket's IMP chain, hours on a CPU).
+
+    With ``whole`` (:func:`whole_machine`: the speed-up and the threads of every worker) and
+    nothing running, the first ready step that does not fit in the time left but fits at that
+    speed-up runs alone, on every worker's threads, its estimate divided by the speed-up."""
     batch: list[Outcome] = []
     made: set[Any] = set()  # what the batch's steps leave behind, for the steps after them
     for outcome in sorted(waiting, key=lambda o: not fresh.intersection(o.step.job.needs)):
@@ -447,11 +478,18 @@ def _next_batch(waiting: list[Outcome], store: ResultsStore, time_left: float,
         total = sum(o.step.seconds for o in batch) + step.seconds
         if batch and (step.alone != batch[0].step.alone or total >= batch_seconds):
             break
-        if (step.alone and not alone_ok) or total > time_left:
+        if (step.alone and not alone_ok) or \
+                not all(need in made or _exists(need, store) for need in step.job.needs):
             continue
-        if all(need in made or _exists(need, store) for need in step.job.needs):
-            batch.append(outcome)
-            made.update(_makes(step, store))
+        if total > time_left:
+            if whole and not batch and alone_ok and not step.alone \
+                    and step.seconds / whole[0] <= time_left:
+                outcome.step = replace(step, seconds=step.seconds / whole[0], alone=True,
+                                       threads=whole[1])
+                return [outcome]
+            continue
+        batch.append(outcome)
+        made.update(_makes(step, store))
     return batch
 
 
