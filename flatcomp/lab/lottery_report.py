@@ -107,7 +107,7 @@ def seeded_imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.Data
     """Per task, IMP over several seeds: Adam's and SAM's dense model (round 0) and ticket at the
     task's ``reference`` sparsity, mean ± std over seeds, and SAM's ticket minus Adam's paired by
     seed with its t interval and verdict, beside the paper's tickets; each task's rounds of one
-    environment."""
+    environment. A task shows once both optimizers have its ticket for one seed at least."""
     from flatcomp.stats import paired_difference, verdict
 
     rounds, notes = one_environment_per(rounds, task_of, task_block("IMP rounds"))
@@ -117,6 +117,8 @@ def seeded_imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.Data
         at = lambda o, sparsity: {r["seed"]: recorded_score(r) for r in rounds
                                   if (r["task"], r["optimizer"]) == (task, o)
                                   and round(r["sparsity"], 2) == sparsity}
+        if not set(at("adam", s)) & set(at("sam", s)):
+            continue
         row = {"ticket sparsity": f"{100 * s:.0f}%"}
         for o in ("adam", "sam"):
             for name, sparsity in (("dense", 0.0), ("ticket", s)):
