@@ -117,21 +117,20 @@ def seeded_imp_table(rounds: list[dict], reference: dict[str, float]) -> pd.Data
         at = lambda o, sparsity: {r["seed"]: recorded_score(r) for r in rounds
                                   if (r["task"], r["optimizer"]) == (task, o)
                                   and round(r["sparsity"], 2) == sparsity}
-        if not set(at("adam", s)) & set(at("sam", s)):
+        adam, sam = at("adam", s), at("sam", s)
+        seeds = sorted(set(adam) & set(sam))
+        if not seeds:
             continue
         row = {"ticket sparsity": f"{100 * s:.0f}%"}
         for o in ("adam", "sam"):
             for name, sparsity in (("dense", 0.0), ("ticket", s)):
                 values = list(at(o, sparsity).values())
                 row[f"{OPTIMIZER_NAMES[o]} {name}"] = pm(values) if values else "-"
-        adam, sam = at("adam", s), at("sam", s)
-        seeds = sorted(set(adam) & set(sam))
-        d = paired_difference([sam[k] for k in seeds], [adam[k] for k in seeds]) if seeds \
-            else None
-        row["SAM − Adam ticket"] = f"{100 * d.mean:+.1f}" if d else "-"
-        row["95% CI"] = d.interval() if d else "-"
+        d = paired_difference([sam[k] for k in seeds], [adam[k] for k in seeds])
+        row["SAM − Adam ticket"] = f"{100 * d.mean:+.1f}"
+        row["95% CI"] = d.interval()
         row["paired seeds"] = len(seeds)
-        row["verdict"] = verdict(d) if d else "-"
+        row["verdict"] = verdict(d)
         for optimizer, value in zip(("Adam", "SAM"), IMP_REWIND.get(task, (None, None))):
             row[f"{optimizer} ticket (paper)"] = f"{value:.1f}" if value is not None else "-"
         rows[TASK_NAMES[task]] = row

@@ -478,16 +478,16 @@ def _next_batch(waiting: list[Outcome], store: ResultsStore, time_left: float,
         total = sum(o.step.seconds for o in batch) + step.seconds
         if batch and (step.alone != batch[0].step.alone or total >= batch_seconds):
             break
-        if (step.alone and not alone_ok) or \
-                not all(need in made or _exists(need, store) for need in step.job.needs):
+        fits = total <= time_left
+        fits_whole = bool(whole) and not batch and alone_ok and not step.alone \
+            and step.seconds / whole[0] <= time_left
+        if (step.alone and not alone_ok) or not (fits or fits_whole) \
+                or not all(need in made or _exists(need, store) for need in step.job.needs):
             continue
-        if total > time_left:
-            if whole and not batch and alone_ok and not step.alone \
-                    and step.seconds / whole[0] <= time_left:
-                outcome.step = replace(step, seconds=step.seconds / whole[0], alone=True,
-                                       threads=whole[1])
-                return [outcome]
-            continue
+        if not fits:
+            outcome.step = replace(step, seconds=step.seconds / whole[0], alone=True,
+                                   threads=whole[1])
+            return [outcome]
         batch.append(outcome)
         made.update(_makes(step, store))
     return batch
