@@ -17,7 +17,7 @@ from flatcomp.lab.config import PROFILES
 from flatcomp.lab.experiments import (EXPERIMENTS, experiment_profile, finetuned_file, select,
                                       ticket_file, unit_id)
 from flatcomp.lab.experiments import lottery
-from flatcomp.lab.experiments.core import FileJob, Job
+from flatcomp.lab.experiments.core import FileJob, Job, checkpoint_paths
 from flatcomp.lab.results import ResultsStore
 
 ONE_SECOND = lambda profile: 1.0  # noqa: E731 - a cost model that needs no measurement
@@ -216,6 +216,34 @@ def test_the_cost_model_counts_a_model_once(smoke, experiment, trainer, unit):
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_bytes(b"")
     assert exp.cost(at, unit) == pytest.approx(waiting)
+
+
+def test_the_first_tuned_seed_counts_its_fine_tune_only_where_the_grid_winner_is_not_cached(smoke):
+    """The first seed's model is the grid's at the winning rate: free while the grid is still to
+    run (it trains into the cache first) or where its checkpoint is cached; a whole fine-tune
+    where the grid's records were made on another machine."""
+    from flatcomp.lab.experiments import tuned
+
+    at = experiment_profile(smoke, "tuned")
+    unit = dict(task="mrpc", optimizer="sam", seed=tuned.protocol_seeds(at, "mrpc")[0])
+    waiting = EXPERIMENTS["tuned"].cost(at, unit)
+    rates = tuned.grid_rates(at)
+    store = ResultsStore(experiment_profile(smoke, "tuned_lr"))
+    for lr, score in zip(rates, (70.0, 75.0)):  # the second rate wins
+        grid_unit = dict(task="mrpc", optimizer="sam", lr=lr, seed=unit["seed"])
+        store.save("tuned_lr", unit_id(grid_unit), {"lr": lr, "best_score": score},
+                   seed=unit["seed"], seconds=0.0)
+        if lr == rates[0]:  # half the grid stored: its winner is not known yet
+            assert EXPERIMENTS["tuned"].cost(at, unit) == pytest.approx(waiting)
+    grid_winner = dict(task="mrpc", optimizer="sam", lr=rates[1], seed=unit["seed"])
+    fine_tune = EXPERIMENTS["tuned_lr"].cost(experiment_profile(smoke, "tuned_lr"), grid_winner)
+    assert EXPERIMENTS["tuned"].cost(at, unit) == pytest.approx(waiting + fine_tune)
+    trained_at = tuned.protocol_profile(at, "mrpc")
+    checkpoint, _ = checkpoint_paths(trained_at, "mrpc", "sam", unit["seed"], rates[1],
+                                     trained_at.epochs_for("mrpc"))
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_bytes(b"")
+    assert EXPERIMENTS["tuned"].cost(at, unit) == pytest.approx(waiting)
 
 
 def test_the_cost_model_counts_the_tokens_a_step_computes(smoke):

@@ -18,9 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from flatcomp.lab.config import Profile
-from flatcomp.lab.experiments.core import (FLATNESS_SETTINGS, Experiment, Unit, dev_labels,
-                                           dev_pass_steps, encoded_task, finetune_record, finetuned,
-                                           fine_tune_steps, fixed_rows_loss, unit_id)
+from flatcomp.lab.experiments.core import (FLATNESS_SETTINGS, Experiment, Unit, checkpoint_paths,
+                                           dev_labels, dev_pass_steps, encoded_task,
+                                           finetune_record, finetuned, fine_tune_steps,
+                                           fixed_rows_loss, unit_id)
 from flatcomp.lab.experiments.quantization_runs import QUANT_BITS
 
 # Per profile: the tasks in plan order, their seeds, the learning-rate grid, the epochs and the
@@ -228,12 +229,27 @@ def measurement_steps(profile: Profile, task: str) -> float:
     return dev_pass_steps(profile, task, 19) + flatness_rows_steps(profile, passes)
 
 
+def _first_seed_steps(profile: Profile, task: str, optimizer: str, seed: int) -> float:
+    """The first seed's fine-tune: the grid's model at the winning rate, so none while the grid
+    is still to run here (it trains into the checkpoint cache first) or where the cache has the
+    winner's checkpoint; a whole fine-tune where the grid's records came from another machine."""
+    from flatcomp.lab.experiments import load_or_run
+
+    grid = load_or_run(profile, "tuned_lr", missing="skip", task=[task], optimizer=[optimizer])
+    at = protocol_profile(profile, task)
+    if len(grid) < len(protocol(profile)["grid"]):
+        return 0.0
+    weights, _ = checkpoint_paths(at, task, optimizer, seed, tuned_lr(grid), at.epochs_for(task))
+    return 0.0 if weights.exists() else fine_tune_steps(at, task, optimizer)
+
+
 def _tuned_cost(profile: Profile, unit: Unit) -> float:
-    """The fine-tune (none for the first seed: the grid trained it) and the measurements."""
-    at = protocol_profile(profile, unit["task"])
-    train = 0.0 if unit["seed"] == protocol_seeds(profile, unit["task"])[0] else \
-        fine_tune_steps(at, unit["task"], unit["optimizer"])
-    return train + measurement_steps(at, unit["task"])
+    """The fine-tune (for the first seed: :func:`_first_seed_steps`) and the measurements."""
+    task, optimizer, seed = unit["task"], unit["optimizer"], unit["seed"]
+    at = protocol_profile(profile, task)
+    train = _first_seed_steps(profile, task, optimizer, seed) \
+        if seed == protocol_seeds(profile, task)[0] else fine_tune_steps(at, task, optimizer)
+    return train + measurement_steps(at, task)
 
 EXPERIMENTS = (
     Experiment("tuned_lr", "Adam and SAM on the same learning-rate grid, first seed, at the "
