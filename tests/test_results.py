@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from flatcomp.lab.results import (SCHEMA, CorruptResultError, ResultsStore, check_record,
                                   read_record)
@@ -211,6 +212,8 @@ def test_provenance_names_the_precision_and_the_starting_weights(store, smoke):
     assert prov["precision"] == resolve_precision(smoke, default_device())
     assert prov["start_weights_sha256"] == start_weights_sha256(smoke)
     assert re.fullmatch(r"[0-9a-f]{64}", prov["start_weights_sha256"])
+    # the vector instructions of torch's kernels: two CPUs of one model name can differ
+    assert prov["cpu_capability"] == torch.backends.cpu.get_cpu_capability() != ""
 
 
 def test_the_tiny_berts_hash_is_its_encoders_and_leaves_the_rng_alone(smoke):

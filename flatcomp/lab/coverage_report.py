@@ -85,7 +85,8 @@ def coverage_table(profile: Profile, experiments: tuple[str, ...]) -> pd.DataFra
 
 def provenance_table(profile: Profile) -> pd.DataFrame:
     """Per experiment and environment (device, precision, starting weights): how many records,
-    from how many commits, with how many hours of wall time, over which dates. It
+    from how many commits, with how many hours of wall time, over which dates. A CPU names the
+    vector instructions its kernels used where the records say (``cpu: AMD EPYC (AVX2)``). It
     imports the results store when called (importing it runs git), not at import."""
     from pathlib import Path
 
@@ -97,7 +98,9 @@ def provenance_table(profile: Profile) -> pd.DataFrame:
         record = read_record(path)
         prov = record["provenance"]
         env = record_environment(prov, record["result"])
-        groups[path.parent.name, env["device"], env["precision"], env["weights"]].append(prov)
+        device = env["device"] + (f" ({prov['cpu_capability']})" if prov.get("cpu_capability")
+                                  and env["device"].startswith("cpu") else "")
+        groups[path.parent.name, device, env["precision"], env["weights"]].append(prov)
     rows = [{"experiment": experiment, "device": device, "precision": precision,
              "weights": weights, "records": len(provs),
              "commits": len({p.get("git_commit") for p in provs}),

@@ -132,8 +132,9 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def provenance(profile: Profile, seed: int | None, seconds: float, cut: str | None) -> dict:
-    """Where a number came from: code version, packages, configuration, seed, device, the
-    precision it ran in there, the starting weights' sha256, time."""
+    """Where a number came from: code version, packages, configuration, seed, device, the vector
+    instructions torch's CPU kernels used (``AVX512``, ``AVX2``: two CPUs of one name can differ),
+    the precision it ran in there, the starting weights' sha256, time."""
     return {
         **_CODE_VERSION,
         "versions": {name: _version(name) for name in _PACKAGES},
@@ -141,6 +142,7 @@ def provenance(profile: Profile, seed: int | None, seconds: float, cut: str | No
         "config": profile.to_dict(),
         "seed": seed,
         "device": device_description(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "precision": _precision(profile),
         "start_weights_sha256": _start_weights_sha256(profile),
         "threads": torch.get_num_threads(),
