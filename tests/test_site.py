@@ -10,7 +10,8 @@ of every page, 1280 px wide, and close-ups of its first equation and of its wide
 and named in every failure.
 
 Chromium is Debian's ``chromium`` (or ``$CHROMIUM``); where there is none, the test installs it
-with apt-get when it runs as root, and skips only when it can do neither.
+with apt-get when it runs as root, and skips only when it can do neither. CI installs it beside
+the first tests and names that install in ``$CHROMIUM_INSTALL_PID``: the test waits for it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,22 @@ def _find_chromium() -> str | None:
     return next(filter(None, (shutil.which(n) for n in names if n)), None)
 
 
+def _wait_for_background_install(limit: float = 900.0) -> None:
+    """Wait for the install of Chromium that ``.ci/run`` starts beside the first tests, if one
+    runs (its process id in ``$CHROMIUM_INSTALL_PID``): over when /proc no longer lists it live."""
+    stat = Path("/proc", os.environ.get("CHROMIUM_INSTALL_PID", "none"), "stat")
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":  # exited, not yet reaped
+                return
+        except (OSError, IndexError):
+            return
+        time.sleep(2)
+
+
 def _chromium_or_skip() -> str:
+    _wait_for_background_install()
     found = _find_chromium()
     if found:
         return found
