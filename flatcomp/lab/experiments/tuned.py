@@ -236,9 +236,9 @@ def _first_seed_steps(profile: Profile, task: str, optimizer: str, seed: int) ->
     from flatcomp.lab.experiments import load_or_run
 
     grid = load_or_run(profile, "tuned_lr", missing="skip", task=[task], optimizer=[optimizer])
-    at = protocol_profile(profile, task)
-    if len(grid) < len(protocol(profile)["grid"]):
+    if len(grid) < len(grid_rates(profile)):
         return 0.0
+    at = protocol_profile(profile, task)
     weights, _ = checkpoint_paths(at, task, optimizer, seed, tuned_lr(grid), at.epochs_for(task))
     return 0.0 if weights.exists() else fine_tune_steps(at, task, optimizer)
 
