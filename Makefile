@@ -27,9 +27,12 @@ endef
 
 .PHONY: install book test test-unit test-notebooks test-smoke clean
 
+# Bytecode is compiled at install (UV_COMPILE_BYTECODE; pip compiles anyway): where
+# PYTHONDONTWRITEBYTECODE is set, as on our machines, every process would otherwise compile torch
+# and transformers again on import, about 15 CPU-seconds of each of the test run's many starts.
 $(STAMP): requirements.txt requirements-book.txt pyproject.toml
 	@$(venv_installer); set -x; \
-	$$install -r requirements.txt; \
+	UV_COMPILE_BYTECODE=1 $$install -r requirements.txt; \
 	$$install --no-deps -e .
 	touch $(STAMP) $(BOOK_STAMP)
 
