@@ -42,7 +42,6 @@ def test_the_squad_chapter_computes_its_units_in_minutes_of_cpu():
                    resources={"metadata": {"path": os.fspath(CHAPTER.parent)}}).execute()
     used = _children_cpu_seconds() - before
     assert used > 1, "the kernel's CPU time was not counted: was it this process's child?"
-    print(f"the SQuAD chapter took {used:.0f} CPU seconds at smoke")
     assert used < 150, f"the SQuAD chapter took {used:.0f} CPU seconds at smoke"
     assert list(results.glob("squad_finetune/*.json")), "the chapter stored no fine-tune"
     shown = "\n".join(str(o.get("data", {}).get("text/markdown", "")) + str(o.get("text", ""))
