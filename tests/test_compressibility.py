@@ -52,6 +52,20 @@ def test_kendall_interval_is_seeded_and_unrelated_points_are_inconclusive():
     assert not a.excludes_zero
 
 
+def test_tau_b_of_all_rows_at_once_is_scipys_to_the_bit():
+    """Ties, a constant row and a NaN: the same value (or NaN) as scipy, row by row."""
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    x = np.vstack([rng.integers(0, 4, (30, 9)).astype(float), rng.normal(size=(30, 9))])
+    y = np.vstack([rng.normal(size=(30, 9)), rng.integers(0, 3, (30, 9)).astype(float)])
+    x[0, 3], y[1] = np.nan, 2.0
+    fast = report.kendall_tau_b(x, y)
+    slow = np.array([stats.kendalltau(a, b).statistic for a, b in zip(x, y)])
+    assert np.isnan(fast[:2]).all() and np.isnan(slow[:2]).all()
+    assert np.array_equal(fast[2:], slow[2:])
+
+
 def test_tau_within_task_sees_no_trend_that_only_the_tasks_make():
     # each task: sharpness and damage run opposite ways; the second task is sharper and loses more
     x = np.array([1.0, 2, 3, 4, 11, 12, 13, 14])
