@@ -68,14 +68,16 @@ test-notebooks: $(STAMP)
 
 # The smoke pass: the SQuAD chapter computing its own units, as on Colab (one kernel); the rest of
 # the plan of every chapter trained for real on the tiny model (two local workers), then checked
-# to have nothing left to compute, then every chapter run on its results.
+# to have nothing left to compute; then every chapter run on its results, and the stored units'
+# records and checkpoints checked (tests/smoke_units.py), beside each other.
 SMOKE_ENV := OMP_NUM_THREADS=1 FLATCOMP_PROFILE=smoke FLATCOMP_RESULTS=$(SMOKE_DIR)/results \
 	FLATCOMP_CACHE=$(SMOKE_DIR)/cache
 test-smoke: $(STAMP)
 	$(SMOKE_ENV) $(PY) -m pytest -q --noconftest -p no:randomly tests/smoke_squad_chapter.py
 	$(SMOKE_ENV) $(PY) -m flatcomp plan --executor local --workers 2 --threads 1 \
 		--logs $(SMOKE_DIR)/logs
-	$(SMOKE_ENV) $(PY) -m pytest -q --noconftest -p no:randomly -n 2 tests/smoke_chapters.py
+	$(SMOKE_ENV) $(PY) -m pytest -q --noconftest -p no:randomly -n 2 tests/smoke_chapters.py \
+		tests/smoke_units.py
 	rm -rf $(SMOKE_DIR)
 
 clean:

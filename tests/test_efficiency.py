@@ -1,4 +1,5 @@
-"""The efficiency chapter's experiments (bench, variants) and tables, at the smoke profile."""
+"""The efficiency chapter's experiments and tables, at the smoke profile (the bench and variants
+units the smoke plan stores are checked by the smoke pass: tests/smoke_units.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import pytest
 
 from flatcomp.lab import efficiency_report
 from flatcomp.lab.config import PAPER
-from flatcomp.lab.experiments import load_or_run
-from flatcomp.lab.experiments.efficiency import COMPARED, one_shot_pruned
+from flatcomp.lab.experiments.efficiency import one_shot_pruned
 from flatcomp.lab.models import load_model
 from flatcomp.lab.train import VARIANTS
 from flatcomp.pruning import sparsity_report
@@ -28,32 +28,6 @@ def test_one_shot_pruning_leaves_the_model_and_hits_the_sparsity(smoke):
     pruned = one_shot_pruned(model, 0.7)
     assert sparsity_report(pruned)["sparsity"] == pytest.approx(0.7, abs=1e-4)
     assert sparsity_report(model)["sparsity"] == 0.0
-
-
-@pytest.mark.slow
-def test_bench_times_every_optimizer_against_adam(smoke):
-    (bench,) = load_or_run(smoke, "bench", progress=False)
-    assert set(bench["seconds_per_step"]) == set(COMPARED)
-    assert bench["over_adam"]["adam"] == 1.0
-    assert all(v > 0 for v in bench["over_adam"].values())
-    assert set(bench["masked_over_dense"]) == {"adam", "sam"}
-    assert set(bench["int8_over_fp32"]) == {"1", "32"}
-    assert len(efficiency_report.bench_table([bench])) == len(COMPARED)
-
-
-@pytest.mark.slow
-def test_variants_store_what_the_compression_chapters_measure(smoke):
-    runs = load_or_run(smoke, "variants", progress=False, seed=[0])
-    assert [r["optimizer"] for r in runs] == list(COMPARED)
-    for r in runs:
-        assert 0 <= r["fp32"] <= 1 and r["int8_drop"] == pytest.approx(r["fp32"] - r["int8"])
-        assert set(r["bits"]) == {"8", "6", "4", "3"} and set(r["one_shot"]) == {"0.5", "0.7"}
-        assert r["sharpness"] >= 0
-        assert {"compression", "flatness"} <= set(r)  # what every trained model records
-        assert r["flatness"]["adaptive_sharpness"] >= 0
-    differences = efficiency_report.variant_differences(runs, "sam")
-    assert "SAM" not in {optimizer for _, optimizer in differences.index}
-    assert len(differences) == len(COMPARED) - 1
 
 
 def test_variant_differences_pair_by_seed():

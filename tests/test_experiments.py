@@ -6,7 +6,6 @@ rows and epochs than the smoke profile itself (same name, so the same sweep grid
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
@@ -17,7 +16,7 @@ from flatcomp.lab.cli import main
 from flatcomp.lab.config import PROFILES
 from flatcomp.lab.experiments import (EXPERIMENTS, experiment_profile, get_experiment, load_or_run,
                                       select, unit_id)
-from flatcomp.lab.results import ResultsStore, read_record
+from flatcomp.lab.results import ResultsStore
 
 TIMING = ("seconds_per_step", "wall_seconds")  # the only fields allowed to differ between runs
 
@@ -39,6 +38,7 @@ def _numbers(results):
 
 
 # ---------------------------------------------------------------- resuming a killed run
+
 
 def test_killed_run_resumes_to_the_same_numbers(quick, tmp_path, monkeypatch):
     # the reference: an uninterrupted run, with its own results and checkpoint folders
@@ -90,6 +90,7 @@ def test_stored_results_are_read_without_training(quick, monkeypatch):
 
 
 # ---------------------------------------------------------------- units
+
 
 def test_unit_id_orders_its_keys():
     unit = {"seed": 0, "lr": 1e-4, "optimizer": "sam", "task": "rte"}
@@ -157,6 +158,7 @@ def test_unknown_experiment_raises(smoke):
 
 
 # ---------------------------------------------------------------- the command line
+
 
 def test_cli_list_prints_the_experiments(capsys):
     assert main(["list"]) == 0
@@ -229,79 +231,7 @@ def test_cli_corrupt_results_file_returns_2_naming_it(smoke, monkeypatch, capsys
     assert path.read_text() == "{not json"
 
 
-# ---------------------------------------------------------------- flatness and quantization units
-
-def test_flatness_unit_measures_a_finetuned_model(smoke):
-    """One flatness unit: finite sharpness (>= 0), eigenvalue and trace of a cached fine-tune."""
-    from flatcomp.lab.experiments import load_or_run
-
-    [r] = load_or_run(smoke, "flatness", task=["mrpc"], optimizer=["adam"], seed=[0],
-                      progress=False)
-    assert r["sharpness"] >= 0 and math.isfinite(r["top_eigenvalue"])
-    assert math.isfinite(r["trace"]) and r["trace_samples"] == 2
-
-
-def test_landscape_unit_is_a_line_and_a_plane_through_the_trained_weights(smoke):
-    """The centre of the line and of the plane is the model itself: the same loss at a = b = 0."""
-    from flatcomp.lab.experiments import load_or_run
-
-    [r] = load_or_run(smoke, "landscape", task=["mrpc"], optimizer=["sam"], progress=False)
-    assert r["alphas"] == [-1.0, -0.5, 0.0, 0.5, 1.0] and r["grid"] == [-1.0, 0.0, 1.0]
-    assert len(r["line"]) == 5 and [len(row) for row in r["plane"]] == [3, 3, 3]
-    assert r["line"][2] == pytest.approx(r["plane"][1][1], rel=1e-6)
-    assert min(r["line"]) < max(r["line"])  # the random direction moves the loss
-
-
-def test_quant_theory_predicts_a_larger_increase_for_fewer_bits(smoke):
-    """The prediction (1/2 sum H_ii Delta_i^2 / 12) grows as Delta grows, by 4x per bit removed."""
-    from flatcomp.lab.experiments import QUANT_BITS, load_or_run
-
-    [r] = load_or_run(smoke, "quant_theory", task=["mrpc"], optimizer=["adam"], seed=[0],
-                      progress=False)
-    per_tensor = {row["bits"]: row for row in r["increase"] if not row["per_channel"]}
-    assert sorted(per_tensor) == sorted(QUANT_BITS)
-    assert per_tensor[6]["predicted"] == pytest.approx(per_tensor[8]["predicted"]
-                                                       * (127 / 31) ** 2, rel=1e-4)
-    assert all(math.isfinite(row["measured"]) for row in r["increase"])
-
-
-def test_quant_speed_times_both_precisions_at_two_batch_sizes(smoke):
-    from flatcomp.lab.experiments import load_or_run
-
-    [r] = load_or_run(smoke, "quant_speed", progress=False)
-    assert {(t["precision"], t["batch_size"]) for t in r["timings"]} == {
-        (p, b) for p in ("fp32", "int8") for b in (1, 32)}
-    int8 = [t for t in r["timings"] if t["precision"] == "int8"]
-    assert all(t["size_bytes"] > 0 and t["speedup"] > 0 for t in int8)
-
-
-def test_mask_overhead_times_dense_and_masked_steps_alike(smoke):
-    from flatcomp.lab.experiments import load_or_run
-
-    adam, sam = load_or_run(smoke, "mask_overhead", progress=False)
-    for r in (adam, sam):
-        assert len(r["seconds_per_step"]["dense"]) == len(r["seconds_per_step"]["masked"]) == 2
-        assert all(t > 0 for ts in r["seconds_per_step"].values() for t in ts)
-        assert r["overhead"] == pytest.approx(min(r["seconds_per_step"]["masked"])
-                                              / min(r["seconds_per_step"]["dense"]) - 1)
-
-
-def test_tickets_train_at_the_ticket_sparsity_from_the_imp_masks(smoke):
-    """A SAM mask comes from SAM's IMP run (computed on demand); a random one keeps the Adam
-    mask's per-layer counts; both hold the same sparsity while training."""
-    from flatcomp import pruning
-    from flatcomp.lab.experiments import load_or_run, ticket_sparsity
-
-    sparsity = ticket_sparsity(smoke, "mrpc")
-    assert sparsity == pytest.approx(0.2)  # capped at the smoke profile's 2 IMP rounds
-    sam, random = load_or_run(smoke, "tickets", task=["mrpc"], mask=["sam", "random"],
-                              optimizer=["adam"], seed=[0], progress=False)
-    stored = ResultsStore(smoke).units("imp")
-    assert "mrpc-sam-rewind-seed0-round1" in stored and "mrpc-adam-rewind-seed0-round1" in stored
-    for r in (sam, random):
-        assert r["sparsity"] == pytest.approx(sparsity, abs=1e-4)
-    assert unit_id({"task": "mrpc", "mask": "sam", "optimizer": "adam", "seed": 0}) == \
-        "mrpc-sam-mask-adam-seed0"
+# ---------------------------------------------------------------- lottery units
 
 
 def test_transfer_pairs_every_two_tasks_of_the_grid():
@@ -312,64 +242,6 @@ def test_transfer_pairs_every_two_tasks_of_the_grid():
     assert pairs == {(a, b) for a in grid for b in grid if a != b}
     assert len(units) == 4 * len(pairs)  # Adam and SAM ticket, each under Adam and SAM
     assert "stsb" in lottery.tasks and "stsb" not in grid
-
-
-def test_transfer_trains_the_target_task_under_the_source_tasks_ticket(smoke):
-    from flatcomp.lab.experiments import load_or_run, ticket_sparsity
-
-    [r] = load_or_run(smoke, "transfer", source=["stsb"], task=["mrpc"], mask=["sam"],
-                      optimizer=["sam"], progress=False)
-    assert (r["source"], r["task"]) == ("stsb", "mrpc")
-    assert r["sparsity"] == pytest.approx(ticket_sparsity(smoke, "stsb"), abs=1e-4)
-    assert "stsb-sam-rewind-seed0-round1" in ResultsStore(smoke).units("imp")
-    assert unit_id(dict(source="stsb", task="mrpc", mask="sam", optimizer="adam", seed=0)) == \
-        "stsb-to-mrpc-sam-mask-adam-seed0"
-
-
-def test_mask_analysis_compares_the_adam_and_sam_tickets(smoke):
-    from flatcomp.lab.experiments import load_or_run, ticket_sparsity
-
-    [r] = load_or_run(smoke, "mask_analysis", task=["mrpc"], progress=False)
-    assert r["sparsity"] == ticket_sparsity(smoke, "mrpc")
-    assert set(r["layers"]) == {"adam", "sam"}
-    assert set(r["layers"]["adam"]) == set(r["overlap"]["layers"])
-    assert r["overlap"]["chance_jaccard"] < r["overlap"]["jaccard"] <= 1  # both keep big weights
-
-
-def test_compound_quantizes_the_stored_ticket(smoke):
-    """Ticket then int8: the fp32 score is the ticket's own best score (same weights, fp32 eval)."""
-    from flatcomp.lab.experiments import load_or_run
-
-    [r] = load_or_run(smoke, "compound", task=["mrpc"], mask=["sam"], seed=[0], progress=False)
-    [ticket] = load_or_run(smoke, "tickets", task=["mrpc"], mask=["sam"], optimizer=["sam"],
-                           seed=[0], progress=False)
-    assert r["optimizer"] == r["mask"] == "sam"
-    assert r["scores"]["fp32"] == pytest.approx(ticket["best_score"], abs=0.02)
-    assert r["int8_drop"] == r["scores"]["fp32"] - r["scores"]["int8"]
-
-
-def test_quantization_unit_scores_every_bit_width(smoke):
-    from flatcomp.lab.experiments import QUANT_BITS, load_or_run
-
-    [r] = load_or_run(smoke, "quantization", task=["mrpc"], optimizer=["adam"], seed=[0],
-                      progress=False)
-    assert {"fp32", "int8", "int8 per channel"} <= set(r["scores"])
-    assert all(f"{b} bit" in r["scores"] and f"{b} bit per channel" in r["scores"]
-               for b in QUANT_BITS)
-    assert r["int8_drop"] == r["scores"]["fp32"] - r["scores"]["int8"]
-    assert r["size_bytes"]["int8"] < r["size_bytes"]["fp32"]
-    # every dev row's prediction in fp32 and int8, which score as the record says
-    from flatcomp.metrics import glue_metrics, main_score
-
-    for kind in ("fp32", "int8"):
-        predictions = r["dev_predictions"][kind]
-        assert len(predictions) == len(r["dev_labels"])
-        assert main_score("mrpc", glue_metrics("mrpc", predictions, r["dev_labels"])) == \
-            r["scores"][kind]
-    [tuned] = load_or_run(smoke, "finetune", task=["mrpc"], optimizer=["adam"], seed=[0],
-                          progress=False)
-    assert tuned["dev_labels"] == r["dev_labels"] and len(tuned["dev_predictions"]) == \
-        len(r["dev_labels"])
 
 
 def test_imp_rounds_are_units_that_build_on_each_other(smoke):
@@ -388,40 +260,6 @@ def test_imp_rounds_are_units_that_build_on_each_other(smoke):
         assert r["sparsity"] == pytest.approx(0.1 * r["round"], abs=1e-4)
     # the dense round 0 records its flatness and compression damage, as every trained model does
     assert {"compression", "flatness"} <= set(rounds[0]) and "flatness" not in rounds[1]
-
-
-def test_lottery_experiments_run_at_the_profiles_lottery_schedule(smoke):
-    """IMP trains at ``profile.for_lottery()`` (smoke: 1 epoch) and records that config."""
-    from flatcomp.lab.experiments import load_or_run
-
-    assert smoke.for_lottery().epochs == {"default": 1} != smoke.epochs
-    assert smoke.for_lottery().for_lottery() == smoke.for_lottery()
-    [r] = load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True], round=[0],
-                      progress=False)
-    assert r["epochs"] == 1 and len(r["history"]) == 1
-    store = ResultsStore(smoke.for_lottery())
-    record = read_record(store.path("imp", "mrpc-adam-rewind-seed0-round0"))
-    assert record["provenance"]["config"]["epochs"] == {"default": 1}
-
-
-def test_a_ticket_trained_by_the_optimizer_that_found_it_is_imps_own_round(smoke):
-    """The Adam ticket fine-tuned with Adam at IMP's seed reuses IMP's round at the ticket
-    sparsity, and that round is the same computation as fine-tuning the ticket afresh."""
-    from flatcomp.lab.experiments import load_or_run
-    from flatcomp.lab.experiments.lottery import (_fine_tune_masked, _masked_weights_path,
-                                                  ticket_masks)
-
-    unit = dict(task="mrpc", mask="adam", optimizer="adam", seed=0)
-    [reused] = load_or_run(smoke, "tickets", **{k: [v] for k, v in unit.items()}, progress=False)
-    [imp_round] = load_or_run(smoke, "imp", task=["mrpc"], optimizer=["adam"], rewind=[True],
-                              round=[2], progress=False)
-    assert reused["history"] == imp_round["history"]
-    lottery = smoke.for_lottery()
-    assert _masked_weights_path(lottery, unit).exists()  # what the compound experiment loads
-    afresh = _fine_tune_masked(lottery, {**unit, "seed": 0},
-                               ticket_masks(lottery, "mrpc", "adam", seed=0))
-    assert afresh["history"] == reused["history"]
-    assert afresh["sparsity"] == pytest.approx(reused["sparsity"])
 
 
 def test_a_reused_ticket_trains_its_round_again_only_when_its_weights_are_needed(smoke):
@@ -455,49 +293,6 @@ def test_a_reused_ticket_trains_its_round_again_only_when_its_weights_are_needed
     assert stored["history"] == record["history"]
     remade = load_file(_masked_weights_path(lottery, unit))
     assert all(torch.equal(remade[name], original[name]) for name in original)
-
-
-def test_ticket_flatness_measures_the_stored_tickets_subnetwork(smoke):
-    from flatcomp.lab.experiments import load_or_run
-
-    wanted = dict(task=["mrpc"], mask=["random"], optimizer=["sam"], seed=[0])
-    [r] = load_or_run(smoke, "ticket_flatness", progress=False, **wanted)
-    [ticket] = load_or_run(smoke, "tickets", progress=False, **wanted)
-    assert (r["best_score"], r["sparsity"]) == (ticket["best_score"], ticket["sparsity"])
-    assert r["sharpness"] >= 0 and r["loss"] > 0
-
-
-def test_pooler_check_trains_the_ticket_again_with_a_dense_pooler(smoke):
-    from flatcomp.lab.experiments import load_or_run, ticket_masks
-
-    wanted = dict(task=["mrpc"], mask=["adam"], optimizer=["sam"], seed=[0])
-    [r] = load_or_run(smoke, "pooler_check", progress=False, **wanted)
-    [ticket] = load_or_run(smoke, "tickets", progress=False, **wanted)
-    masks = ticket_masks(smoke.for_lottery(), "mrpc", "adam", seed=0)
-    pooler = masks["bert.pooler.dense.weight"]
-    assert (r["pooler_kept"], r["pooler_size"]) == (int(pooler.sum()), pooler.numel())
-    assert r["pooler_kept"] < r["pooler_size"]  # the ticket prunes the pooler, the check does not
-    total = sum(m.numel() for m in masks.values())
-    assert r["sparsity"] == pytest.approx(ticket["sparsity"] - (pooler.numel() - pooler.sum().item())
-                                          / total, abs=1e-6)
-    assert r["history"] != ticket["history"]
-    assert unit_id({**{k: v[0] for k, v in wanted.items()}, "pooler": "dense"}) == \
-        "mrpc-adam-mask-dense-pooler-sam-seed0"
-
-
-def test_imp_flatness_measures_each_rounds_trained_subnetwork(smoke):
-    from flatcomp.lab.experiments import load_or_run
-
-    wanted = dict(task=["mrpc"], optimizer=["sam"], rewind=[True], round=[0, 2])
-    dense, pruned = load_or_run(smoke, "imp_flatness", progress=False, **wanted)
-    rounds = load_or_run(smoke, "imp", progress=False, **wanted)
-    assert [(r["imp_record_score"], r["sparsity"]) for r in (dense, pruned)] == \
-        [(r["best_score"], r["sparsity"]) for r in rounds]
-    assert pruned["sparsity"] == pytest.approx(0.2, abs=1e-3)
-    # the same weights scored again: on the machine that trained them (fp32), the same score
-    assert pruned["best_score"] == pytest.approx(pruned["imp_record_score"], abs=1e-6)
-    assert all(r["sharpness"] >= 0 and r["loss"] > 0 for r in (dense, pruned))
-    assert dense["loss"] != pruned["loss"]  # each round's own weights, not the dense model's
 
 
 def test_load_or_run_can_show_only_what_is_stored(smoke):
@@ -577,35 +372,6 @@ def test_small_sweeps_adam_and_sam_over_the_same_grid():
         rates = {o: {u["lr"] for u in units if u["task"] == task and u["optimizer"] == o}
                  for o in ("adam", "sam")}
         assert {5e-5, 1e-4, 2e-4} <= rates["adam"] and rates["sam"] == {5e-5, 1e-4, 2e-4}
-
-
-def test_the_longer_budget_trains_the_first_task_longer_for_both_optimizers(smoke):
-    from flatcomp.lab.config import PAPER, SMALL
-    from flatcomp.lab.experiments import load_or_run
-
-    assert EXPERIMENTS["budget"].units(PAPER) == []  # the paper's own 10 epochs
-    assert EXPERIMENTS["budget"].units(SMALL) == []  # the tuned protocol trains 10 epochs
-    [r] = load_or_run(smoke, "budget", optimizer=["adam"], seed=[0], progress=False)
-    assert r["epochs"] == 4 > smoke.epochs_for("mrpc") and len(r["history"]) == 4
-
-
-def test_the_pooler_free_imp_prunes_the_encoder_only(smoke):
-    """imp_encoder's round k prunes k/10 of the encoder's matrices and leaves the pooler dense;
-    its cache files are apart from those of imp, whose masks include the pooler."""
-    from flatcomp.lab.experiments import load_or_run
-    from flatcomp.lab.experiments.lottery import _imp_path
-    from flatcomp.pruning import load_masks
-
-    [r1] = load_or_run(smoke, "imp_encoder", task=["mrpc"], optimizer=["adam"], seed=[0],
-                       round=[1], progress=False)
-    assert r1["sparsity"] == pytest.approx(0.1, abs=1e-4)
-    lot = smoke.for_lottery()
-    masks, _ = load_masks(_imp_path(lot, r1, 1, "masks", "imp_encoder"))
-    assert masks and not any("pooler" in name for name in masks)
-    assert _imp_path(lot, r1, 1, "masks", "imp_encoder") != _imp_path(lot, r1, 1, "masks")
-    units = EXPERIMENTS["imp_encoder"].units(lot)
-    assert {u["seed"] for u in units} == set(lot.seeds) and {u["task"] for u in units} == \
-        set(lot.tasks)
 
 
 def test_each_seed_of_the_pooler_free_table_uses_its_own_chains_ticket(smoke):
