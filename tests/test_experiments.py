@@ -39,7 +39,6 @@ def _numbers(results):
 
 # ---------------------------------------------------------------- resuming a killed run
 
-
 def test_killed_run_resumes_to_the_same_numbers(quick, tmp_path, monkeypatch):
     # the reference: an uninterrupted run, with its own results and checkpoint folders
     _use_dirs(monkeypatch, tmp_path, "reference")
@@ -90,7 +89,6 @@ def test_stored_results_are_read_without_training(quick, monkeypatch):
 
 
 # ---------------------------------------------------------------- units
-
 
 def test_unit_id_orders_its_keys():
     unit = {"seed": 0, "lr": 1e-4, "optimizer": "sam", "task": "rte"}
@@ -158,7 +156,6 @@ def test_unknown_experiment_raises(smoke):
 
 
 # ---------------------------------------------------------------- the command line
-
 
 def test_cli_list_prints_the_experiments(capsys):
     assert main(["list"]) == 0
@@ -232,7 +229,6 @@ def test_cli_corrupt_results_file_returns_2_naming_it(smoke, monkeypatch, capsys
 
 
 # ---------------------------------------------------------------- lottery units
-
 
 def test_transfer_pairs_every_two_tasks_of_the_grid():
     lottery = PROFILES["small"].for_lottery()

@@ -7,8 +7,7 @@ import pytest
 
 from flatcomp.lab import plan
 from flatcomp.lab.config import PAPER, PROFILES, SMALL
-from flatcomp.lab.experiments import (EXPERIMENTS, experiment_profile, planned_units,
-                                      unit_id)
+from flatcomp.lab.experiments import EXPERIMENTS, experiment_profile, planned_units, unit_id
 from flatcomp.lab.experiments.core import training_digest
 from flatcomp.lab.experiments.squad import squad_fine_tune_steps, squad_windows
 
